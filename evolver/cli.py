@@ -1,0 +1,130 @@
+"""The `evolver` command line: thin wrappers over the library's functions."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from evolver_common import BadInput
+
+
+class BadInputAware(click.Group):
+    """Bad input exits with status 2 and its one-paragraph message; no traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except BadInput as err:
+            click.echo(f"Error: {err}", err=True)
+            ctx.exit(2)
+
+
+def _params(pairs: tuple[str, ...]) -> dict[str, str]:
+    params = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise BadInput(f"--param takes NAME=VALUE (e.g. --param mutation_size=0.3), got '{pair}'.")
+        params[name.strip()] = value.strip()
+    return params
+
+
+@click.group(cls=BadInputAware, context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Evolve images that drive a neuron: a CNN unit, a model neuron or a recorded one."""
+
+
+@main.command()
+@click.option("--neuron", help="Neuron spec, e.g. resnet50:layer4:unit12 (MODEL:LAYER:UNIT[@X,Y|@mean]).")
+@click.option("--weights", help="Neuron weights: pretrained (default), random, or a .safetensors/.pth PATH.")
+@click.option("--generator", help="Generator name (`evolver generators`); default dcgan.")
+@click.option("--generator-weights", help="Generator weights: random (default) or PATH.")
+@click.option("--optimizer", help="Optimizer name; default ga.")
+@click.option("--param", "param_pairs", multiple=True, help="Optimizer parameter NAME=VALUE (repeatable).")
+@click.option("--population", type=int, help="Codes per generation (the optimizer's population parameter).")
+@click.option("--generations", type=int, help="Number of generations (default 100).")
+@click.option("--seed", type=int, help="Seed of every random choice of the run (default 0).")
+@click.option("--device", help="auto (default), cpu or cuda.")
+@click.option("--precision", help="auto (default: bf16 where the hardware runs it natively), fp32 or bf16.")
+@click.option("--out", type=click.Path(path_type=Path), help="Run folder (default runs/<time>-<name>).")
+@click.option("--resume", type=click.Path(path_type=Path), help="Continue the run in this folder.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def run(param_pairs, population, out, resume, quiet, **options) -> None:
+    """Evolve codes for a neuron and record the run."""
+    from evolver import experiment
+
+    params = _params(param_pairs)
+    if population is not None:
+        params["population"] = population
+    requested = {k: v for k, v in options.items() if v is not None}
+    if resume:
+        if out:
+            raise BadInput("--out and --resume do not go together: a resumed run stays in its own folder.")
+        result = experiment.resume(resume, progress=not quiet, params=params or None, **requested)
+    else:
+        if "neuron" not in requested:
+            raise BadInput("--neuron is required, e.g. --neuron resnet18:layer3:unit5 (or --resume DIR).")
+        result = experiment.run(experiment.RunConfig(params=params, **requested), out=out, progress=not quiet)
+    _summarise(result)
+
+
+def _summarise(result) -> None:
+    gain = result.best / result.first_best if result.first_best else float("nan")
+    click.echo(
+        f"\nBest response {result.best:.4g} (generation {result.best_generation}); the first generation's "
+        f"best was {result.first_best:.4g} ({gain:.2f}x).\n"
+        f"Run folder: {result.path}\n"
+        f"  trajectory.html   the response trajectory (open in a browser)\n"
+        f"  best.png, best_code.npy   the best image and its code\n"
+        f"  generations.csv, scores.csv, codes/, images/, config.json, state/"
+    )
+    for note in result.notes:
+        click.echo(f"Note: {note}.")
+
+
+@main.command()
+@click.argument("runs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), help="HTML file (default: trajectory.html in the "
+              "run folder for one run, comparison.html in the current folder for several).")
+@click.option("--generations", help="Generations whose best image to show, e.g. 0,10,50 (default: 6 spread).")
+def plot(runs, out, generations) -> None:
+    """Plot the response trajectory of one or more runs (overlaid) as interactive HTML."""
+    from evolver.plots import write_trajectory
+
+    try:
+        wanted = [int(g) for g in generations.split(",")] if generations else None
+    except ValueError:
+        raise BadInput(f"--generations takes comma-separated integers, e.g. 0,10,50; got '{generations}'.") from None
+    out = out or (runs[0] / "trajectory.html" if len(runs) == 1 else Path("comparison.html"))
+    click.echo(f"Wrote {write_trajectory(runs, out, wanted)}")
+
+
+@main.command()
+@click.argument("model")
+def layers(model) -> None:
+    """List the layers of MODEL with their unit counts and spatial sizes."""
+    from neurons import list_layers
+
+    rows = list_layers(model)
+    width = max(len(r.name) for r in rows)
+    click.echo(f"{'layer':<{width}}  {'units':>6}  spatial")
+    for r in rows:
+        spatial = f"{r.spatial[1]}×{r.spatial[0]}" if r.spatial else "-"
+        click.echo(f"{r.name:<{width}}  {r.units if r.units is not None else '-':>6}  {spatial}")
+    click.echo(f"\n{len(rows)} layers. A container module's name (e.g. layer4) reads its last layer; "
+               f"a unit is {model}:LAYER:UNIT.")
+
+
+@main.command("generators")
+def list_generators() -> None:
+    """List the generators with their code and image sizes."""
+    import generators
+
+    for name in generators.available():
+        g = generators.create(name, weights="random", device="cpu")
+        click.echo(f"{name:<10} code {g.code_dim:>5}-d  image {g.image_size}×{g.image_size}  weights: {g.weights}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

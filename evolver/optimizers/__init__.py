@@ -1,0 +1,30 @@
+"""Optimizers by name: `create('ga', code_dim=..., sample=..., rng=..., **params)`."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from evolver.optimizers.base import Optimizer, Sampler
+from evolver.optimizers.ga import GeneticAlgorithm
+from evolver_common import BadInput, nearest
+
+REGISTRY: dict[str, type[Optimizer]] = {cls.name: cls for cls in (GeneticAlgorithm,)}
+
+
+def get(name: str) -> type[Optimizer]:
+    """The optimizer class registered as `name`."""
+    if name not in REGISTRY:
+        raise BadInput(
+            f"Unknown optimizer '{name}' (closest: {nearest(name, REGISTRY)}). "
+            f"Valid optimizers: {', '.join(sorted(REGISTRY))}."
+        )
+    return REGISTRY[name]
+
+
+def create(name: str, code_dim: int, sample: Sampler, rng: np.random.Generator, **params: Any) -> Optimizer:
+    """Build the optimizer `name` with `params` (unknown names are a BadInput)."""
+    return get(name)(code_dim, sample, rng, **params)
+
+
+__all__ = ["Optimizer", "REGISTRY", "create", "get"]

@@ -1,0 +1,180 @@
+"""The run directory of DESIGN.md: what a run leaves on disk, and how it survives being killed.
+
+Whole files (codes, images, config, state) are written to a temporary name and renamed.
+The two CSV tables grow by appending, so that a generation costs the same at 10 or 10,000
+generations; their committed length is kept in `state/state.npz`, which is written last,
+and a resumed run cuts them back to it. The state file is therefore the commit point: a
+generation exists once its state is written, and everything of a later one is discarded.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+
+from evolver_common import BadInput
+
+GENERATION_COLUMNS = ("gen", "n_images", "best", "mean", "std", "best_so_far", "seconds")
+SCORE_COLUMNS = ("gen", "image_id", "parent_ids", "score")
+TABLES = {"generations.csv": GENERATION_COLUMNS, "scores.csv": SCORE_COLUMNS}
+STATE_FILE = Path("state") / "state.npz"
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write `data` to `path` whole or not at all (temp file in the same folder, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
+
+
+def to_uint8(image: torch.Tensor) -> np.ndarray:
+    """(3, H, W) in [0, 1] -> (H, W, 3) uint8."""
+    return (image.detach().float().clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    """(H, W, 3) uint8 -> PNG file contents."""
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _encode(tree: Any, arrays: dict[str, np.ndarray]) -> Any:
+    if isinstance(tree, np.ndarray):
+        key = f"array{len(arrays)}"
+        arrays[key] = tree
+        return {"__array__": key}
+    if isinstance(tree, dict):
+        return {k: _encode(v, arrays) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return [_encode(v, arrays) for v in tree]
+    return tree.item() if isinstance(tree, np.generic) else tree
+
+
+def _decode(tree: Any, arrays) -> Any:
+    if isinstance(tree, dict):
+        if set(tree) == {"__array__"}:
+            return arrays[tree["__array__"]]
+        return {k: _decode(v, arrays) for k, v in tree.items()}
+    if isinstance(tree, list):
+        return [_decode(v, arrays) for v in tree]
+    return tree
+
+
+def state_bytes(tree: dict[str, Any]) -> bytes:
+    """A nested dict of numbers, strings, lists and numpy arrays as one .npz (no pickle)."""
+    arrays: dict[str, np.ndarray] = {}
+    meta = json.dumps(_encode(tree, arrays))
+    buffer = io.BytesIO()
+    np.savez(buffer, __meta__=np.array(meta), **arrays)
+    return buffer.getvalue()
+
+
+def read_state(path: Path) -> dict[str, Any]:
+    with np.load(path, allow_pickle=False) as data:
+        arrays = {k: data[k] for k in data.files}
+    return _decode(json.loads(str(arrays.pop("__meta__"))), arrays)
+
+
+class RunDirectory:
+    """One run's folder: config.json, the tables, codes/, images/, best.*, state/."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    @classmethod
+    def create(cls, path: str | Path, config: dict[str, Any]) -> RunDirectory:
+        run = cls(path)
+        if run.path.exists() and any(run.path.iterdir()):
+            raise BadInput(
+                f"The output folder {run.path} already exists and is not empty. Give a new --out "
+                f"folder, or continue that run with `evolver run --resume {run.path}`."
+            )
+        run.path.mkdir(parents=True, exist_ok=True)
+        run.write_config(config)
+        for name, columns in TABLES.items():
+            write_atomic(run.path / name, (",".join(columns) + "\n").encode())
+        return run
+
+    @classmethod
+    def open(cls, path: str | Path) -> RunDirectory:
+        run = cls(path)
+        missing = [n for n in ("config.json", *TABLES) if not (run.path / n).is_file()]
+        if missing:
+            raise BadInput(
+                f"{run.path} is not an evolver run folder: {', '.join(missing)} missing. A run folder "
+                "is what `evolver run` writes (runs/<time>-<name>/ or --out DIR)."
+            )
+        return run
+
+    def config(self) -> dict[str, Any]:
+        return json.loads((self.path / "config.json").read_text())
+
+    def write_config(self, config: dict[str, Any]) -> None:
+        write_atomic(self.path / "config.json", (json.dumps(config, indent=2) + "\n").encode())
+
+    def write_file(self, name: str, data: bytes) -> None:
+        write_atomic(self.path / name, data)
+
+    def append_rows(self, name: str, rows: list[tuple]) -> None:
+        """Append CSV rows to the table `name` (committed only by the next `commit`)."""
+        text = "".join(",".join(_csv_field(v) for v in row) + "\n" for row in rows)
+        with open(self.path / name, "a", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+
+    def commit(self, state: dict[str, Any]) -> None:
+        """Make everything written so far part of the run: `state` plus the tables' lengths."""
+        lengths = {name: (self.path / name).stat().st_size for name in TABLES}
+        write_atomic(self.path / STATE_FILE, state_bytes({**state, "table_bytes": lengths}))
+
+    def state(self) -> dict[str, Any] | None:
+        """The last committed state, or None if no generation has finished."""
+        path = self.path / STATE_FILE
+        return read_state(path) if path.is_file() else None
+
+    def roll_back(self) -> dict[str, Any] | None:
+        """Discard whatever a killed run wrote after its last commit; return the committed state."""
+        state = self.state()
+        for name, columns in TABLES.items():
+            if state is None:
+                write_atomic(self.path / name, (",".join(columns) + "\n").encode())
+            else:
+                os.truncate(self.path / name, state["table_bytes"][name])
+        return state
+
+    def table(self, name: str) -> pd.DataFrame:
+        """A table as committed (rows of a generation still being written are left out)."""
+        state = self.state()
+        with open(self.path / name, "rb") as f:
+            data = f.read(state["table_bytes"][name]) if state else f.readline()
+        return pd.read_csv(io.BytesIO(data), keep_default_na=False, na_values=["nan"])
+
+
+def _csv_field(value: Any) -> str:
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)

@@ -1,0 +1,45 @@
+"""Device and numeric precision: one place decides what is fastest and still correct."""
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from evolver_common.errors import BadInput
+
+PRECISIONS = ("auto", "fp32", "bf16")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """`auto` is the GPU when one is present, else the CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.split(":")[0] not in ("cpu", "cuda"):
+        raise BadInput(f"Unknown device '{device}'. Valid devices: {', '.join(DEVICES)} (or cuda:N).")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise BadInput(f"Device '{device}' was asked for but torch sees no CUDA GPU here. Use 'cpu' or 'auto'.")
+    return torch.device(device)
+
+
+def bf16_is_native(device: torch.device) -> bool:
+    """Whether bf16 matrix work runs in hardware here (AVX512-BF16/AMX on CPU, Ampere+ on GPU)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """`auto` is bf16 where the hardware runs it natively (3-8x faster here), else fp32."""
+    if precision not in PRECISIONS:
+        raise BadInput(f"Unknown precision '{precision}'. Valid precisions: {', '.join(PRECISIONS)}.")
+    if precision == "auto":
+        return "bf16" if bf16_is_native(device) else "fp32"
+    return precision
+
+
+def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """The autocast context for a resolved precision (a no-op for fp32)."""
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()

@@ -1,0 +1,22 @@
+"""The one exception that means "the user asked for something that does not exist"."""
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class BadInput(ValueError):
+    """Input the user can fix: a wrong spec, a missing file, an unknown name.
+
+    The message is one paragraph that names what was wrong and what is valid; the
+    command line prints it without a traceback and exits with status 2.
+    """
+
+
+def nearest(name: str, choices: Iterable[str], n: int = 5) -> str:
+    """A phrase listing the choices closest to `name`, for error messages."""
+    choices = list(dict.fromkeys(choices))
+    close = difflib.get_close_matches(name, choices, n=n, cutoff=0.5)
+    if not close:
+        close = [c for c in choices if name.lower() in c.lower()][:n]
+    return ", ".join(close) if close else "none close"

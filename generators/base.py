@@ -1,0 +1,29 @@
+"""The Generator contract (DESIGN.md): codes in, images out."""
+from __future__ import annotations
+
+import abc
+
+import numpy as np
+import torch
+
+
+class Generator(abc.ABC):
+    """Turns latent codes into images.
+
+    Attributes:
+        code_dim: length of one latent code.
+        image_size: side of the square images `render` returns, in pixels.
+        weights: a short description of where the weights came from (recorded in runs).
+    """
+
+    code_dim: int
+    image_size: int
+    weights: str
+
+    @abc.abstractmethod
+    def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """Draw `n` codes from the generator's initial distribution: (n, code_dim) float32."""
+
+    @abc.abstractmethod
+    def render(self, codes: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """Images for `codes` (n, code_dim): (n, 3, H, W) float RGB in [0, 1] on the generator's device."""

@@ -1,0 +1,100 @@
+"""The classic DCGAN generator (Radford et al. 2016): 100-d code to 64x64 RGB."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from evolver_common import (BadInput, apply_state_dict, autocast, load_state_file, resolve_device,
+                            resolve_precision, seeded_init)
+from generators.base import Generator
+
+
+def dcgan_network(code_dim: int = 100, ngf: int = 64, channels: int = 3) -> nn.Sequential:
+    """ConvTranspose2d 4/1/0 from 1x1 to 4x4, then 4/2/1 four times up to 64x64; Tanh out."""
+    widths = [ngf * 8, ngf * 4, ngf * 2, ngf]
+    layers: list[nn.Module] = [
+        nn.ConvTranspose2d(code_dim, widths[0], 4, 1, 0, bias=False),
+        nn.BatchNorm2d(widths[0]),
+        nn.ReLU(True),
+    ]
+    for w_in, w_out in zip(widths, widths[1:]):
+        layers += [nn.ConvTranspose2d(w_in, w_out, 4, 2, 1, bias=False), nn.BatchNorm2d(w_out), nn.ReLU(True)]
+    layers += [nn.ConvTranspose2d(widths[-1], channels, 4, 2, 1, bias=False), nn.Tanh()]
+    return nn.Sequential(*layers)
+
+
+def dcgan_init(module: nn.Module) -> None:
+    """The DCGAN paper's initialisation: conv weights N(0, 0.02), batch-norm scales N(1, 0.02)."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.normal_(m.weight, 0.0, 0.02)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.normal_(m.weight, 1.0, 0.02)
+            nn.init.zeros_(m.bias)
+
+
+def _calibrate_batch_norm(network: nn.Module, codes: np.ndarray) -> None:
+    """Set batch-norm statistics from a batch of codes, as training would.
+
+    Untrained statistics (mean 0, var 1) against N(0, 0.02) weights shrink every layer's
+    activity, and the images come out a flat grey; calibrated, random weights give
+    full-contrast images whose features vary with the code.
+    """
+    for m in network.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.reset_running_stats()
+            m.momentum = None  # a plain average over the calibration batch
+    with torch.no_grad():
+        network.train()(torch.as_tensor(codes)[:, :, None, None])
+    network.eval()
+
+
+class DCGAN(Generator):
+    """A DCGAN generator; `weights` is 'random' (seeded, untrained) or a .safetensors/.pth path.
+
+    Args:
+        weights: 'random' or the path of a state dict of `dcgan_network`.
+        truncation: if set, `sample` redraws code values beyond +-truncation.
+        weights_seed: the seed of the random weights.
+        device, precision: see `evolver_common.compute`.
+    """
+
+    code_dim = 100
+    image_size = 64
+
+    def __init__(self, weights: str | Path = "random", truncation: float | None = None,
+                 weights_seed: int = 0, device: str = "auto", precision: str = "auto"):
+        if truncation is not None and truncation <= 0:
+            raise BadInput(f"DCGAN truncation must be positive (or unset), got {truncation}.")
+        self.truncation = truncation
+        self.device = resolve_device(device)
+        self.precision = resolve_precision(precision, self.device)
+        with seeded_init(weights_seed):
+            self.network = dcgan_network(self.code_dim)
+            dcgan_init(self.network)
+        if str(weights) == "random":
+            self.weights = f"random (seed {weights_seed}, untrained)"
+            _calibrate_batch_norm(self.network, self.sample(256, np.random.default_rng(weights_seed)))
+        else:
+            apply_state_dict(self.network, load_state_file(weights), source=str(weights))
+            self.weights = str(Path(weights).resolve())
+        self.network.eval().requires_grad_(False).to(self.device, memory_format=torch.channels_last)
+
+    def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        codes = rng.standard_normal((n, self.code_dim))
+        if self.truncation is not None:
+            outside = np.abs(codes) > self.truncation
+            while outside.any():
+                codes[outside] = rng.standard_normal(outside.sum())
+                outside = np.abs(codes) > self.truncation
+        return codes.astype(np.float32)
+
+    @torch.no_grad()
+    def render(self, codes: np.ndarray | torch.Tensor) -> torch.Tensor:
+        codes = torch.as_tensor(codes, dtype=torch.float32, device=self.device)
+        with autocast(self.precision, self.device):
+            images = self.network(codes[:, :, None, None])
+        return ((images.float() + 1) / 2).clamp_(0, 1)

@@ -1,0 +1,23 @@
+"""The Neuron contract (DESIGN.md): images in, responses out."""
+from __future__ import annotations
+
+import abc
+
+import numpy as np
+import torch
+
+
+class Neuron(abc.ABC):
+    """Turns images into responses.
+
+    Attributes:
+        spec: the spec string the neuron was created from.
+        weights: a short description of where its weights came from (recorded in runs).
+    """
+
+    spec: str
+    weights: str
+
+    @abc.abstractmethod
+    def __call__(self, images: torch.Tensor) -> np.ndarray:
+        """Responses to `images` (n, 3, H, W) RGB in [0, 1], any H and W: (n,) float64, NaN where missing."""

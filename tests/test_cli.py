@@ -1,0 +1,164 @@
+"""The command line as a user meets it: one process per command."""
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import timm
+import torch
+
+from conftest import UNIT, evolver_cli
+from evolver.records import RunDirectory
+
+DESIGN_FILES = ("config.json", "generations.csv", "scores.csv", "codes", "images", "best.png", "best_code.npy",
+                "state", "trajectory.html")
+
+
+def test_evolution_raises_the_unit_well_above_the_first_generation(tmp):
+    out = tmp / "run"
+    result = evolver_cli("run", "--neuron", "resnet18:layer3:unit5", "--weights", "random", "--generations", 30,
+                         "--population", 20, "--out", out, "--quiet", check=True)
+    for name in DESIGN_FILES:
+        assert (out / name).exists(), name
+    table = pd.read_csv(out / "generations.csv")
+    assert table["gen"].tolist() == list(range(30))
+    assert (table["n_images"] == 20).all()
+    first, last = table["best"].iloc[0], table["best_so_far"].iloc[-1]
+    assert last > 2 * first, f"first generation's best {first:.3f}, final best {last:.3f}"
+    assert table["best_so_far"].is_monotonic_increasing
+    scores = pd.read_csv(out / "scores.csv", keep_default_na=False)
+    assert len(scores) == 600 and scores["image_id"].tolist() == list(range(600))
+    assert len(list((out / "codes").glob("gen_*.npy"))) == 30
+    assert np.load(out / "codes" / "gen_0029.npy").shape == (20, 100)
+    config = json.loads((out / "config.json").read_text())
+    assert config["resolved"]["optimizer"]["params"]["mutation_size"] == 0.5
+    assert config["resolved"]["neuron"]["weights"].startswith("random")
+    assert "--weights" in config["command"] and config["versions"]["torch"]
+    assert f"{last:.4g}" in result.stdout and "untrained random weights" in result.stdout
+
+
+def _run_args(out, generations=12):
+    return ["run", "--neuron", UNIT, "--weights", "random", "--generations", generations, "--population", 20,
+            "--seed", 7, "--param", "mutation_size=0.3", "--out", out, "--quiet"]
+
+
+def _committed_generation(run_dir) -> int:
+    state = RunDirectory(run_dir).state()
+    return -1 if state is None else state["generation"]
+
+
+def test_a_killed_run_resumes_to_the_same_result(tmp):
+    evolver_cli(*_run_args(tmp / "whole"), check=True)
+    killed = tmp / "killed"
+    process = subprocess.Popen([sys.executable, "-m", "evolver", *map(str, _run_args(killed))],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while _committed_generation(killed) < 3 and process.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    stopped_at = _committed_generation(killed)
+    assert 3 <= stopped_at < 11, "the kill must land mid-run"
+    evolver_cli("run", "--resume", killed, "--quiet", check=True)
+
+    for table in ("generations.csv", "scores.csv"):
+        whole = pd.read_csv(tmp / "whole" / table, keep_default_na=False)
+        resumed = pd.read_csv(killed / table, keep_default_na=False)
+        pd.testing.assert_frame_equal(whole.drop(columns="seconds", errors="ignore"),
+                                      resumed.drop(columns="seconds", errors="ignore"))
+    for gen in range(12):
+        np.testing.assert_array_equal(np.load(tmp / "whole" / "codes" / f"gen_{gen:04d}.npy"),
+                                      np.load(killed / "codes" / f"gen_{gen:04d}.npy"))
+    np.testing.assert_array_equal(np.load(tmp / "whole" / "best_code.npy"), np.load(killed / "best_code.npy"))
+    assert not list(killed.rglob("*.tmp"))
+
+
+def test_resume_extends_a_finished_run(tmp):
+    out = tmp / "run"
+    evolver_cli(*_run_args(out, generations=3), check=True)
+    evolver_cli("run", "--resume", out, "--generations", 5, "--quiet", check=True)
+    assert pd.read_csv(out / "generations.csv")["gen"].tolist() == [0, 1, 2, 3, 4]
+    assert json.loads((out / "config.json").read_text())["run"]["generations"] == 5
+
+
+def _bad_input(*args, match: str, **kwargs):
+    result = evolver_cli(*args, timeout=120, **kwargs)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert match in result.stderr, result.stderr
+    return result.stderr
+
+
+@pytest.mark.parametrize("neuron, match", [
+    ("resnt18:layer3:1", "Unknown model 'resnt18'"),
+    ("resnet18:layer9:1", "no layer 'layer9' (closest: layer4"),
+    ("resnet18:layer3:999", "has 256 units (0–255)"),
+    ("resnet18:layer3", "Malformed neuron spec"),
+])
+def test_bad_neuron_specs_exit_2(tmp, neuron, match):
+    _bad_input("run", "--neuron", neuron, "--weights", "random", "--out", tmp / "r", match=match)
+    assert not (tmp / "r").exists()
+
+
+def test_bad_weights_exit_2(tmp):
+    _bad_input("run", "--neuron", UNIT, "--weights", tmp / "missing.pth", match="does not exist")
+    wrong = tmp / "wrong.pth"
+    torch.save(timm.create_model("resnet34").state_dict(), wrong)
+    _bad_input("run", "--neuron", UNIT, "--weights", wrong, match="unexpected (")
+    _bad_input("run", "--neuron", UNIT, "--generator-weights", wrong, match="do not match")
+
+
+def test_pretrained_offline_without_cache_exits_2_in_seconds(tmp):
+    started = time.time()
+    message = _bad_input("run", "--neuron", "test_resnet:fc:1", "--weights", "pretrained",
+                         match="No pretrained weights for 'test_resnet'", env={"HF_HUB_CACHE": str(tmp)})
+    assert str(tmp) in message and "--weights random" in message
+    assert time.time() - started < 60
+
+
+def test_pretrained_with_the_hub_unreachable_exits_2_without_waiting_for_retries(tmp):
+    # HF_HUB_OFFLINE unset, and the hub endpoint a closed port on this machine.
+    env = {"HF_HUB_CACHE": str(tmp), "HF_HUB_OFFLINE": "0", "HF_ENDPOINT": "http://127.0.0.1:9"}
+    started = time.time()
+    _bad_input("run", "--neuron", "test_resnet:fc:1", "--weights", "pretrained",
+               match="http://127.0.0.1:9 is unreachable", env=env)
+    assert time.time() - started < 60
+
+
+def test_bad_optimizer_and_params_exit_2(tmp):
+    _bad_input("run", "--neuron", UNIT, "--weights", "random", "--param", "mutation_sise=0.1",
+               match="Unknown parameter mutation_sise")
+    _bad_input("run", "--neuron", UNIT, "--weights", "random", "--param", "oops", match="NAME=VALUE")
+    _bad_input("run", "--neuron", UNIT, "--weights", "random", "--optimizer", "cma", match="Valid optimizers")
+
+
+def test_bad_resume_exits_2(tmp):
+    _bad_input("run", "--resume", tmp, match="is not an evolver run folder")
+    out = tmp / "run"
+    evolver_cli(*_run_args(out, generations=2), check=True)
+    _bad_input("run", "--resume", out, "--seed", 8, match="seed=8 (the run has 7)")
+    _bad_input("run", "--resume", out, "--neuron", "resnet18:layer2:unit4", match="conflict")
+    _bad_input(*_run_args(out), match="already exists")
+
+
+def test_plot_overlays_runs(tmp):
+    for name in ("a", "b"):
+        evolver_cli(*_run_args(tmp / name, generations=3), check=True)
+    out = tmp / "cmp.html"
+    evolver_cli("plot", tmp / "a", tmp / "b", "--out", out, "--generations", "0,2", check=True)
+    html = out.read_text()
+    assert "plotly" in html and "best so far: a" in html and "best so far: b" in html
+    assert html.count('"source":"data:image\\u002fpng;base64,') == 4  # 2 runs x gens 0 and 2
+    _bad_input("plot", tmp / "nope", match="not an evolver run folder")
+
+
+def test_layers_and_generators_listings():
+    layers = evolver_cli("layers", "resnet18", check=True).stdout
+    assert any(line.split()[:3] == ["layer4.1.act2", "512", "7×7"] for line in layers.splitlines())
+    _bad_input("layers", "resnet1800", match="Unknown model")
+    listing = evolver_cli("generators", check=True).stdout
+    assert "dcgan" in listing and "100-d" in listing and "64×64" in listing
