@@ -36,21 +36,24 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--neuron", help="Neuron spec, e.g. resnet50:layer4:unit12 (MODEL:LAYER:UNIT[@X,Y|@mean]).")
+@click.option("--neuron", help="Neuron spec, e.g. resnet50:layer4:unit12 (MODEL:LAYER:UNIT[@X,Y|@mean]); "
+              "default stimnet:classifier:unit7, the bundled classifier's 'star' unit.")
 @click.option("--weights", help="Neuron weights: pretrained (default), random, or a .safetensors/.pth PATH.")
 @click.option("--generator", help="Generator name (`evolver generators`); default dcgan.")
-@click.option("--generator-weights", help="Generator weights: random (default) or PATH.")
+@click.option("--generator-weights", help="Generator weights: pretrained (default: the bundled ones), random or PATH.")
+@click.option("--class", "class_index", type=int, help="BigGAN: fix this ImageNet class and evolve only the noise.")
+@click.option("--truncation", type=float, help="Truncation of the generator's codes (BigGAN default 0.7).")
 @click.option("--optimizer", help="Optimizer name; default ga.")
 @click.option("--param", "param_pairs", multiple=True, help="Optimizer parameter NAME=VALUE (repeatable).")
 @click.option("--population", type=int, help="Codes per generation (the optimizer's population parameter).")
-@click.option("--generations", type=int, help="Number of generations (default 100).")
+@click.option("--generations", type=int, help="Number of generations (default 200).")
 @click.option("--seed", type=int, help="Seed of every random choice of the run (default 0).")
 @click.option("--device", help="auto (default), cpu or cuda.")
 @click.option("--precision", help="auto (default: bf16 where the hardware runs it natively), fp32 or bf16.")
 @click.option("--out", type=click.Path(path_type=Path), help="Run folder (default runs/<time>-<name>).")
 @click.option("--resume", type=click.Path(path_type=Path), help="Continue the run in this folder.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def run(param_pairs, population, out, resume, quiet, **options) -> None:
+def run(param_pairs, population, class_index, truncation, out, resume, quiet, **options) -> None:
     """Evolve codes for a neuron and record the run."""
     from evolver import experiment
 
@@ -58,13 +61,14 @@ def run(param_pairs, population, out, resume, quiet, **options) -> None:
     if population is not None:
         params["population"] = population
     requested = {k: v for k, v in options.items() if v is not None}
+    generator_options = {k: v for k, v in (("class_index", class_index), ("truncation", truncation)) if v is not None}
+    if generator_options:
+        requested["generator_options"] = generator_options
     if resume:
         if out:
             raise BadInput("--out and --resume do not go together: a resumed run stays in its own folder.")
         result = experiment.resume(resume, progress=not quiet, params=params or None, **requested)
     else:
-        if "neuron" not in requested:
-            raise BadInput("--neuron is required, e.g. --neuron resnet18:layer3:unit5 (or --resume DIR).")
         result = experiment.run(experiment.RunConfig(params=params, **requested), out=out, progress=not quiet)
     _summarise(result)
 
@@ -112,18 +116,47 @@ def layers(model) -> None:
     for r in rows:
         spatial = f"{r.spatial[1]}×{r.spatial[0]}" if r.spatial else "-"
         click.echo(f"{r.name:<{width}}  {r.units if r.units is not None else '-':>6}  {spatial}")
-    click.echo(f"\n{len(rows)} layers. A container module's name (e.g. layer4) reads its last layer; "
-               f"a unit is {model}:LAYER:UNIT.")
+    click.echo(f"\n{len(rows)} layers. A container module's name reads its last layer; a unit is {model}:LAYER:UNIT.")
 
 
 @main.command("generators")
 def list_generators() -> None:
-    """List the generators with their code and image sizes."""
+    """List the generators: code size, image size, where 'pretrained' looks for weights, and if found."""
     import generators
 
-    for name in generators.available():
-        g = generators.create(name, weights="random", device="cpu")
-        click.echo(f"{name:<10} code {g.code_dim:>5}-d  image {g.image_size}×{g.image_size}  weights: {g.weights}")
+    for entry in generators.entries():
+        where, found = entry.weights_location()
+        click.echo(f"{entry.name:<16} code {entry.code_dim:<24} image {entry.image_size}×{entry.image_size:<5} "
+                   f"weights {'found' if found else 'MISSING'}: {where}")
+
+
+@main.command("train-gan")
+@click.option("--data", default="procedural", show_default=True,
+              help="'procedural' (the stimulus corpus) or an image folder (ImageFolder layout).")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Training folder.")
+@click.option("--steps", type=int, default=3000, show_default=True, help="Generator updates.")
+@click.option("--batch-size", type=int, default=128, show_default=True)
+@click.option("--lr", type=float, default=2e-4, show_default=True)
+@click.option("--beta1", type=float, default=0.5, show_default=True)
+@click.option("--d-steps", type=int, default=1, show_default=True, help="Discriminator updates per G update.")
+@click.option("--ema", type=float, default=0.0, show_default=True,
+              help="Decay of the moving average of G's weights (0 = off); the average is what is saved.")
+@click.option("--ortho-init", is_flag=True, help="Orthogonal initialisation of the conv weights.")
+@click.option("--ortho-reg", type=float, default=0.0, show_default=True, help="Orthogonal regularisation weight.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the weights, noise and corpus.")
+@click.option("--sample-every", type=int, default=250, show_default=True, help="Steps between sample grids.")
+@click.option("--checkpoint-every", type=int, default=250, show_default=True, help="Steps between checkpoints.")
+@click.option("--precision", default="auto", show_default=True, help="auto, fp32 or bf16.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option("--resume", is_flag=True, help="Continue the training in --out from its checkpoint.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def train_gan(out, resume, quiet, **options) -> None:
+    """Train the DCGAN generator on an image folder or the procedural stimulus corpus."""
+    from generators.training import GANTrainingConfig
+    from generators.training import train_gan as train
+
+    weights = train(GANTrainingConfig(**options), out, resume=resume, progress=not quiet)
+    click.echo(f"Generator weights: {weights}\nUse them with: evolver run --generator-weights {weights} …")
 
 
 if __name__ == "__main__":

@@ -24,20 +24,25 @@ from evolver_common import BadInput
 # Independent random streams spawned from the run's seed, by purpose.
 OPTIMIZER_STREAM = 0
 
+# The bundled world: stimnet's "star" unit, whose preferred stimulus is known.
+DEFAULT_NEURON = "stimnet:classifier:unit7"
+
 VERSIONED_PACKAGES = ("evolver", "torch", "torchvision", "timm", "numpy", "deap", "pandas", "plotly")
 
 
 @dataclass
 class RunConfig:
-    """What a user asks for. `params` are the optimizer's (see `evolver.optimizers`)."""
+    """What a user asks for. `params` are the optimizer's (see `evolver.optimizers`); `generator_options`
+    go to the generator (e.g. truncation, class_index)."""
 
-    neuron: str
+    neuron: str = DEFAULT_NEURON
     weights: str = "pretrained"
     generator: str = "dcgan"
-    generator_weights: str = "random"
+    generator_weights: str = "pretrained"
+    generator_options: dict[str, Any] = field(default_factory=dict)
     optimizer: str = "ga"
     params: dict[str, Any] = field(default_factory=dict)
-    generations: int = 100
+    generations: int = 200
     seed: int = 0
     device: str = "auto"
     precision: str = "auto"
@@ -65,7 +70,8 @@ class Loop:
     def __init__(self, config: RunConfig):
         self.config = config
         self.generator = generators.create(config.generator, weights=config.generator_weights,
-                                           device=config.device, precision=config.precision)
+                                           device=config.device, precision=config.precision,
+                                           **config.generator_options)
         self.neuron = neurons.create(config.neuron, weights=config.weights, device=config.device,
                                      precision=config.precision)
         streams = np.random.SeedSequence(config.seed).spawn(OPTIMIZER_STREAM + 1)

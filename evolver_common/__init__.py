@@ -5,10 +5,11 @@ the few things all three need (the bad-input error, reading weight files, choosi
 device and precision) live here, below all three.
 """
 from evolver_common.compute import autocast, resolve_device, resolve_precision
+from evolver_common.downloads import reachable
 from evolver_common.errors import BadInput, nearest
 from evolver_common.state_files import apply_state_dict, load_state_file, seeded_init
 
 __all__ = [
     "BadInput", "nearest", "load_state_file", "apply_state_dict", "seeded_init",
-    "resolve_device", "resolve_precision", "autocast",
+    "resolve_device", "resolve_precision", "autocast", "reachable",
 ]

@@ -1,26 +1,47 @@
 """Generators: anything that turns latent codes into images.
 
-`create(name, **options)` builds one from the registry, like timm's `create_model`.
+`create(name, **options)` builds one from the registry, like timm's `create_model`;
+`entries()` describes them without loading any weights.
 """
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from evolver_common import BadInput, nearest
+from generators import biggan, dcgan, deepsim
 from generators.base import Generator
 from generators.dcgan import DCGAN
 
-_REGISTRY: dict[str, Callable[..., Generator]] = {}
+
+@dataclass(frozen=True)
+class GeneratorEntry:
+    """A registered generator: how to build it, its sizes, and where 'pretrained' looks for weights."""
+
+    name: str
+    factory: Callable[..., Generator]
+    code_dim: str
+    image_size: int
+    weights_location: Callable[[], tuple[str, bool]]  # (where, found)
 
 
-def register(name: str, factory: Callable[..., Generator]) -> None:
-    """Make `factory(**options)` available as `create(name, **options)`."""
-    _REGISTRY[name] = factory
+_REGISTRY: dict[str, GeneratorEntry] = {}
+
+
+def register(entry: GeneratorEntry) -> None:
+    """Make `entry.factory(**options)` available as `create(entry.name, **options)`."""
+    _REGISTRY[entry.name] = entry
 
 
 def available() -> list[str]:
     """The registered generator names."""
     return sorted(_REGISTRY)
+
+
+def entries() -> list[GeneratorEntry]:
+    return [_REGISTRY[name] for name in available()]
 
 
 def create(name: str, **options) -> Generator:
@@ -30,9 +51,22 @@ def create(name: str, **options) -> Generator:
             f"Unknown generator '{name}' (closest: {nearest(name, _REGISTRY)}). "
             f"Valid generators: {', '.join(available())}."
         )
-    return _REGISTRY[name](**options)
+    factory = _REGISTRY[name].factory
+    try:
+        inspect.signature(factory).bind(**options)
+    except TypeError as err:
+        accepted = ", ".join(inspect.signature(factory).parameters)
+        raise BadInput(f"Generator '{name}' does not take these options ({err}); it takes: {accepted}.") from None
+    return factory(**options)
 
 
-register("dcgan", DCGAN)
+register(GeneratorEntry("dcgan", DCGAN, "100", DCGAN.image_size, dcgan.weights_location))
+for variant in deepsim.VARIANTS:
+    register(GeneratorEntry(f"deepsim-{variant}", functools.partial(deepsim.DeePSiM, variant),
+                            str(deepsim.code_dim(variant)), deepsim.DeePSiM.image_size,
+                            functools.partial(deepsim.weights_location, variant)))
+for size in biggan.SIZES:
+    register(GeneratorEntry(f"biggan-deep-{size}", functools.partial(biggan.BigGAN, size),
+                            "256 (128 with --class)", size, functools.partial(biggan.weights_location, size)))
 
-__all__ = ["Generator", "DCGAN", "create", "register", "available"]
+__all__ = ["Generator", "DCGAN", "GeneratorEntry", "create", "register", "available", "entries"]

@@ -26,6 +26,16 @@ def dcgan_network(code_dim: int = 100, ngf: int = 64, channels: int = 3) -> nn.S
     return nn.Sequential(*layers)
 
 
+def dcgan_discriminator(ndf: int = 64, channels: int = 3) -> nn.Sequential:
+    """The classic DCGAN discriminator for 64x64 images: 4/2/1 convs with LeakyReLU(0.2), one logit out."""
+    widths = [ndf, ndf * 2, ndf * 4, ndf * 8]
+    layers: list[nn.Module] = [nn.Conv2d(channels, widths[0], 4, 2, 1, bias=False), nn.LeakyReLU(0.2, True)]
+    for w_in, w_out in zip(widths, widths[1:]):
+        layers += [nn.Conv2d(w_in, w_out, 4, 2, 1, bias=False), nn.BatchNorm2d(w_out), nn.LeakyReLU(0.2, True)]
+    layers += [nn.Conv2d(widths[-1], 1, 4, 1, 0, bias=False), nn.Flatten(0)]
+    return nn.Sequential(*layers)
+
+
 def dcgan_init(module: nn.Module) -> None:
     """The DCGAN paper's initialisation: conv weights N(0, 0.02), batch-norm scales N(1, 0.02)."""
     for m in module.modules():
@@ -52,11 +62,20 @@ def _calibrate_batch_norm(network: nn.Module, codes: np.ndarray) -> None:
     network.eval()
 
 
+BUNDLED_WEIGHTS = Path(__file__).parent / "weights" / "dcgan.safetensors"
+
+
+def weights_location() -> tuple[str, bool]:
+    """Where 'pretrained' reads the weights, and whether they are there."""
+    return str(BUNDLED_WEIGHTS), BUNDLED_WEIGHTS.is_file()
+
+
 class DCGAN(Generator):
-    """A DCGAN generator; `weights` is 'random' (seeded, untrained) or a .safetensors/.pth path.
+    """A DCGAN generator; by default the one trained on the procedural corpus that ships with evolver.
 
     Args:
-        weights: 'random' or the path of a state dict of `dcgan_network`.
+        weights: 'pretrained' (the bundled weights, see weights/dcgan.json), 'random' (seeded,
+            untrained) or the path of a state dict of `dcgan_network`.
         truncation: if set, `sample` redraws code values beyond +-truncation.
         weights_seed: the seed of the random weights.
         device, precision: see `evolver_common.compute`.
@@ -65,7 +84,7 @@ class DCGAN(Generator):
     code_dim = 100
     image_size = 64
 
-    def __init__(self, weights: str | Path = "random", truncation: float | None = None,
+    def __init__(self, weights: str | Path = "pretrained", truncation: float | None = None,
                  weights_seed: int = 0, device: str = "auto", precision: str = "auto"):
         if truncation is not None and truncation <= 0:
             raise BadInput(f"DCGAN truncation must be positive (or unset), got {truncation}.")
@@ -79,8 +98,12 @@ class DCGAN(Generator):
             self.weights = f"random (seed {weights_seed}, untrained)"
             _calibrate_batch_norm(self.network, self.sample(256, np.random.default_rng(weights_seed)))
         else:
-            apply_state_dict(self.network, load_state_file(weights), source=str(weights))
-            self.weights = str(Path(weights).resolve())
+            path = BUNDLED_WEIGHTS if str(weights) == "pretrained" else Path(weights)
+            if str(weights) == "pretrained" and not path.is_file():
+                raise BadInput(f"The bundled DCGAN weights are missing from this installation ({path}); reinstall "
+                               "evolver, train your own with `evolver train-gan`, or use --generator-weights random.")
+            apply_state_dict(self.network, load_state_file(path), source=str(path))
+            self.weights = f"bundled {path.name}" if str(weights) == "pretrained" else str(path.resolve())
         self.network.eval().requires_grad_(False).to(self.device, memory_format=torch.channels_last)
 
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:

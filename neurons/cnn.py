@@ -24,7 +24,7 @@ def _no_inplace(network: nn.Module) -> None:
 
 def _layer_names(network: nn.Module, source: ModelSource) -> list[str]:
     """Names a layer can be given by: graph nodes (`layer3.5.relu_2`) and module paths (`layer4`)."""
-    nodes = [n for n in source.graph_node_names(network) if n != "x"]
+    nodes = source.graph_node_names(network)[1:]  # the first node is the input placeholder
     return nodes + [name for name, _ in network.named_modules() if name and name not in nodes]
 
 
@@ -132,7 +132,7 @@ def list_layers(model: str) -> list[LayerInfo]:
     network, source, _ = build_model(model, "random")
     _no_inplace(network)
     config = source.input_config(model, network)
-    nodes = [n for n in source.graph_node_names(network) if n != "x"]
+    nodes = source.graph_node_names(network)[1:]  # the first node is the input placeholder
     with torch.no_grad():
         outputs = source.feature_extractor(network, nodes)(torch.zeros(1, 3, *config.size))
     layers = []

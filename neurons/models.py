@@ -1,12 +1,10 @@
 """Building a CNN by name from timm or torchvision, with its weights and its input config.
 
-A model family is a small `ModelSource` (one file each: `timm_models`, `torchvision_models`);
-`build_model` asks them in order, timm first, as DESIGN.md says.
+A model family is a small `ModelSource` (one file each: `bundled_models`, `timm_models`, `torchvision_models`);
+`build_model` asks them in order: the bundled models, then timm, then torchvision, as DESIGN.md says.
 """
 from __future__ import annotations
 
-import socket
-import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -30,7 +28,7 @@ class InputConfig:
 
 
 class ModelSource(Protocol):
-    """A family of models (timm, torchvision) that can be built by name."""
+    """A family of models (bundled, timm, torchvision) that can be built by name."""
 
     name: str
 
@@ -44,9 +42,10 @@ class ModelSource(Protocol):
 
 
 def sources() -> list[ModelSource]:
+    from neurons.bundled_models import BundledSource
     from neurons.timm_models import TimmSource
     from neurons.torchvision_models import TorchvisionSource
-    return [TimmSource(), TorchvisionSource()]
+    return [BundledSource(), TimmSource(), TorchvisionSource()]
 
 
 def source_of(model: str) -> ModelSource:
@@ -57,9 +56,9 @@ def source_of(model: str) -> ModelSource:
             return source
     names = [n for s in all_sources for n in s.names()]
     raise BadInput(
-        f"Unknown model '{model}' (closest: {nearest(model, names)}). MODEL is a timm model name "
-        f"(timm.list_models(), {len(all_sources[0].names())} of them) or a torchvision classification "
-        "model that timm lacks, such as alexnet or vgg16."
+        f"Unknown model '{model}' (closest: {nearest(model, names)}). MODEL is a bundled model (stimnet), "
+        "a timm model name (timm.list_models()) or a torchvision classification model that timm lacks, "
+        "such as alexnet or vgg16."
     )
 
 
@@ -81,20 +80,6 @@ def build_model(model: str, weights: str | Path) -> tuple[nn.Module, ModelSource
             apply_state_dict(network, load_state_file(weights), source=weights)
             description = str(Path(weights).resolve())
     return network.eval(), source, description
-
-
-def reachable(url: str, timeout: float = 3.0) -> bool:
-    """Whether the host of `url` accepts a connection within `timeout` seconds.
-
-    Asked before a download so that an offline machine fails in seconds rather than
-    after the download libraries' retries.
-    """
-    parts = urllib.parse.urlsplit(url)
-    try:
-        with socket.create_connection((parts.hostname, parts.port or 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
 
 
 def missing_pretrained(model: str, looked_for: str, where: str) -> BadInput:

@@ -8,7 +8,8 @@ import timm
 from timm.models import create_feature_extractor, get_graph_node_names
 from torch import nn
 
-from neurons.models import InputConfig, missing_pretrained, reachable
+from evolver_common.downloads import offline_reason, reachable
+from neurons.models import InputConfig, missing_pretrained
 
 # The files timm tries, in its own order, when a pretrained config names no file.
 _HUB_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -45,13 +46,12 @@ class TimmSource:
             if isinstance(cached, str):
                 network = timm.create_model(model, pretrained=True, pretrained_cfg_overlay={"file": cached})
                 return network, cached
-        if constants.HF_HUB_OFFLINE or not reachable(constants.ENDPOINT):
+        if not reachable(constants.ENDPOINT):
             looked_for = " or ".join(
                 os.path.join(constants.HF_HUB_CACHE, f"models--{repo.replace('/', '--')}", "snapshots", "*", f)
                 for f in files
             )
-            why = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else f"{constants.ENDPOINT} is unreachable"
-            raise missing_pretrained(model, looked_for, why)
+            raise missing_pretrained(model, looked_for, offline_reason(constants.ENDPOINT))
         return timm.create_model(model, pretrained=True), f"hf-hub:{repo}"
 
     def input_config(self, model: str, network: nn.Module) -> InputConfig:

@@ -10,7 +10,8 @@ import torchvision
 from torch import nn
 from torchvision.models import feature_extraction
 
-from neurons.models import InputConfig, missing_pretrained, reachable
+from evolver_common.downloads import offline_reason, reachable
+from neurons.models import InputConfig, missing_pretrained
 
 
 @functools.cache
@@ -39,7 +40,7 @@ class TorchvisionSource:
         cached = os.path.join(torch.hub.get_dir(), "checkpoints",
                               os.path.basename(urllib.parse.urlsplit(weights.url).path))
         if not os.path.isfile(cached) and not reachable(weights.url):
-            raise missing_pretrained(model, cached, f"{urllib.parse.urlsplit(weights.url).hostname} is unreachable")
+            raise missing_pretrained(model, cached, offline_reason(weights.url))
         # torchvision reads the cached file when it is there and downloads it otherwise.
         return torchvision.models.get_model(model, weights=weights), cached
 

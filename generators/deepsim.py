@@ -1,0 +1,137 @@
+"""DeePSiM generators (Dosovitskiy & Brox 2016): images from CaffeNet features, 256x256.
+
+The fc6 variant is the generator of Ponce et al. 2019, XDream and Wang & Ponce 2022. The
+layout below matches the PyTorch state dicts the field shares (`upconvGAN_fc6.pt` style: keys
+`defc7.weight`, `deconv5.weight`, …), which load strictly from a path or from
+`$TORCH_HOME/checkpoints/upconvGAN_<variant>.pt`.
+
+Initial codes: fc6 (and fc7) activations of natural images are rectified and sparse, so
+`sample` draws max(0, N(0, code_scale^2)) per unit: half the units exactly zero, the others
+half-normal. fc8 activations are pre-softmax class scores, which take both signs: plain
+N(0, code_scale^2). pool5 codes are rectified like fc6.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from evolver_common import (BadInput, apply_state_dict, autocast, load_state_file, resolve_device,
+                            resolve_precision, seeded_init)
+from generators.base import Generator
+
+# CaffeNet's mean pixel, added back to the generator's BGR output (0-255 scale).
+CAFFE_MEAN_BGR = (104.0, 117.0, 123.0)
+# variant: (code shape, rectified codes?, head layers before the shared upsampling trunk)
+VARIANTS = {
+    "fc6": ((4096,), True, "fc"),
+    "fc7": ((4096,), True, "fc"),
+    "fc8": ((1000,), False, "fc"),
+    "pool5": ((256, 6, 6), True, "conv"),
+}
+
+
+class _View(nn.Module):
+    def __init__(self, *shape: int):
+        super().__init__()
+        self.shape = shape
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.view(-1, *self.shape)
+
+
+def _lrelu() -> nn.LeakyReLU:
+    return nn.LeakyReLU(0.3)
+
+
+def deepsim_network(variant: str) -> nn.Sequential:
+    """The generator of one DeePSiM variant, with the shared state-dict key names."""
+    code_shape, _, head = VARIANTS[variant]
+    layers: OrderedDict[str, nn.Module] = OrderedDict()
+    if head == "fc":
+        layers["defc7"], layers["relu_defc7"] = nn.Linear(code_shape[0], 4096), _lrelu()
+        layers["defc6"], layers["relu_defc6"] = nn.Linear(4096, 4096), _lrelu()
+        layers["defc5"], layers["relu_defc5"] = nn.Linear(4096, 4096), _lrelu()
+        layers["reshape"] = _View(256, 4, 4)
+        trunk_in = 256
+    else:
+        layers["Rconv6"], layers["Rrelu6"] = nn.Conv2d(256, 512, 3, 1, 1), _lrelu()
+        layers["Rconv7"], layers["Rrelu7"] = nn.Conv2d(512, 512, 3, 1, 1), _lrelu()
+        layers["Rconv8"], layers["Rrelu8"] = nn.Conv2d(512, 512, 3, 1, 0), _lrelu()
+        trunk_in = 512
+    trunk = [("deconv5", trunk_in, 256, 4, 2), ("conv5_1", 256, 512, 3, 1), ("deconv4", 512, 256, 4, 2),
+             ("conv4_1", 256, 256, 3, 1), ("deconv3", 256, 128, 4, 2), ("conv3_1", 128, 128, 3, 1),
+             ("deconv2", 128, 64, 4, 2), ("deconv1", 64, 32, 4, 2), ("deconv0", 32, 3, 4, 2)]
+    for name, c_in, c_out, kernel, stride in trunk:
+        layers[name] = nn.ConvTranspose2d(c_in, c_out, kernel, stride, 1)
+        if name != "deconv0":
+            layers[f"relu_{name}"] = _lrelu()
+    return nn.Sequential(layers)
+
+
+def _normalise_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    # Some shared copies were saved from a Sequential nested one level deeper ("defc7.1.weight").
+    return {k.replace(".1.", "."): v for k, v in state.items()}
+
+
+def code_dim(variant: str) -> int:
+    return int(np.prod(VARIANTS[variant][0]))
+
+
+def cached_weights(variant: str) -> Path:
+    """Where 'pretrained' looks: $TORCH_HOME/checkpoints/upconvGAN_<variant>.pt, as the field saves them."""
+    return Path(torch.hub.get_dir()).parent / "checkpoints" / f"upconvGAN_{variant}.pt"
+
+
+def weights_location(variant: str) -> tuple[str, bool]:
+    path = cached_weights(variant)
+    return str(path), path.is_file()
+
+
+class DeePSiM(Generator):
+    """A DeePSiM generator: `variant` fc6 | fc7 | fc8 | pool5.
+
+    Args:
+        weights: 'pretrained' ($TORCH_HOME/checkpoints/upconvGAN_<variant>.pt), 'random' or a PATH.
+        code_scale: the scale of `sample`'s initial codes (see the module docstring).
+    """
+
+    image_size = 256
+
+    def __init__(self, variant: str = "fc6", weights: str | Path = "pretrained", code_scale: float = 1.0,
+                 weights_seed: int = 0, device: str = "auto", precision: str = "auto"):
+        self.variant = variant
+        self.code_shape, self.rectified, _ = VARIANTS[variant]
+        self.code_dim = code_dim(variant)
+        self.code_scale = code_scale
+        self.device = resolve_device(device)
+        self.precision = resolve_precision(precision, self.device)
+        with seeded_init(weights_seed):
+            self.network = deepsim_network(variant)
+        if str(weights) == "random":
+            self.weights = f"random (seed {weights_seed}, untrained)"
+        else:
+            path = cached_weights(variant) if str(weights) == "pretrained" else Path(weights)
+            if not path.is_file():
+                raise BadInput(
+                    f"No weights for deepsim-{variant}: {path} does not exist. Put the shared state dict there "
+                    f"(upconvGAN_{variant}.pt), or pass --generator-weights PATH, or use --generator-weights random."
+                )
+            apply_state_dict(self.network, _normalise_keys(load_state_file(path)), source=str(path))
+            self.weights = str(path.resolve())
+        self.network.eval().requires_grad_(False).to(self.device)
+        self.mean = torch.tensor(CAFFE_MEAN_BGR, device=self.device).view(1, 3, 1, 1)
+
+    def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        codes = rng.normal(0.0, self.code_scale, (n, self.code_dim))
+        return (np.maximum(codes, 0) if self.rectified else codes).astype(np.float32)
+
+    @torch.no_grad()
+    def render(self, codes: np.ndarray | torch.Tensor) -> torch.Tensor:
+        codes = torch.as_tensor(codes, dtype=torch.float32, device=self.device).view(-1, *self.code_shape)
+        with autocast(self.precision, self.device):
+            bgr = self.network(codes).float()
+        return ((bgr + self.mean).flip(1) / 255.0).clamp_(0, 1)

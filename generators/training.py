@@ -1,0 +1,258 @@
+"""Training the DCGAN (Radford et al. 2016) on an image folder or on the procedural corpus.
+
+The standard recipe: N(0, 0.02) initialisation, BCE on logits, the discriminator updated on a
+real then a fake batch, the generator on fakes labelled real, Adam 2e-4 with beta1 0.5. Each
+addition sits behind an option and is recorded: several D updates per G step, an exponential
+moving average of G's weights (the average is what is saved), orthogonal initialisation and
+orthogonal regularisation (Brock et al. 2019).
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import io
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from safetensors.torch import save_file
+from torch import nn
+from tqdm.auto import tqdm
+
+from evolver_common import BadInput, autocast, resolve_device, resolve_precision, seeded_init
+from generators.dcgan import dcgan_discriminator, dcgan_init, dcgan_network
+from generators.stimuli import corpus
+
+PROCEDURAL = "procedural"
+# What a resumed training must share with the checkpoint (steps, logging and device may change).
+RECIPE = ("data", "batch_size", "lr", "beta1", "d_steps", "ema", "ortho_init", "ortho_reg", "seed")
+
+
+@dataclass
+class GANTrainingConfig:
+    """data: 'procedural' (the stimulus corpus) or an image folder (torchvision ImageFolder layout)."""
+
+    data: str = PROCEDURAL
+    steps: int = 3000
+    batch_size: int = 128
+    lr: float = 2e-4
+    beta1: float = 0.5
+    d_steps: int = 1
+    ema: float = 0.0  # decay of the moving average of G's weights; 0 = off
+    ortho_init: bool = False
+    ortho_reg: float = 0.0  # weight of the orthogonal regulariser on G; 0 = off
+    seed: int = 0
+    sample_every: int = 250
+    checkpoint_every: int = 250
+    precision: str = "auto"
+    device: str = "auto"
+
+
+def _save_atomic(path: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _image_folder(folder: str, batch_size: int, seed: int, start: int) -> Iterator[torch.Tensor]:
+    path = Path(folder)
+    if not path.is_dir():
+        raise BadInput(f"--data {folder}: no such folder. Give '{PROCEDURAL}' or a folder of class subfolders of "
+                       "images (torchvision ImageFolder layout).")
+    transform = torchvision.transforms.Compose([
+        torchvision.transforms.Resize(64), torchvision.transforms.CenterCrop(64), torchvision.transforms.ToTensor()])
+    try:
+        dataset = torchvision.datasets.ImageFolder(str(path), transform=transform)
+    except (FileNotFoundError, RuntimeError) as err:
+        raise BadInput(f"--data {folder} is not an image folder: {err}") from None
+    epoch = start
+    while True:  # a resumed run starts a fresh shuffle, seeded by where it resumed
+        loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True,
+                                             generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+        for images, _ in loader:
+            yield images
+        epoch += 1
+
+
+def _batches(config: GANTrainingConfig, start: int) -> Iterator[torch.Tensor]:
+    """Training images in [0, 1], (batch, 3, 64, 64), from step `start` on."""
+    if config.data == PROCEDURAL:
+        stream = corpus(config.seed, config.batch_size)
+        for _ in range(start):  # cheap: batch k is a pure function of (seed, k), but the stream is sequential
+            next(stream)
+        return (b.images for b in stream)
+    return _image_folder(config.data, config.batch_size, config.seed, start)
+
+
+def orthogonal_penalty(network: nn.Module) -> torch.Tensor:
+    """BigGAN's orthogonal regulariser: sum over weights of ||W W^T * (1 - I)||_F^2."""
+    total = torch.zeros(())
+    for m in network.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+            w = m.weight.flatten(1)
+            gram = w @ w.T
+            total = total + (gram * (1 - torch.eye(len(w)))).pow(2).sum()
+    return total
+
+
+class GANTrainer:
+    """Holds G, D, their optimisers and the EMA copy; `step()` does one G update."""
+
+    def __init__(self, config: GANTrainingConfig):
+        self.config = config
+        self.device = resolve_device(config.device)
+        self.precision = resolve_precision(config.precision, self.device)
+        with seeded_init(config.seed):
+            self.g, self.d = dcgan_network(), dcgan_discriminator()
+            for net in (self.g, self.d):
+                dcgan_init(net)
+                if config.ortho_init:
+                    for m in net.modules():
+                        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+                            nn.init.orthogonal_(m.weight)
+        self.g.to(self.device, memory_format=torch.channels_last)
+        self.d.to(self.device, memory_format=torch.channels_last)
+        self.ema = copy.deepcopy(self.g).eval().requires_grad_(False) if config.ema else None
+        betas = (config.beta1, 0.999)
+        self.opt_g = torch.optim.Adam(self.g.parameters(), lr=config.lr, betas=betas)
+        self.opt_d = torch.optim.Adam(self.d.parameters(), lr=config.lr, betas=betas)
+        self.noise = torch.Generator().manual_seed(config.seed + 1)
+        self.done = 0
+
+    def _codes(self, n: int) -> torch.Tensor:
+        return torch.randn(n, 100, 1, 1, generator=self.noise).to(self.device)
+
+    def step(self, real_batches: Iterator[torch.Tensor]) -> tuple[float, float]:
+        """One generator update after `d_steps` discriminator updates; returns (loss_d, loss_g)."""
+        for _ in range(self.config.d_steps):
+            real = next(real_batches).to(self.device).contiguous(memory_format=torch.channels_last) * 2 - 1
+            with autocast(self.precision, self.device):
+                logits_real = self.d(real)
+                with torch.no_grad():
+                    fake = self.g(self._codes(len(real)))
+                logits_fake = self.d(fake)
+                loss_d = (F.binary_cross_entropy_with_logits(logits_real.float(), torch.ones_like(logits_real.float()))
+                          + F.binary_cross_entropy_with_logits(logits_fake.float(), torch.zeros_like(logits_fake.float())))
+            self.opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            self.opt_d.step()
+        with autocast(self.precision, self.device):
+            logits = self.d(self.g(self._codes(self.config.batch_size))).float()
+            loss_g = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
+        if self.config.ortho_reg:
+            loss_g = loss_g + self.config.ortho_reg * orthogonal_penalty(self.g)
+        self.opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        self.opt_g.step()
+        if self.ema is not None:
+            self._update_ema()
+        self.done += 1
+        return loss_d.item(), loss_g.item()
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        # Warm-up (as TensorFlow's num_updates): early on the average would be mostly the
+        # random initialisation, so the decay grows with the step count up to --ema.
+        decay = min(self.config.ema, (1 + self.done) / (10 + self.done))
+        for avg, live in zip(self.ema.state_dict().values(), self.g.state_dict().values()):
+            if avg.dtype.is_floating_point:
+                avg.lerp_(live, 1 - decay)
+            else:
+                avg.copy_(live)
+
+    def final_generator(self) -> nn.Module:
+        """What is saved: the moving average when there is one, else G itself."""
+        return self.ema if self.ema is not None else self.g
+
+    @torch.no_grad()
+    def samples(self, codes: torch.Tensor) -> torch.Tensor:
+        """Images (n, 3, 64, 64) in [0, 1] from the saved generator, in eval mode."""
+        g = self.final_generator()
+        was_training = g.training
+        g.eval()
+        images = (g(codes.to(self.device)).float() + 1) / 2
+        g.train(was_training)
+        return images.clamp(0, 1).cpu()
+
+    def state_dict(self) -> dict:
+        return {"g": self.g.state_dict(), "d": self.d.state_dict(), "opt_g": self.opt_g.state_dict(),
+                "opt_d": self.opt_d.state_dict(), "ema": self.ema.state_dict() if self.ema is not None else {},
+                "noise": self.noise.get_state(), "done": self.done}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.g.load_state_dict(state["g"])
+        self.d.load_state_dict(state["d"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
+        self.noise.set_state(state["noise"])
+        self.done = state["done"]
+
+
+def train_gan(config: GANTrainingConfig, out: str | Path, resume: bool = False, progress: bool = True) -> Path:
+    """Train a DCGAN into the folder `out`: samples/, checkpoint.pt, generator.safetensors, card.json.
+
+    With `resume`, continue from out/checkpoint.pt (whose config must match). Returns the path of
+    generator.safetensors.
+    """
+    out = Path(out)
+    checkpoint = out / "checkpoint.pt"
+    trainer = GANTrainer(config)
+    if resume:
+        if not checkpoint.is_file():
+            raise BadInput(f"--resume: {checkpoint} does not exist; train without --resume to start.")
+        saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        recorded = json.loads(saved["config"])
+        differs = {k: (v, recorded.get(k)) for k, v in dataclasses.asdict(config).items()
+                   if k in RECIPE and recorded.get(k) != v}
+        if differs:
+            raise BadInput(f"--resume {out}: options differ from the checkpoint's: " + "; ".join(
+                f"{k}={new!r} (checkpoint {old!r})" for k, (new, old) in differs.items()) + ".")
+        trainer.load_state_dict(saved["trainer"])
+    elif checkpoint.exists():
+        raise BadInput(f"{out} already holds a training run; add --resume to continue it or choose another --out.")
+    (out / "samples").mkdir(parents=True, exist_ok=True)
+    fixed_codes = torch.randn(64, 100, 1, 1, generator=torch.Generator().manual_seed(config.seed + 2))
+    batches = _batches(config, trainer.done * config.d_steps)
+    started = time.time()
+    bar = tqdm(total=config.steps, initial=trainer.done, desc="train-gan", unit="step", disable=not progress)
+    while trainer.done < config.steps:
+        loss_d, loss_g = trainer.step(batches)
+        bar.update(1)
+        bar.set_postfix(loss_d=f"{loss_d:.3f}", loss_g=f"{loss_g:.3f}")
+        if trainer.done % config.sample_every == 0 or trainer.done == config.steps:
+            grid = torchvision.utils.make_grid(trainer.samples(fixed_codes), nrow=8, padding=1)
+            _save_atomic(out / "samples" / f"step_{trainer.done:06d}.png",
+                         lambda p: torchvision.utils.save_image(grid, p, format="png"))
+        if trainer.done % config.checkpoint_every == 0 or trainer.done == config.steps:
+            state = {"trainer": trainer.state_dict(), "config": json.dumps(dataclasses.asdict(config))}
+            _save_atomic(checkpoint, lambda p: torch.save(state, p))
+    bar.close()
+    weights = out / "generator.safetensors"
+    g_state = {k: v.detach().float().contiguous().cpu() for k, v in trainer.final_generator().state_dict().items()}
+    _save_atomic(weights, lambda p: save_file(g_state, p))
+    card = {
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), "config": dataclasses.asdict(config), "steps": trainer.done,
+        "corpus_seed": config.seed if config.data == PROCEDURAL else None, "precision": trainer.precision,
+        "seconds_this_session": round(time.time() - started, 1),
+        "saved": "moving average of G" if trainer.ema is not None else "G",
+    }
+    card_path = out / "card.json"
+    if card_path.is_file():  # keep figures added by evaluations of earlier sessions
+        card = {**json.loads(card_path.read_text()), **card}
+    _save_atomic(card_path, lambda p: Path(p).write_text(json.dumps(card, indent=2) + "\n"))
+    return weights

@@ -1,0 +1,117 @@
+"""Measure the bundled world: generator quality and the ground truth of stimnet's class units.
+
+    python scripts/check_bundled.py [--write-card]
+
+1. Generator quality: the Fréchet distance between bundled-DCGAN images and corpus images in
+   stimnet's penultimate features (`flatten`, 128-d), beside the same distance for an untrained
+   DCGAN and for a second corpus sample (the floor), and the share of generated images that
+   stimnet classifies with confidence > 0.9.
+2. Ground truth: for every class unit of stimnet, a 100-generation evolution through the bundled
+   DCGAN; its best image is classified by stimnet and by an independent classifier (checknet:
+   another architecture and seed, trained here only for this check), and its response is
+   compared with the best response among 10,000 corpus images.
+With --write-card the figures go into generators/weights/dcgan.json under "quality".
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+import generators
+import neurons
+from evolver import RunConfig, run
+from generators.dcgan import BUNDLED_WEIGHTS
+from generators.quality import frechet_distance
+from generators.stimuli import FAMILIES, stimuli
+from neurons.stimnet import normalise, train_classifier
+
+SAMPLES = 5000
+
+
+@torch.no_grad()
+def batched(fn, images: torch.Tensor, batch: int = 500) -> torch.Tensor:
+    return torch.cat([fn(images[i:i + batch]) for i in range(0, len(images), batch)])
+
+
+def generator_quality(stimnet) -> dict:
+    features = lambda images: batched(lambda x: stimnet.activations(x), images)  # noqa: E731
+    corpus_a, corpus_b = stimuli(SAMPLES, 2001).images, stimuli(SAMPLES, 2002).images
+    rng = np.random.default_rng(0)
+    trained = generators.create("dcgan")
+    untrained = generators.create("dcgan", weights="random")
+    generated = batched(trained.render, torch.as_tensor(trained.sample(SAMPLES, rng)))
+    random_images = batched(untrained.render, torch.as_tensor(untrained.sample(SAMPLES, rng)))
+    reference = features(corpus_a)
+    logits = neurons.create("stimnet:classifier:0").activations
+    confidence = batched(lambda x: logits(x).softmax(1), generated).amax(1)
+    predicted = batched(lambda x: logits(x).argmax(1), generated)
+    return {
+        "frechet_stimnet_features": {
+            "bundled_dcgan_vs_corpus": round(frechet_distance(features(generated), reference), 3),
+            "untrained_dcgan_vs_corpus": round(frechet_distance(features(random_images), reference), 3),
+            "corpus_vs_corpus_floor": round(frechet_distance(features(corpus_b), reference), 3),
+            "samples": SAMPLES,
+        },
+        "share_classified_with_confidence_over_0.9": round((confidence > 0.9).float().mean().item(), 4),
+        "generated_family_shares": {FAMILIES[i]: round((predicted == i).float().mean().item(), 4)
+                                    for i in range(len(FAMILIES))},
+    }
+
+
+def ground_truth(generations: int) -> list[dict]:
+    checknet = train_classifier("checknet", steps=800, seed=7, corpus_seed=77, progress=False)
+    corpus = stimuli(10_000, 3003).images
+    logits = neurons.create("stimnet:classifier:0").activations
+    best_corpus = batched(logits, corpus).amax(0)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for unit, family in enumerate(FAMILIES):
+            result = run(RunConfig(neuron=f"stimnet:classifier:unit{unit}", generations=generations, seed=unit),
+                         out=f"{tmp}/{family}", progress=False)
+            code = np.load(result.path / "best_code.npy")[None]
+            image = generators.create("dcgan").render(code)
+            with torch.no_grad():
+                independent = checknet(normalise(image)).argmax(1).item()
+            rows.append({
+                "class": family, "stimnet_says": FAMILIES[logits(image).argmax(1).item()],
+                "independent_says": FAMILIES[independent],
+                "best_response": round(result.best, 3), "best_corpus_response": round(best_corpus[unit].item(), 3),
+            })
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--generations", type=int, default=100)
+    parser.add_argument("--write-card", action="store_true")
+    args = parser.parse_args()
+    started = time.time()
+    quality = generator_quality(neurons.create("stimnet:flatten:0"))
+    print(json.dumps(quality, indent=2))
+    rows = ground_truth(args.generations)
+    print(f"\n{'class':<13} {'stimnet says':<13} {'independent':<13} {'best evolved':>12} {'best corpus':>12}")
+    for r in rows:
+        print(f"{r['class']:<13} {r['stimnet_says']:<13} {r['independent_says']:<13} "
+              f"{r['best_response']:>12.3f} {r['best_corpus_response']:>12.3f}")
+    summary = {
+        "stimnet_agrees": sum(r["stimnet_says"] == r["class"] for r in rows),
+        "independent_agrees": sum(r["independent_says"] == r["class"] for r in rows),
+        "evolved_beats_best_corpus": sum(r["best_response"] > r["best_corpus_response"] for r in rows),
+        "classes": len(rows), "generations": args.generations,
+    }
+    print(json.dumps(summary), f"\n{time.time() - started:.0f} s")
+    if args.write_card:
+        card_path = BUNDLED_WEIGHTS.with_suffix(".json")
+        card = json.loads(card_path.read_text())
+        card["quality"] = {**quality, "ground_truth": rows, "ground_truth_summary": summary,
+                           "measured_by": "python scripts/check_bundled.py --write-card"}
+        card_path.write_text(json.dumps(card, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""The bundled world: stimnet and the DCGAN trained on the procedural corpus ship in the package."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import save_file
+
+import generators
+import neurons
+from conftest import evolver_cli
+from evolver_common import BadInput
+from generators.dcgan import BUNDLED_WEIGHTS
+from generators.stimuli import FAMILIES, stimuli
+from neurons.stimnet import WEIGHTS_DIR, accuracy, build
+
+
+def test_stimnet_ships_small_with_its_card_and_names_held_out_stimuli():
+    weights = WEIGHTS_DIR / "stimnet.safetensors"
+    assert weights.stat().st_size <= 5 * 2**20
+    card = json.loads((WEIGHTS_DIR / "stimnet.json").read_text())
+    assert card["classes"] == list(FAMILIES) and card["held_out"]["accuracy"] >= 0.95
+    neuron = neurons.create("stimnet:classifier:0")
+    assert neuron.weights == "bundled stimnet.safetensors"
+    test = stimuli(600, 4242)  # seeds the training stream never used
+    assert accuracy(neuron.activations, test.images, test.family) >= 0.95
+
+
+def test_stimnet_is_a_model_like_any_other():
+    layers = {layer.name: layer for layer in neurons.list_layers("stimnet")}
+    assert layers["classifier"].units == len(FAMILIES)
+    assert layers["conv4"].spatial == (8, 8)
+    with pytest.raises(BadInput, match="has 12 units"):
+        neurons.create("stimnet:classifier:12")
+
+
+def test_stimnet_weights_that_do_not_match_are_listed(tmp):
+    path = tmp / "other.safetensors"
+    save_file(build("checknet").state_dict(), str(path))
+    with pytest.raises(BadInput, match=r"do not match .*missing \(\d+\): conv1\.weight|wrong shape"):
+        neurons.create("stimnet:classifier:0", weights=path)
+
+
+def test_bundled_dcgan_ships_small_with_its_card_and_is_the_default():
+    assert BUNDLED_WEIGHTS.stat().st_size <= 15 * 2**20
+    card = json.loads(BUNDLED_WEIGHTS.with_suffix(".json").read_text())
+    assert card["steps"] >= 1000 and card["corpus_seed"] is not None and "train-gan" in card["command"]
+    generator = generators.create("dcgan")
+    assert generator.weights == "bundled dcgan.safetensors"
+    images = generator.render(generator.sample(8, np.random.default_rng(0)))
+    assert images.shape == (8, 3, 64, 64) and images.std() > 0.1
+
+
+def test_bundled_dcgan_draws_stimuli_that_stimnet_recognises():
+    generator = generators.create("dcgan")
+    images = generator.render(generator.sample(400, np.random.default_rng(1)))
+    probabilities = neurons.create("stimnet:classifier:0").activations(images).softmax(1)
+    confident = probabilities.amax(1) > 0.9
+    families = probabilities.argmax(1)[confident].unique()
+    assert confident.float().mean() > 0.5
+    assert len(families) >= 10, f"only {len(families)} families drawn"
+
+
+def test_the_readme_main_job_runs_on_the_defaults(tmp):
+    evolver_cli("run", "--generations", 20, "--out", tmp / "run", "--quiet", check=True)
+    config = json.loads((tmp / "run" / "config.json").read_text())
+    assert config["resolved"]["neuron"] == {"spec": "stimnet:classifier:unit7", "weights": "bundled stimnet.safetensors"}
+    assert config["resolved"]["generator"]["weights"] == "bundled dcgan.safetensors"
+    table = pd.read_csv(tmp / "run" / "generations.csv")
+    assert table["best_so_far"].iloc[-1] > table["best"].iloc[0]
+
+
+@pytest.mark.parametrize("family", ["star", "circle", "grating"])
+def test_evolving_a_class_unit_draws_that_class(tmp, family):
+    from evolver import RunConfig, run
+
+    unit = FAMILIES.index(family)
+    result = run(RunConfig(neuron=f"stimnet:classifier:unit{unit}", generations=60, seed=unit),
+                 out=tmp / family, progress=False)
+    image = generators.create("dcgan").render(np.load(result.path / "best_code.npy")[None])
+    assert neurons.create("stimnet:classifier:0").activations(image).argmax(1).item() == unit

@@ -1,0 +1,138 @@
+"""BigGAN-deep and DeePSiM load their weights through the public paths (random weights saved here)."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import generators
+from conftest import evolver_cli
+from evolver_common import BadInput
+from generators.deepsim import VARIANTS, deepsim_network
+
+biggan_package = pytest.importorskip("pytorch_pretrained_biggan")
+
+
+def save_tiny_biggan(folder, channel_width=8, seed=0):
+    """A 128-px BigGAN-deep with channel width 8, as config.json + pytorch_model.bin in `folder`.
+
+    Random BigGAN weights render NaN: the unconditional batch norm's scale and shift start
+    uninitialised and the spectral-norm vectors are random. Set the first, and let a few
+    train-mode passes run the power iterations, before saving.
+    """
+    torch.manual_seed(seed)
+    config = biggan_package.BigGANConfig(output_dim=128, channel_width=channel_width)
+    model = biggan_package.BigGAN(config)
+    with torch.no_grad():
+        model.generator.bn.weight.fill_(1.0)
+        model.generator.bn.bias.zero_()
+        model.train()
+        for _ in range(10):
+            model.generator(torch.randn(2, 256), 0.7)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(config.to_json_string())
+    torch.save(model.state_dict(), folder / "pytorch_model.bin")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def biggan_folder(tmp_path_factory):
+    return save_tiny_biggan(tmp_path_factory.mktemp("biggan"))
+
+
+def test_biggan_loads_renders_in_range_and_is_deterministic(biggan_folder):
+    g = generators.create("biggan-deep-128", weights=biggan_folder)
+    assert g.code_dim == 256 and g.image_size == 128
+    codes = g.sample(3, np.random.default_rng(0))
+    assert codes.shape == (3, 256) and np.abs(codes[:, :128]).max() <= 2 * 0.7
+    first, second = g.render(codes), g.render(codes)
+    assert first.shape == (3, 3, 128, 128) and torch.isfinite(first).all()
+    assert 0 <= first.min() and first.max() <= 1 and first.std() > 0
+    assert torch.equal(first, second), "eval mode: rendering does not move the spectral-norm vectors"
+    assert not g.network.training
+
+
+def test_biggan_fixed_class_evolves_only_the_noise(biggan_folder):
+    g = generators.create("biggan-deep-128", weights=biggan_folder, class_index=3, truncation=0.5)
+    codes = g.sample(2, np.random.default_rng(1))
+    assert codes.shape == (2, 128) and np.abs(codes).max() <= 1.0
+    full = generators.create("biggan-deep-128", weights=biggan_folder, truncation=0.5)
+    with_class = np.concatenate([codes, np.repeat(full.network.embeddings.weight.T[3:4].numpy(), 2, 0)], 1)
+    torch.testing.assert_close(g.render(codes), full.render(with_class))
+    with pytest.raises(BadInput, match="out of range"):
+        generators.create("biggan-deep-128", weights=biggan_folder, class_index=1000)
+
+
+def test_biggan_wrong_files_fail_clearly(tmp, biggan_folder):
+    with pytest.raises(BadInput, match="expected a folder holding config.json and pytorch_model.bin"):
+        generators.create("biggan-deep-128", weights=tmp)
+    wrong = save_tiny_biggan(tmp / "wide", channel_width=16)
+    (wrong / "config.json").write_text((biggan_folder / "config.json").read_text())
+    with pytest.raises(BadInput, match=r"do not match .*wrong shape"):
+        generators.create("biggan-deep-128", weights=wrong)
+
+
+def test_biggan_offline_with_nothing_cached_says_where_to_put_weights(tmp, monkeypatch):
+    monkeypatch.setattr(biggan_package.file_utils, "PYTORCH_PRETRAINED_BIGGAN_CACHE", str(tmp))
+    with pytest.raises(BadInput, match=r"No weights for biggan-deep-256 are cached .*--generator-weights DIR"):
+        generators.create("biggan-deep-256")
+
+
+def test_deepsim_fc6_loads_the_shared_state_dict_layout(tmp):
+    state = deepsim_network("fc6").state_dict()
+    # shared copies name the layers like this, some nested one level deeper
+    assert {"defc7.weight", "defc5.bias", "deconv5.weight", "conv5_1.weight", "deconv0.bias"} <= set(state)
+    torch.save({k.replace("defc7.", "defc7.1."): v for k, v in state.items()}, tmp / "upconvGAN_fc6.pt")
+    g = generators.create("deepsim-fc6", weights=tmp / "upconvGAN_fc6.pt", precision="fp32")
+    codes = g.sample(2, np.random.default_rng(0))
+    assert codes.shape == (2, 4096) and (codes >= 0).all() and 0.4 < (codes == 0).mean() < 0.6
+    images = g.render(codes)
+    assert images.shape == (2, 3, 256, 256) and 0 <= images.min() and images.max() <= 1
+    torch.testing.assert_close(images, g.render(codes))
+    # BGR out, the Caffe mean added back: a zero network output is the mean pixel in RGB
+    zero = deepsim_network("fc6")
+    for p in zero.parameters():
+        p.data.zero_()
+    torch.save(zero.state_dict(), tmp / "zero.pt")
+    grey = generators.create("deepsim-fc6", weights=tmp / "zero.pt").render(codes)
+    torch.testing.assert_close(grey[0, :, 0, 0], torch.tensor([123.0, 117.0, 104.0]) / 255)
+
+
+def test_deepsim_pretrained_reads_torch_home(tmp, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp))
+    with pytest.raises(BadInput, match=r"upconvGAN_fc8.pt does not exist"):
+        generators.create("deepsim-fc8")
+    (tmp / "checkpoints").mkdir()
+    torch.save(deepsim_network("fc8").state_dict(), tmp / "checkpoints" / "upconvGAN_fc8.pt")
+    g = generators.create("deepsim-fc8")
+    assert g.code_dim == 1000 and str(tmp) in g.weights
+    assert g.sample(3, np.random.default_rng(0)).min() < 0, "fc8 codes take both signs"
+
+
+@pytest.mark.parametrize("variant, dim", [("fc7", 4096), ("pool5", 9216)])
+def test_deepsim_variants_render_256px(variant, dim):
+    g = generators.create(f"deepsim-{variant}", weights="random")
+    assert g.code_dim == dim
+    assert g.render(g.sample(1, np.random.default_rng(0))).shape == (1, 3, 256, 256)
+
+
+def test_deepsim_wrong_file_names_the_keys(tmp):
+    torch.save(deepsim_network("fc8").state_dict(), tmp / "fc8.pt")
+    with pytest.raises(BadInput, match=r"wrong shape \(1\): defc7.weight"):
+        generators.create("deepsim-fc6", weights=tmp / "fc8.pt")
+    assert set(VARIANTS) == {"fc6", "fc7", "fc8", "pool5"}
+
+
+def test_generators_listing_says_where_weights_are_looked_for(tmp):
+    listing = evolver_cli("generators", check=True, env={"TORCH_HOME": str(tmp)}).stdout
+    lines = {line.split()[0]: line for line in listing.splitlines()}
+    assert {"dcgan", "deepsim-fc6", "deepsim-pool5", "biggan-deep-128", "biggan-deep-512"} <= set(lines)
+    assert "MISSING" in lines["deepsim-fc6"] and f"{tmp}/checkpoints/upconvGAN_fc6.pt" in lines["deepsim-fc6"]
+    assert "4096" in lines["deepsim-fc6"] and "256×256" in lines["deepsim-fc6"]
+
+
+def test_biggan_offline_cli_fails_in_seconds(tmp):
+    result = evolver_cli("run", "--generator", "biggan-deep-256", "--neuron", "resnet18:layer3:0", "--weights",
+                         "random", env={"PYTORCH_PRETRAINED_BIGGAN_CACHE": str(tmp)}, timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "--generator-weights DIR" in result.stderr and str(tmp) in result.stderr

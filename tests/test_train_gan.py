@@ -1,0 +1,73 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+from torch import nn
+
+import generators
+from evolver_common import BadInput
+from generators.training import GANTrainingConfig, orthogonal_penalty, train_gan
+
+SMALL = dict(batch_size=8, sample_every=2, checkpoint_every=2, precision="fp32")
+
+
+def test_trains_saves_a_loadable_generator_and_a_card(tmp):
+    weights = train_gan(GANTrainingConfig(steps=3, ema=0.9, **SMALL), tmp / "gan", progress=False)
+    generator = generators.create("dcgan", weights=weights)
+    images = generator.render(generator.sample(2, np.random.default_rng(0)))
+    assert images.shape == (2, 3, 64, 64)
+    card = json.loads((tmp / "gan" / "card.json").read_text())
+    assert card["steps"] == 3 and card["config"]["ema"] == 0.9 and card["saved"] == "moving average of G"
+    assert card["corpus_seed"] == 0
+    assert sorted(p.name for p in (tmp / "gan" / "samples").iterdir()) == ["step_000002.png", "step_000003.png"]
+
+
+def test_resumed_training_equals_uninterrupted_training(tmp):
+    whole = train_gan(GANTrainingConfig(steps=4, ema=0.5, **SMALL), tmp / "whole", progress=False)
+    train_gan(GANTrainingConfig(steps=2, ema=0.5, **SMALL), tmp / "parts", progress=False)
+    parts = train_gan(GANTrainingConfig(steps=4, ema=0.5, **SMALL), tmp / "parts", resume=True, progress=False)
+    a, b = load_file(str(whole)), load_file(str(parts))
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+
+
+def test_options_behind_flags_run_and_are_recorded(tmp):
+    config = GANTrainingConfig(steps=2, d_steps=2, ortho_init=True, ortho_reg=1e-4, **SMALL)
+    train_gan(config, tmp / "gan", progress=False)
+    card = json.loads((tmp / "gan" / "card.json").read_text())
+    assert card["config"]["d_steps"] == 2 and card["config"]["ortho_init"] and card["config"]["ortho_reg"] == 1e-4
+    assert card["saved"] == "G"
+
+
+def test_image_folder_is_resized_and_cropped(tmp):
+    rng = np.random.default_rng(0)
+    (tmp / "images" / "any").mkdir(parents=True)
+    for i in range(8):
+        Image.fromarray(rng.integers(0, 255, (90, 70, 3), dtype=np.uint8)).save(tmp / "images" / "any" / f"{i}.png")
+    config = GANTrainingConfig(data=str(tmp / "images"), steps=2, **{**SMALL, "batch_size": 4})
+    train_gan(config, tmp / "gan", progress=False)
+    assert json.loads((tmp / "gan" / "card.json").read_text())["corpus_seed"] is None
+
+
+def test_orthogonal_penalty_is_zero_for_orthogonal_weights():
+    conv = nn.Conv2d(16, 8, 3)
+    nn.init.orthogonal_(conv.weight)
+    assert orthogonal_penalty(conv).item() == pytest.approx(0, abs=1e-8)
+    nn.init.normal_(conv.weight)
+    assert orthogonal_penalty(conv).item() > 1
+
+
+def test_bad_training_input(tmp):
+    with pytest.raises(BadInput, match="no such folder"):
+        train_gan(GANTrainingConfig(data=str(tmp / "nope"), steps=1, **SMALL), tmp / "a", progress=False)
+    with pytest.raises(BadInput, match="does not exist; train without --resume"):
+        train_gan(GANTrainingConfig(steps=1, **SMALL), tmp / "b", resume=True, progress=False)
+    train_gan(GANTrainingConfig(steps=1, **SMALL), tmp / "c", progress=False)
+    with pytest.raises(BadInput, match=r"lr=0.001 \(checkpoint 0.0002\)"):
+        train_gan(GANTrainingConfig(steps=2, lr=1e-3, **SMALL), tmp / "c", resume=True, progress=False)
+    with pytest.raises(BadInput, match="already holds a training run"):
+        train_gan(GANTrainingConfig(steps=2, **SMALL), tmp / "c", progress=False)
