@@ -17,14 +17,17 @@ Individual = creator.Individual
 
 @contextlib.contextmanager
 def random_from(rng: np.random.Generator) -> Iterator[None]:
-    """Let DEAP's operators, which draw from the global `random`, draw from `rng` instead.
+    """Let DEAP, which draws from the global `random` (operators) and `numpy.random` (CMA-ES),
+    draw from `rng` instead.
 
-    The global `random` is seeded from `rng` for the duration of the block and put back
-    as it was afterwards, so that a run depends only on its own seeded generator.
+    Both global states are seeded from `rng` for the duration of the block and put back as
+    they were afterwards, so that a run depends only on its own seeded generator.
     """
-    saved = random.getstate()
+    saved_python, saved_numpy = random.getstate(), np.random.get_state()
     random.seed(int(rng.integers(2**63)))
+    np.random.seed(int(rng.integers(2**32)))
     try:
         yield
     finally:
-        random.setstate(saved)
+        random.setstate(saved_python)
+        np.random.set_state(saved_numpy)

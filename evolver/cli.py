@@ -43,7 +43,7 @@ def main() -> None:
 @click.option("--generator-weights", help="Generator weights: pretrained (default: the bundled ones), random or PATH.")
 @click.option("--class", "class_index", type=int, help="BigGAN: fix this ImageNet class and evolve only the noise.")
 @click.option("--truncation", type=float, help="Truncation of the generator's codes (BigGAN default 0.7).")
-@click.option("--optimizer", help="Optimizer name; default ga.")
+@click.option("--optimizer", help="Optimizer name: ga (default), cmaes, sep-cmaes, sphere-cma, random, gradient.")
 @click.option("--param", "param_pairs", multiple=True, help="Optimizer parameter NAME=VALUE (repeatable).")
 @click.option("--population", type=int, help="Codes per generation (the optimizer's population parameter).")
 @click.option("--generations", type=int, help="Number of generations (default 200).")
@@ -51,6 +51,10 @@ def main() -> None:
 @click.option("--device", help="auto (default), cpu or cuda.")
 @click.option("--precision", help="auto (default: bf16 where the hardware runs it natively), fp32 or bf16.")
 @click.option("--out", type=click.Path(path_type=Path), help="Run folder (default runs/<time>-<name>).")
+@click.option("--noise", help="Noise model of a simulated neuron: poisson:max_rate=R[,reps=K], "
+              "multiplicative:S or gaussian:sd=X.")
+@click.option("--reference", help="Reference images scored once: a folder, or procedural:N[:SEED].")
+@click.option("--images", type=int, help="Stop once this many images were shown.")
 @click.option("--resume", type=click.Path(path_type=Path), help="Continue the run in this folder.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def run(param_pairs, population, class_index, truncation, out, resume, quiet, **options) -> None:
@@ -117,6 +121,43 @@ def layers(model) -> None:
         spatial = f"{r.spatial[1]}×{r.spatial[0]}" if r.spatial else "-"
         click.echo(f"{r.name:<{width}}  {r.units if r.units is not None else '-':>6}  {spatial}")
     click.echo(f"\n{len(rows)} layers. A container module's name reads its last layer; a unit is {model}:LAYER:UNIT.")
+
+
+@main.command()
+@click.option("--neuron", "neurons", multiple=True, required=True, help="A unit to evolve for (repeatable).")
+@click.option("--optimizer", "optimizers", multiple=True, help="An optimizer (repeatable); default ga, cmaes, "
+              "sphere-cma, random.")
+@click.option("--seeds", type=int, default=3, show_default=True, help="Seeds 0..N-1 per cell.")
+@click.option("--noise", "noises", multiple=True, help="A noise level (repeatable): none or a noise spec; "
+              "default none and multiplicative:0.5.")
+@click.option("--images", type=int, default=3000, show_default=True, help="Images shown per run.")
+@click.option("--generator", default="dcgan", show_default=True)
+@click.option("--generator-weights", default="pretrained", show_default=True)
+@click.option("--weights", default="pretrained", show_default=True, help="The neurons' network weights.")
+@click.option("--param", "param_pairs", multiple=True, help="OPTIMIZER:NAME=VALUE, e.g. ga:mutation_size=0.3.")
+@click.option("--no-gradient", is_flag=True, help="Skip the white-box gradient reference.")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Benchmark folder (re-run to finish).")
+@click.option("--quiet", is_flag=True)
+def bench(neurons, optimizers, seeds, noises, param_pairs, no_gradient, out, quiet, **options) -> None:
+    """Compare optimizers at a fixed image budget: normalised best noise-free response per unit."""
+    from evolver.bench import BenchConfig, format_summary
+    from evolver.bench import bench as run_bench
+
+    params: dict[str, dict[str, str]] = {}
+    for pair in param_pairs:
+        optimizer, sep, rest = pair.partition(":")
+        if not sep:
+            raise BadInput(f"--param takes OPTIMIZER:NAME=VALUE in evolver bench (e.g. ga:mutation_size=0.3), got '{pair}'.")
+        params.setdefault(optimizer, {}).update(_params((rest,)))
+    config = BenchConfig(neurons=list(neurons), seeds=list(range(seeds)), params=params,
+                         gradient_reference=not no_gradient, **options)
+    if optimizers:
+        config.optimizers = list(optimizers)
+    if noises:
+        config.noises = list(noises)
+    _, summary = run_bench(config, out, progress=not quiet)
+    click.echo(format_summary(summary))
+    click.echo(f"\nTables: {out / 'bench.csv'}, {out / 'summary.csv'}; figure: {out / 'bench.html'}")
 
 
 @main.command("generators")

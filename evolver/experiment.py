@@ -18,11 +18,13 @@ from tqdm.auto import tqdm
 import generators
 import neurons
 from evolver import optimizers
-from evolver.records import RunDirectory, npy_bytes, png_bytes, to_uint8
+from evolver.records import GENERATION_COLUMNS, SCORE_COLUMNS, RunDirectory, npy_bytes, png_bytes, to_uint8
+from evolver.reference import load_reference
+from neurons.noise import Noise
 from evolver_common import BadInput
 
 # Independent random streams spawned from the run's seed, by purpose.
-OPTIMIZER_STREAM = 0
+OPTIMIZER_STREAM, NOISE_STREAM = 0, 1
 
 # The bundled world: stimnet's "star" unit, whose preferred stimulus is known.
 DEFAULT_NEURON = "stimnet:classifier:unit7"
@@ -44,12 +46,17 @@ class RunConfig:
     params: dict[str, Any] = field(default_factory=dict)
     generations: int = 200
     seed: int = 0
+    noise: str | None = None
+    reference: str | None = None
+    images: int | None = None  # stop once this many images were shown, within `generations`
     device: str = "auto"
     precision: str = "auto"
 
     def __post_init__(self):
         if self.generations < 1:
             raise BadInput(f"--generations must be at least 1, got {self.generations}.")
+        if self.images is not None and self.images < 1:
+            raise BadInput(f"--images must be at least 1, got {self.images}.")
 
 
 @dataclass
@@ -74,11 +81,49 @@ class Loop:
                                            **config.generator_options)
         self.neuron = neurons.create(config.neuron, weights=config.weights, device=config.device,
                                      precision=config.precision)
-        streams = np.random.SeedSequence(config.seed).spawn(OPTIMIZER_STREAM + 1)
+        streams = np.random.SeedSequence(config.seed).spawn(NOISE_STREAM + 1)
+        self.noise = Noise.parse(config.noise) if config.noise else None
+        self.noise_rng = np.random.default_rng(streams[NOISE_STREAM])
+        gradient = {"objective": self.differentiable_objective} if optimizers.get(config.optimizer).needs_gradient else {}
         self.optimizer = optimizers.create(
             config.optimizer, code_dim=self.generator.code_dim, sample=self.generator.sample,
-            rng=np.random.default_rng(streams[OPTIMIZER_STREAM]), **config.params,
+            rng=np.random.default_rng(streams[OPTIMIZER_STREAM]), **gradient, **config.params,
         )
+        self.reference = None
+        if config.reference:
+            images, self.reference_names = load_reference(config.reference, self.generator.image_size)
+            self.reference = np.concatenate([self.neuron(images[i:i + 100]) for i in range(0, len(images), 100)])
+
+    def differentiable_objective(self, codes):
+        """Responses (n,) to the images of `codes` (n, code_dim), differentiable in the codes."""
+        return self.neuron.differentiable(self.generator.differentiable(codes))
+
+    def respond(self, images) -> tuple[np.ndarray, np.ndarray]:
+        """(responses the optimizer sees, noise-free responses) to `images`."""
+        clean = np.asarray(self.neuron(images), dtype=np.float64)
+        if clean.shape != (len(images),):
+            raise RuntimeError(f"The neuron returned responses of shape {clean.shape} for {len(images)} images.")
+        return (self.noise(clean, self.noise_rng) if self.noise else clean), clean
+
+    def columns(self) -> dict[str, tuple[str, ...]]:
+        """The tables' columns: DESIGN.md's, plus noise-free and relative figures when they exist."""
+        generation, score = list(GENERATION_COLUMNS), list(SCORE_COLUMNS)
+        if self.noise:
+            generation += ["best_clean", "best_clean_so_far"]
+            score += ["score_clean"]
+        if self.reference is not None:
+            generation += ["relative_activation"]
+        return {"generations.csv": tuple(generation), "scores.csv": tuple(score)}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"optimizer": self.optimizer.state_dict(), "noise_rng": self.noise_rng.bit_generator.state,
+                "noise": dict(self.noise.state) if self.noise else {}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.noise_rng.bit_generator.state = state["noise_rng"]
+        if self.noise:
+            self.noise.state = dict(state["noise"])
 
     def record(self) -> dict[str, Any]:
         """config.json: the request, and everything it resolved to."""
@@ -89,6 +134,9 @@ class Loop:
                 "generator": {"name": self.config.generator, "weights": self.generator.weights,
                               "code_dim": self.generator.code_dim, "image_size": self.generator.image_size},
                 "optimizer": self.optimizer.describe(),
+                "noise": str(self.noise) if self.noise else None,
+                "reference": {"images": len(self.reference), "best": float(np.nanmax(self.reference))}
+                if self.reference is not None else None,
                 "device": str(self.neuron.device),
                 "precision": self.neuron.precision,
             },
@@ -131,7 +179,11 @@ def default_run_path(config: RunConfig, root: Path = Path("runs")) -> Path:
 def run(config: RunConfig, out: str | Path | None = None, progress: bool = True) -> RunResult:
     """Evolve codes for `config.neuron` and record the run under `out` (default runs/<time>-<name>)."""
     loop = Loop(config)
-    directory = RunDirectory.create(out or default_run_path(config), loop.record())
+    directory = RunDirectory.create(out or default_run_path(config), loop.record(), loop.columns())
+    if loop.reference is not None:
+        directory.write_file("reference.csv", "".join(
+            f"{name},{score!r}\n" for name, score in zip(["image", *loop.reference_names], ["score", *loop.reference])
+        ).encode())
     return _evolve(loop, directory, None, progress)
 
 
@@ -161,27 +213,28 @@ def resume(path: str | Path, progress: bool = True, **requested: Any) -> RunResu
     loop = Loop(config)
     state = directory.roll_back()
     if state is not None:
-        loop.optimizer.load_state_dict(state["optimizer"])
+        loop.load_state_dict(state["loop"])
     return _evolve(loop, directory, state, progress)
 
 
 def _evolve(loop: Loop, directory: RunDirectory, state: dict[str, Any] | None, progress: bool) -> RunResult:
     from evolver.plots import write_trajectory
 
-    state = state or {"generation": -1, "next_image_id": 0, "told_first_id": 0, "first_best": None, "best": None}
-    best, first_best = state["best"], state["first_best"]
+    state = state or {"generation": -1, "next_image_id": 0, "told_first_id": 0, "first_best": None, "best": None,
+                      "best_clean_so_far": float("-inf")}
+    best, first_best, best_clean = state["best"], state["first_best"], state["best_clean_so_far"]
     if best is not None:
         _write_best(directory, best)
     bar = tqdm(range(state["generation"] + 1, loop.config.generations), initial=state["generation"] + 1,
                total=loop.config.generations, desc="evolving", unit="gen", disable=not progress)
     for gen in bar:
+        if loop.config.images is not None and state["next_image_id"] >= loop.config.images:
+            break
         started = time.perf_counter()
         codes = loop.optimizer.ask()
         parents = loop.optimizer.parents()
         images = loop.generator.render(codes)
-        scores = np.asarray(loop.neuron(images), dtype=np.float64)
-        if scores.shape != (len(codes),):
-            raise RuntimeError(f"The neuron returned scores of shape {scores.shape} for {len(codes)} images.")
+        scores, clean = loop.respond(images)
         loop.optimizer.tell(codes, scores)
         seconds = time.perf_counter() - started
 
@@ -194,14 +247,22 @@ def _evolve(loop: Loop, directory: RunDirectory, state: dict[str, Any] | None, p
                     "code": codes[top].copy(), "image": to_uint8(images[top])}
         if first_best is None:
             first_best = float(scores[top]) if top is not None else float("nan")
+        best_clean = max(best_clean, float(np.nanmax(clean))) if np.isfinite(clean).any() else best_clean
         directory.write_file(f"codes/gen_{gen:04d}.npy", npy_bytes(codes.astype(np.float32)))
         if top is not None:
             directory.write_file(f"images/gen_{gen:04d}.png", png_bytes(to_uint8(images[top])))
-        directory.append_rows("generations.csv", [(
-            gen, len(codes), *_summary(scores), best["score"] if best else float("nan"), round(seconds, 4))])
-        directory.append_rows("scores.csv", [(gen, int(i), lin, float(s)) for i, lin, s in zip(ids, lineage, scores)])
+        row = [gen, len(codes), *_summary(scores), best["score"] if best else float("nan"), round(seconds, 4)]
+        if loop.noise:
+            row += [_summary(clean)[0], best_clean]
+        if loop.reference is not None:
+            row += [best_clean / float(np.nanmax(loop.reference))]
+        directory.append_rows("generations.csv", [tuple(row)])
+        directory.append_rows("scores.csv", [
+            (gen, int(i), lin, float(s), *([float(c)] if loop.noise else []))
+            for i, lin, s, c in zip(ids, lineage, scores, clean)
+        ])
         state = {"generation": gen, "next_image_id": int(ids[-1]) + 1, "told_first_id": int(ids[0]),
-                 "first_best": first_best, "best": best, "optimizer": loop.optimizer.state_dict()}
+                 "first_best": first_best, "best": best, "best_clean_so_far": best_clean, "loop": loop.state_dict()}
         directory.commit(state)
         if best is not None and best["generation"] == gen:
             _write_best(directory, best)
@@ -209,7 +270,7 @@ def _evolve(loop: Loop, directory: RunDirectory, state: dict[str, Any] | None, p
                         best_so_far=f"{best['score']:.4g}" if best else "nan")
     bar.close()
     write_trajectory([directory.path], directory.path / "trajectory.html")
-    return RunResult(directory.path, loop.config.generations, first_best,
+    return RunResult(directory.path, state["generation"] + 1, first_best,
                      best["score"] if best else float("nan"), best["generation"] if best else -1, loop.notes())
 
 

@@ -24,7 +24,7 @@ from evolver_common import BadInput
 
 GENERATION_COLUMNS = ("gen", "n_images", "best", "mean", "std", "best_so_far", "seconds")
 SCORE_COLUMNS = ("gen", "image_id", "parent_ids", "score")
-TABLES = {"generations.csv": GENERATION_COLUMNS, "scores.csv": SCORE_COLUMNS}
+TABLES = ("generations.csv", "scores.csv")
 STATE_FILE = Path("state") / "state.npz"
 
 
@@ -105,7 +105,9 @@ class RunDirectory:
         self.path = Path(path)
 
     @classmethod
-    def create(cls, path: str | Path, config: dict[str, Any]) -> RunDirectory:
+    def create(cls, path: str | Path, config: dict[str, Any],
+               columns: dict[str, tuple[str, ...]] | None = None) -> RunDirectory:
+        """A new run folder; `columns` gives each table's columns (default: DESIGN.md's)."""
         run = cls(path)
         if run.path.exists() and any(run.path.iterdir()):
             raise BadInput(
@@ -114,8 +116,9 @@ class RunDirectory:
             )
         run.path.mkdir(parents=True, exist_ok=True)
         run.write_config(config)
-        for name, columns in TABLES.items():
-            write_atomic(run.path / name, (",".join(columns) + "\n").encode())
+        columns = columns or {"generations.csv": GENERATION_COLUMNS, "scores.csv": SCORE_COLUMNS}
+        for name in TABLES:
+            write_atomic(run.path / name, (",".join(columns[name]) + "\n").encode())
         return run
 
     @classmethod
@@ -159,11 +162,10 @@ class RunDirectory:
     def roll_back(self) -> dict[str, Any] | None:
         """Discard whatever a killed run wrote after its last commit; return the committed state."""
         state = self.state()
-        for name, columns in TABLES.items():
-            if state is None:
-                write_atomic(self.path / name, (",".join(columns) + "\n").encode())
-            else:
-                os.truncate(self.path / name, state["table_bytes"][name])
+        for name in TABLES:
+            with open(self.path / name, "rb") as f:
+                header = len(f.readline())
+            os.truncate(self.path / name, state["table_bytes"][name] if state else header)
         return state
 
     def table(self, name: str) -> pd.DataFrame:

@@ -24,6 +24,13 @@ class Generator(abc.ABC):
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """Draw `n` codes from the generator's initial distribution: (n, code_dim) float32."""
 
+    device: torch.device
+
     @abc.abstractmethod
+    def differentiable(self, codes: torch.Tensor) -> torch.Tensor:
+        """`render` with autograd: codes (n, code_dim) float32 on the generator's device -> images."""
+
     def render(self, codes: np.ndarray | torch.Tensor) -> torch.Tensor:
         """Images for `codes` (n, code_dim): (n, 3, H, W) float RGB in [0, 1] on the generator's device."""
+        with torch.no_grad():
+            return self.differentiable(torch.as_tensor(codes, dtype=torch.float32, device=self.device))

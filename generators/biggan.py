@@ -159,12 +159,10 @@ class BigGAN(Generator):
         embedding = self._embedding(classes).float().cpu().numpy()
         return np.concatenate([noise, embedding], axis=1).astype(np.float32)
 
-    @torch.no_grad()
-    def render(self, codes: np.ndarray | torch.Tensor) -> torch.Tensor:
-        codes = torch.as_tensor(codes, dtype=torch.float32, device=self.device)
+    def differentiable(self, codes: torch.Tensor) -> torch.Tensor:
         if self.class_index is not None:
             fixed = self._embedding(torch.tensor([self.class_index], device=self.device))
             codes = torch.cat([codes, fixed.expand(len(codes), -1)], dim=1)
         with autocast(self.precision, self.device):
             images = self.network.generator(codes, self.truncation).float()
-        return ((images + 1) / 2).clamp_(0, 1)
+        return ((images + 1) / 2).clamp(0, 1)

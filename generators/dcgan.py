@@ -115,9 +115,7 @@ class DCGAN(Generator):
                 outside = np.abs(codes) > self.truncation
         return codes.astype(np.float32)
 
-    @torch.no_grad()
-    def render(self, codes: np.ndarray | torch.Tensor) -> torch.Tensor:
-        codes = torch.as_tensor(codes, dtype=torch.float32, device=self.device)
+    def differentiable(self, codes: torch.Tensor) -> torch.Tensor:
         with autocast(self.precision, self.device):
             images = self.network(codes[:, :, None, None])
-        return ((images.float() + 1) / 2).clamp_(0, 1)
+        return ((images.float() + 1) / 2).clamp(0, 1)

@@ -129,9 +129,7 @@ class DeePSiM(Generator):
         codes = rng.normal(0.0, self.code_scale, (n, self.code_dim))
         return (np.maximum(codes, 0) if self.rectified else codes).astype(np.float32)
 
-    @torch.no_grad()
-    def render(self, codes: np.ndarray | torch.Tensor) -> torch.Tensor:
-        codes = torch.as_tensor(codes, dtype=torch.float32, device=self.device).view(-1, *self.code_shape)
+    def differentiable(self, codes: torch.Tensor) -> torch.Tensor:
         with autocast(self.precision, self.device):
-            bgr = self.network(codes).float()
-        return ((bgr + self.mean).flip(1) / 255.0).clamp_(0, 1)
+            bgr = self.network(codes.view(-1, *self.code_shape)).float()
+        return ((bgr + self.mean).flip(1) / 255.0).clamp(0, 1)

@@ -6,6 +6,8 @@ import abc
 import numpy as np
 import torch
 
+from evolver_common import BadInput
+
 
 class Neuron(abc.ABC):
     """Turns images into responses.
@@ -21,3 +23,7 @@ class Neuron(abc.ABC):
     @abc.abstractmethod
     def __call__(self, images: torch.Tensor) -> np.ndarray:
         """Responses to `images` (n, 3, H, W) RGB in [0, 1], any H and W: (n,) float64, NaN where missing."""
+
+    def differentiable(self, images: torch.Tensor) -> torch.Tensor:
+        """Responses (n,) as a tensor with autograd, for white-box references; not every neuron has one."""
+        raise BadInput(f"The neuron {self.spec} is not differentiable: gradient ascent needs a model neuron.")

@@ -99,23 +99,29 @@ class CNNUnit(Neuron):
             if not (0 <= x < shape[2] and 0 <= y < shape[1]):
                 raise BadInput(f"Position @{x},{y} is outside {where}, whose grid is {shape[2]}×{shape[1]} (X×Y).")
 
-    @torch.no_grad()
-    def activations(self, images: torch.Tensor) -> torch.Tensor:
-        """The whole layer's activations for `images` (n, 3, H, W) in [0, 1]: (n, C[, H', W']) float32."""
+    def _layer(self, images: torch.Tensor) -> torch.Tensor:
         images = images.to(self.device, torch.float32).contiguous(memory_format=torch.channels_last)
         with autocast(self.precision, self.device):
             (out,) = self.network(images).values()
         return out.float()
 
-    def __call__(self, images: torch.Tensor) -> np.ndarray:
-        out = self.activations(images)[:, self.unit.unit]
+    @torch.no_grad()
+    def activations(self, images: torch.Tensor) -> torch.Tensor:
+        """The whole layer's activations for `images` (n, 3, H, W) in [0, 1]: (n, C[, H', W']) float32."""
+        return self._layer(images)
+
+    def differentiable(self, images: torch.Tensor) -> torch.Tensor:
+        out = self._layer(images)[:, self.unit.unit]
         if out.ndim == 3:
             if self.unit.position == "mean":
-                out = out.mean(dim=(1, 2))
-            else:
-                x, y = self.unit.position or (out.shape[2] // 2, out.shape[1] // 2)
-                out = out[:, y, x]
-        return out.double().cpu().numpy()
+                return out.mean(dim=(1, 2))
+            x, y = self.unit.position or (out.shape[2] // 2, out.shape[1] // 2)
+            return out[:, y, x]
+        return out
+
+    def __call__(self, images: torch.Tensor) -> np.ndarray:
+        with torch.no_grad():
+            return self.differentiable(images).double().cpu().numpy()
 
 
 @dataclass(frozen=True)

@@ -107,5 +107,5 @@ def test_parameters_are_recorded_and_checked():
         make(heritability=1.5)
     with pytest.raises(BadInput, match="is not a float"):
         make(selectivity="high")
-    with pytest.raises(BadInput, match="Valid optimizers: ga"):
+    with pytest.raises(BadInput, match=r"closest: ga\). Valid optimizers: .*ga"):
         optimizers.create("gaa", code_dim=DIM, sample=normal, rng=np.random.default_rng(0))

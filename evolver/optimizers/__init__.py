@@ -6,10 +6,16 @@ from typing import Any
 import numpy as np
 
 from evolver.optimizers.base import Optimizer, Sampler
+from evolver.optimizers.cmaes import CMAES, SepCMAES
 from evolver.optimizers.ga import GeneticAlgorithm
+from evolver.optimizers.gradient import GradientAscent
+from evolver.optimizers.random_search import RandomSearch
+from evolver.optimizers.sphere import SphereCMA
 from evolver_common import BadInput, nearest
 
-REGISTRY: dict[str, type[Optimizer]] = {cls.name: cls for cls in (GeneticAlgorithm,)}
+REGISTRY: dict[str, type[Optimizer]] = {
+    cls.name: cls for cls in (GeneticAlgorithm, CMAES, SepCMAES, SphereCMA, RandomSearch, GradientAscent)
+}
 
 
 def get(name: str) -> type[Optimizer]:

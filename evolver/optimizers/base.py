@@ -28,6 +28,8 @@ class Optimizer(abc.ABC):
 
     name: ClassVar[str]
     Params: ClassVar[type]
+    # True for white-box optimizers, which are given `objective=` (codes -> responses, with autograd)
+    needs_gradient: ClassVar[bool] = False
 
     def __init__(self, code_dim: int, sample: Sampler, rng: np.random.Generator, **params: Any):
         self.code_dim = code_dim

@@ -1,0 +1,182 @@
+"""CMA-ES: full covariance through DEAP's `cma.Strategy`, and a separable (diagonal) variant.
+
+DEAP's strategy keeps a full covariance and eigendecomposes it at every update, O(n^3): fine
+for the DCGAN's 100-d codes, seconds per generation at DeePSiM's 4096-d. For those codes
+`sep-cmaes` is the diagonal CMA-ES of Ros & Hansen (2008), O(n) per sample, written here
+because neither DEAP nor pycma offers one whose whole state is plain arrays (pycma's is an
+object graph, resumable only by pickling) and whose randomness comes from our generator.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from deap import cma
+
+from evolver._deap import random_from
+from evolver.optimizers.base import Optimizer, Sampler
+from evolver_common import BadInput
+
+FULL_COVARIANCE_LIMIT = 1024  # codes longer than this go to sep-cmaes
+
+
+@dataclass
+class CMAParams:
+    """population: codes per generation (0 = CMA's default 4 + 3 ln n). sigma0: initial step size
+    (0 = the standard deviation of the generator's initial codes). start: 'zero' (the zero code,
+    as Wang & Ponce 2022) or 'sample' (the mean of a batch of the generator's initial codes)."""
+
+    population: int = 0
+    sigma0: float = 0.0
+    start: str = "zero"
+
+
+def _start(params: CMAParams, code_dim: int, sample: Sampler, rng: np.random.Generator) -> tuple[np.ndarray, float]:
+    prior = sample(256, rng).astype(np.float64)
+    centroid = np.zeros(code_dim) if params.start == "zero" else prior.mean(0)
+    return centroid, params.sigma0 or float(prior.std())
+
+
+def _check(name: str, params: CMAParams) -> None:
+    if params.start not in ("zero", "sample"):
+        raise BadInput(f"Invalid parameters for optimizer '{name}': start={params.start!r} (must be 'zero' or 'sample').")
+    if params.population < 0 or params.population == 1 or params.sigma0 < 0:
+        raise BadInput(f"Invalid parameters for optimizer '{name}': population must be 0 (default) or at least 2, "
+                       f"sigma0 non-negative; got population={params.population}, sigma0={params.sigma0}.")
+
+
+class CMAES(Optimizer):
+    """CMA-ES with a full covariance matrix (DEAP's `cma.Strategy`, log-weighted recombination)."""
+
+    name = "cmaes"
+    Params = CMAParams
+    _STATE = ("centroid", "sigma", "pc", "ps", "C", "diagD", "B", "BD", "cond", "update_count")
+
+    def __init__(self, code_dim: int, sample: Sampler, rng: np.random.Generator, **params: Any):
+        super().__init__(code_dim, sample, rng, **params)
+        if code_dim > FULL_COVARIANCE_LIMIT:
+            raise BadInput(f"cmaes keeps a full {code_dim}×{code_dim} covariance and eigendecomposes it every "
+                           f"generation; for codes longer than {FULL_COVARIANCE_LIMIT} use sep-cmaes.")
+        centroid, sigma = _start(self.params, code_dim, sample, rng)
+        options = {"lambda_": self.params.population} if self.params.population else {}
+        self.strategy = cma.Strategy(centroid=centroid, sigma=sigma, **options)
+        self.population = self._generate()
+
+    @classmethod
+    def check_params(cls, params: CMAParams) -> None:
+        _check(cls.name, params)
+
+    def _generate(self) -> np.ndarray:
+        with random_from(self.rng):
+            return np.array(self.strategy.generate(list), dtype=np.float32)
+
+    def ask(self) -> np.ndarray:
+        return self.population.copy()
+
+    def tell(self, codes: np.ndarray, scores: np.ndarray) -> None:
+        scores = np.asarray(scores, dtype=np.float64)
+        valid = np.flatnonzero(np.isfinite(scores))
+        if valid.size >= 2:  # a CMA update needs a ranking; otherwise show new samples
+            ranked = [_Scored(codes[i], scores[i]) for i in valid]
+            mu = self.strategy.mu
+            if len(ranked) < mu:  # too few answers for the recombination weights: keep the step, resample
+                self.population = self._generate()
+                return
+            self.strategy.update(ranked)
+        self.population = self._generate()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"strategy": {k: np.asarray(getattr(self.strategy, k)) for k in self._STATE},
+                "population": self.population.copy(), "rng": self.rng.bit_generator.state}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for key, value in state["strategy"].items():
+            setattr(self.strategy, key, value if np.ndim(value) else value.item())
+        self.population = np.asarray(state["population"], dtype=np.float32)
+        self.rng.bit_generator.state = state["rng"]
+
+
+class _Scored(list):
+    """What DEAP's strategy update expects: a sequence with `fitness.values`."""
+
+    class _Fitness:
+        def __init__(self, value: float):
+            self.values = (value,)
+
+        def __lt__(self, other):  # DEAP sorts by fitness, best first
+            return self.values < other.values
+
+    def __init__(self, code: np.ndarray, score: float):
+        super().__init__(code.astype(np.float64))
+        self.fitness = self._Fitness(float(score))
+
+
+class SepCMAES(Optimizer):
+    """Separable CMA-ES (Ros & Hansen 2008): a diagonal covariance, learning rate scaled by (n + 2) / 3."""
+
+    name = "sep-cmaes"
+    Params = CMAParams
+
+    def __init__(self, code_dim: int, sample: Sampler, rng: np.random.Generator, **params: Any):
+        super().__init__(code_dim, sample, rng, **params)
+        n = code_dim
+        self.lam = self.params.population or int(4 + 3 * math.log(n))
+        self.mu = self.lam // 2
+        w = math.log(self.mu + 0.5) - np.log(np.arange(1, self.mu + 1))
+        self.weights = w / w.sum()
+        self.mueff = 1 / np.sum(self.weights**2)
+        self.cs = (self.mueff + 2) / (n + self.mueff + 5)
+        self.ds = 1 + 2 * max(0.0, math.sqrt((self.mueff - 1) / (n + 1)) - 1) + self.cs
+        self.cc = 4 / (n + 4)
+        self.c1 = 2 / ((n + 1.3) ** 2 + self.mueff) * (n + 2) / 3
+        self.cmu = min(1 - self.c1, 2 * (self.mueff - 2 + 1 / self.mueff) / ((n + 2) ** 2 + self.mueff) * (n + 2) / 3)
+        self.chi = math.sqrt(n) * (1 - 1 / (4 * n) + 1 / (21 * n**2))
+        centroid, sigma = _start(self.params, n, sample, rng)
+        self.state = {"mean": centroid, "sigma": sigma, "diag": np.ones(n), "ps": np.zeros(n), "pc": np.zeros(n),
+                      "generation": 0}
+        self.population = self._generate()
+
+    @classmethod
+    def check_params(cls, params: CMAParams) -> None:
+        _check(cls.name, params)
+
+    def _generate(self) -> np.ndarray:
+        s = self.state
+        z = self.rng.standard_normal((self.lam, self.code_dim))
+        return (s["mean"] + s["sigma"] * np.sqrt(s["diag"]) * z).astype(np.float32)
+
+    def ask(self) -> np.ndarray:
+        return self.population.copy()
+
+    def tell(self, codes: np.ndarray, scores: np.ndarray) -> None:
+        scores = np.asarray(scores, dtype=np.float64)
+        valid = np.flatnonzero(np.isfinite(scores))
+        if valid.size >= self.mu:
+            self._update(codes, scores, valid)
+        self.population = self._generate()
+
+    def _update(self, codes: np.ndarray, scores: np.ndarray, valid: np.ndarray) -> None:
+        s, n = self.state, self.code_dim
+        best = valid[np.argsort(-scores[valid], kind="stable")[: self.mu]]
+        steps = (codes[best].astype(np.float64) - s["mean"]) / s["sigma"]  # y_i = sqrt(diag) z_i
+        y_w = self.weights @ steps
+        s["mean"] = s["mean"] + s["sigma"] * y_w
+        s["ps"] = (1 - self.cs) * s["ps"] + math.sqrt(self.cs * (2 - self.cs) * self.mueff) * y_w / np.sqrt(s["diag"])
+        s["generation"] += 1
+        hsig = np.linalg.norm(s["ps"]) / math.sqrt(1 - (1 - self.cs) ** (2 * s["generation"])) / self.chi < 1.4 + 2 / (n + 1)
+        s["pc"] = (1 - self.cc) * s["pc"] + hsig * math.sqrt(self.cc * (2 - self.cc) * self.mueff) * y_w
+        s["diag"] = ((1 - self.c1 - self.cmu) * s["diag"] + self.c1 * s["pc"] ** 2
+                     + self.cmu * self.weights @ steps**2)
+        s["sigma"] *= math.exp(self.cs / self.ds * (np.linalg.norm(s["ps"]) / self.chi - 1))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"state": {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in self.state.items()},
+                "population": self.population.copy(), "rng": self.rng.bit_generator.state}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.state = {k: (np.asarray(v, dtype=np.float64) if isinstance(v, np.ndarray) else v)
+                      for k, v in state["state"].items()}
+        self.population = np.asarray(state["population"], dtype=np.float32)
+        self.rng.bit_generator.state = state["rng"]

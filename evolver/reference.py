@@ -1,0 +1,41 @@
+"""Reference images (XDream): scored once, so each generation can report best evolved / best reference."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, UnidentifiedImageError
+
+from evolver_common import BadInput
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+REFERENCE_HELP = "--reference takes a folder of images or procedural:N[:SEED] (N corpus stimuli)."
+
+
+def load_reference(spec: str, size: int) -> tuple[torch.Tensor, list[str]]:
+    """Reference images (n, 3, size, size) in [0, 1] and their names, from a folder or the corpus."""
+    if spec.startswith("procedural:"):
+        from generators.stimuli import stimuli
+
+        try:
+            parts = [int(v) for v in spec.split(":")[1:]]
+            n, seed = parts[0], (parts[1] if len(parts) > 1 else 0)
+        except (ValueError, IndexError):
+            raise BadInput(f"Malformed reference '{spec}'. {REFERENCE_HELP}") from None
+        batch = stimuli(n, seed, size=size)
+        return batch.images, [f"{label}_{i}" for i, label in enumerate(batch.labels())]
+    folder = Path(spec)
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []
+    if not files:
+        raise BadInput(f"No reference images in '{spec}' (looked for {', '.join(IMAGE_SUFFIXES)}). {REFERENCE_HELP}")
+    images = []
+    for path in files:
+        try:
+            pixels = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 255
+        except (UnidentifiedImageError, OSError) as err:
+            raise BadInput(f"Reference image {path} could not be read ({err}).") from None
+        tensor = torch.from_numpy(pixels).permute(2, 0, 1)[None]
+        images.append(F.interpolate(tensor, size=(size, size), mode="bilinear", antialias=True, align_corners=False))
+    return torch.cat(images).clamp(0, 1), [str(p.relative_to(folder)) for p in files]

@@ -1,0 +1,104 @@
+"""Every registered optimizer: improves a simple objective, resumes bit-exactly, copes with NaN."""
+import numpy as np
+import pytest
+
+from evolver import optimizers
+from evolver_common import BadInput
+
+DIM = 30
+TARGET = np.linspace(-1, 1, DIM)
+
+
+def normal(n, rng):
+    return rng.standard_normal((n, DIM)).astype(np.float32)
+
+
+def sphere(codes):
+    return -((codes - TARGET) ** 2).sum(axis=1)
+
+
+def on_sphere_objective(codes):
+    """Maximal along TARGET's direction: reachable by a search of fixed norm."""
+    return codes @ TARGET / np.linalg.norm(codes, axis=1)
+
+
+def run(name, objective, images=2000, seed=0, **params):
+    opt = optimizers.create(name, code_dim=DIM, sample=normal, rng=np.random.default_rng(seed), **params)
+    shown, best = 0, -np.inf
+    while shown < images:
+        codes = opt.ask()
+        scores = objective(codes)
+        opt.tell(codes, scores)
+        shown += len(codes)
+        best = max(best, scores.max())
+    return opt, best
+
+
+@pytest.mark.parametrize("name, objective, reached", [
+    ("cmaes", sphere, -0.5),
+    ("sep-cmaes", sphere, -0.5),
+    ("sphere-cma", on_sphere_objective, 0.95 * np.linalg.norm(TARGET)),
+    ("ga", sphere, -15.0),
+])
+def test_improves_a_simple_objective_within_2000_evaluations(name, objective, reached):
+    _, first = run(name, objective, images=1)
+    _, best = run(name, objective)
+    assert best > reached > first
+
+
+def test_random_search_is_the_floor():
+    _, random_best = run("random", sphere)
+    _, cma_best = run("cmaes", sphere)
+    assert random_best < cma_best
+
+
+@pytest.mark.parametrize("name", sorted(optimizers.REGISTRY))
+def test_state_dict_round_trip_continues_bit_exactly(name):
+    opt, _ = run(name, sphere, images=200, seed=4)
+    saved = opt.state_dict()
+    later = []
+    for _ in range(4):
+        codes = opt.ask()
+        opt.tell(codes, sphere(codes))
+        later.append(codes)
+    fresh = optimizers.create(name, code_dim=DIM, sample=normal, rng=np.random.default_rng(123))
+    fresh.load_state_dict(saved)
+    for expected in later:
+        codes = fresh.ask()
+        np.testing.assert_array_equal(codes, expected)
+        fresh.tell(codes, sphere(codes))
+
+
+@pytest.mark.parametrize("name", sorted(optimizers.REGISTRY))
+def test_missing_responses_do_not_break_the_search(name):
+    opt = optimizers.create(name, code_dim=DIM, sample=normal, rng=np.random.default_rng(0))
+    for k in range(6):
+        codes = opt.ask()
+        scores = sphere(codes)
+        scores[:: 3] = np.nan
+        if k == 2:
+            scores[:] = np.nan
+        opt.tell(codes, scores)
+        assert np.isfinite(opt.ask()).all()
+
+
+@pytest.mark.parametrize("name", sorted(optimizers.REGISTRY))
+def test_parameters_are_recorded_and_unknown_ones_refused(name):
+    opt = optimizers.create(name, code_dim=DIM, sample=normal, rng=np.random.default_rng(0))
+    described = opt.describe()
+    assert described["name"] == name and "population" in described["params"]
+    with pytest.raises(BadInput, match="Unknown parameter"):
+        optimizers.create(name, code_dim=DIM, sample=normal, rng=np.random.default_rng(0), bogus=1)
+
+
+def test_full_covariance_refuses_long_codes():
+    with pytest.raises(BadInput, match="use sep-cmaes"):
+        optimizers.create("cmaes", code_dim=4096, sample=lambda n, r: r.standard_normal((n, 4096)),
+                          rng=np.random.default_rng(0))
+
+
+def test_sphere_cma_keeps_codes_on_the_sphere_and_decays_its_step():
+    opt, _ = run("sphere-cma", on_sphere_objective, images=400)
+    norms = np.linalg.norm(opt.ask(), axis=1)
+    np.testing.assert_allclose(norms, norms[0], rtol=1e-5)
+    assert opt.angle() < opt.params.angle_start
