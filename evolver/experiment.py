@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from tqdm.auto import tqdm
 
 import generators
@@ -181,9 +182,8 @@ def run(config: RunConfig, out: str | Path | None = None, progress: bool = True)
     loop = Loop(config)
     directory = RunDirectory.create(out or default_run_path(config), loop.record(), loop.columns())
     if loop.reference is not None:
-        directory.write_file("reference.csv", "".join(
-            f"{name},{score!r}\n" for name, score in zip(["image", *loop.reference_names], ["score", *loop.reference])
-        ).encode())
+        table = pd.DataFrame({"image": loop.reference_names, "score": loop.reference})
+        directory.write_file("reference.csv", table.to_csv(index=False).encode())
     return _evolve(loop, directory, None, progress)
 
 

@@ -23,8 +23,8 @@ from generators.base import Generator
 
 SIZES = (128, 256, 512)
 NOISE_DIM = 128
-# The published configs' plans (upsample?, in, out channel multiples), for random weights;
-# pretrained weights bring their own config.json.
+# Channel multiples at each resolution stage of the published configs, for random weights
+# (pretrained weights bring their own config.json).
 _STAGES = {128: (16, 16, 8, 4, 2, 1), 256: (16, 16, 8, 8, 4, 2, 1), 512: (16, 16, 8, 8, 4, 2, 1, 1)}
 
 

@@ -46,19 +46,22 @@ def dcgan_init(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-def _calibrate_batch_norm(network: nn.Module, codes: np.ndarray) -> None:
-    """Set batch-norm statistics from a batch of codes, as training would.
+def calibrate_batch_norm(network: nn.Module, codes: np.ndarray) -> None:
+    """Set batch-norm statistics from a batch of codes (n, 100), as training would.
 
     Untrained statistics (mean 0, var 1) against N(0, 0.02) weights shrink every layer's
     activity, and the images come out a flat grey; calibrated, random weights give
-    full-contrast images whose features vary with the code.
+    full-contrast images whose features vary with the code. A moving average of trained
+    weights needs the same: its statistics must be those of the averaged weights
+    ("standing statistics", Brock et al. 2019), not an average of the live network's.
     """
     for m in network.modules():
         if isinstance(m, nn.BatchNorm2d):
             m.reset_running_stats()
             m.momentum = None  # a plain average over the calibration batch
+    device = next(network.parameters()).device
     with torch.no_grad():
-        network.train()(torch.as_tensor(codes)[:, :, None, None])
+        network.train()(torch.as_tensor(codes, device=device)[:, :, None, None])
     network.eval()
 
 
@@ -96,7 +99,7 @@ class DCGAN(Generator):
             dcgan_init(self.network)
         if str(weights) == "random":
             self.weights = f"random (seed {weights_seed}, untrained)"
-            _calibrate_batch_norm(self.network, self.sample(256, np.random.default_rng(weights_seed)))
+            calibrate_batch_norm(self.network, self.sample(256, np.random.default_rng(weights_seed)))
         else:
             path = BUNDLED_WEIGHTS if str(weights) == "pretrained" else Path(weights)
             if str(weights) == "pretrained" and not path.is_file():

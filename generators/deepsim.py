@@ -25,6 +25,8 @@ from generators.base import Generator
 
 # CaffeNet's mean pixel, added back to the generator's BGR output (0-255 scale).
 CAFFE_MEAN_BGR = (104.0, 117.0, 123.0)
+# The pixel standard deviation (0-255 scale) random weights are calibrated to, about a photograph's.
+RANDOM_OUTPUT_STD = 60.0
 # variant: (code shape, rectified codes?, head layers before the shared upsampling trunk)
 VARIANTS = {
     "fc6": ((4096,), True, "fc"),
@@ -113,6 +115,7 @@ class DeePSiM(Generator):
             self.network = deepsim_network(variant)
         if str(weights) == "random":
             self.weights = f"random (seed {weights_seed}, untrained)"
+            self._calibrate_random(self.sample(64, np.random.default_rng(weights_seed)))
         else:
             path = cached_weights(variant) if str(weights) == "pretrained" else Path(weights)
             if not path.is_file():
@@ -124,6 +127,24 @@ class DeePSiM(Generator):
             self.weights = str(path.resolve())
         self.network.eval().requires_grad_(False).to(self.device)
         self.mean = torch.tensor(CAFFE_MEAN_BGR, device=self.device).view(1, 3, 1, 1)
+
+    @torch.no_grad()
+    def _calibrate_random(self, codes: np.ndarray) -> None:
+        """Rescale random weights layer by layer (LSUV, Mishkin & Matas 2016) so images vary with the code.
+
+        PyTorch's default initialisation shrinks activity through the 12 layers and the biases
+        take over: every code would render the same flat mean pixel. With zero biases and each
+        layer scaled to unit output variance (the last to a photograph's pixel spread), random
+        weights give images that change with the code.
+        """
+        x = torch.as_tensor(codes).view(-1, *self.code_shape)
+        layers = [m for m in self.network if isinstance(m, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d))]
+        for module in self.network:
+            if module in layers:
+                module.bias.zero_()
+                target = RANDOM_OUTPUT_STD if module is layers[-1] else 1.0
+                module.weight.mul_(target / module(x).std().clamp_min(1e-12))
+            x = module(x)
 
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
         codes = rng.normal(0.0, self.code_scale, (n, self.code_dim))

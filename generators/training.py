@@ -28,7 +28,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from evolver_common import BadInput, autocast, resolve_device, resolve_precision, seeded_init
-from generators.dcgan import dcgan_discriminator, dcgan_init, dcgan_network
+from generators.dcgan import calibrate_batch_norm, dcgan_discriminator, dcgan_init, dcgan_network
 from generators.stimuli import corpus
 
 PROCEDURAL = "procedural"
@@ -174,8 +174,14 @@ class GANTrainer:
                 avg.copy_(live)
 
     def final_generator(self) -> nn.Module:
-        """What is saved: the moving average when there is one, else G itself."""
-        return self.ema if self.ema is not None else self.g
+        """What is saved: the moving average (with its own standing batch-norm statistics) when
+        there is one, else G itself."""
+        if self.ema is None:
+            return self.g
+        averaged = copy.deepcopy(self.ema)
+        codes = torch.randn(512, 100, generator=torch.Generator().manual_seed(self.config.seed + 3)).numpy()
+        calibrate_batch_norm(averaged, codes)
+        return averaged
 
     @torch.no_grad()
     def samples(self, codes: torch.Tensor) -> torch.Tensor:
@@ -249,7 +255,7 @@ def train_gan(config: GANTrainingConfig, out: str | Path, resume: bool = False, 
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), "config": dataclasses.asdict(config), "steps": trainer.done,
         "corpus_seed": config.seed if config.data == PROCEDURAL else None, "precision": trainer.precision,
         "seconds_this_session": round(time.time() - started, 1),
-        "saved": "moving average of G" if trainer.ema is not None else "G",
+        "saved": "moving average of G, batch-norm statistics recomputed for it" if trainer.ema is not None else "G",
     }
     card_path = out / "card.json"
     if card_path.is_file():  # keep figures added by evaluations of earlier sessions

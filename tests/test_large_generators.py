@@ -113,7 +113,9 @@ def test_deepsim_pretrained_reads_torch_home(tmp, monkeypatch):
 def test_deepsim_variants_render_256px(variant, dim):
     g = generators.create(f"deepsim-{variant}", weights="random")
     assert g.code_dim == dim
-    assert g.render(g.sample(1, np.random.default_rng(0))).shape == (1, 3, 256, 256)
+    images = g.render(g.sample(4, np.random.default_rng(0)))
+    assert images.shape == (4, 3, 256, 256)
+    assert images.std(dim=0).mean() > 0.03, "calibrated random weights: images change with the code"
 
 
 def test_deepsim_wrong_file_names_the_keys(tmp):
@@ -136,3 +138,21 @@ def test_biggan_offline_cli_fails_in_seconds(tmp):
                          "random", env={"PYTORCH_PRETRAINED_BIGGAN_CACHE": str(tmp)}, timeout=120)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "--generator-weights DIR" in result.stderr and str(tmp) in result.stderr
+
+
+def test_a_256px_generator_feeds_a_224px_network_and_a_64px_one(tmp, images):
+    import neurons
+
+    neuron = neurons.create("resnet18:layer2:unit3", weights="random")
+    large = generators.create("deepsim-fc8", weights="random")
+    assert neuron(large.render(large.sample(3, np.random.default_rng(0)))).shape == (3,)
+    assert neuron(images).shape == (12,)  # the 64x64 DCGAN images of conftest
+
+
+def test_an_evolution_through_a_large_generator_from_the_cli(tmp):
+    evolver_cli("run", "--generator", "deepsim-fc8", "--generator-weights", "random", "--neuron",
+                "resnet18:layer2:unit3", "--weights", "random", "--generations", 2, "--population", 4,
+                "--out", tmp / "run", "--quiet", check=True)
+    config = json.loads((tmp / "run" / "config.json").read_text())
+    assert config["resolved"]["generator"]["code_dim"] == 1000
+    assert np.load(tmp / "run" / "codes" / "gen_0001.npy").shape == (4, 1000)

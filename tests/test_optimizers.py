@@ -1,6 +1,7 @@
 """Every registered optimizer: improves a simple objective, resumes bit-exactly, copes with NaN."""
 import numpy as np
 import pytest
+import torch
 
 from evolver import optimizers
 from evolver_common import BadInput
@@ -22,8 +23,19 @@ def on_sphere_objective(codes):
     return codes @ TARGET / np.linalg.norm(codes, axis=1)
 
 
+def differentiable_sphere(codes: torch.Tensor) -> torch.Tensor:
+    return -((codes - torch.as_tensor(TARGET, dtype=codes.dtype)) ** 2).sum(dim=1)
+
+
+def make(name, seed=0, **params):
+    """The optimizer `name`; white-box ones get the sphere objective's gradient."""
+    if optimizers.get(name).needs_gradient:
+        params["objective"] = differentiable_sphere
+    return optimizers.create(name, code_dim=DIM, sample=normal, rng=np.random.default_rng(seed), **params)
+
+
 def run(name, objective, images=2000, seed=0, **params):
-    opt = optimizers.create(name, code_dim=DIM, sample=normal, rng=np.random.default_rng(seed), **params)
+    opt = make(name, seed, **params)
     shown, best = 0, -np.inf
     while shown < images:
         codes = opt.ask()
@@ -39,6 +51,7 @@ def run(name, objective, images=2000, seed=0, **params):
     ("sep-cmaes", sphere, -0.5),
     ("sphere-cma", on_sphere_objective, 0.95 * np.linalg.norm(TARGET)),
     ("ga", sphere, -15.0),
+    ("gradient", sphere, -0.5),
 ])
 def test_improves_a_simple_objective_within_2000_evaluations(name, objective, reached):
     _, first = run(name, objective, images=1)
@@ -61,7 +74,7 @@ def test_state_dict_round_trip_continues_bit_exactly(name):
         codes = opt.ask()
         opt.tell(codes, sphere(codes))
         later.append(codes)
-    fresh = optimizers.create(name, code_dim=DIM, sample=normal, rng=np.random.default_rng(123))
+    fresh = make(name, seed=123)
     fresh.load_state_dict(saved)
     for expected in later:
         codes = fresh.ask()
@@ -71,7 +84,7 @@ def test_state_dict_round_trip_continues_bit_exactly(name):
 
 @pytest.mark.parametrize("name", sorted(optimizers.REGISTRY))
 def test_missing_responses_do_not_break_the_search(name):
-    opt = optimizers.create(name, code_dim=DIM, sample=normal, rng=np.random.default_rng(0))
+    opt = make(name)
     for k in range(6):
         codes = opt.ask()
         scores = sphere(codes)
@@ -84,11 +97,10 @@ def test_missing_responses_do_not_break_the_search(name):
 
 @pytest.mark.parametrize("name", sorted(optimizers.REGISTRY))
 def test_parameters_are_recorded_and_unknown_ones_refused(name):
-    opt = optimizers.create(name, code_dim=DIM, sample=normal, rng=np.random.default_rng(0))
-    described = opt.describe()
+    described = make(name).describe()
     assert described["name"] == name and "population" in described["params"]
     with pytest.raises(BadInput, match="Unknown parameter"):
-        optimizers.create(name, code_dim=DIM, sample=normal, rng=np.random.default_rng(0), bogus=1)
+        make(name, bogus=1)
 
 
 def test_full_covariance_refuses_long_codes():

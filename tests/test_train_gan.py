@@ -20,7 +20,7 @@ def test_trains_saves_a_loadable_generator_and_a_card(tmp):
     images = generator.render(generator.sample(2, np.random.default_rng(0)))
     assert images.shape == (2, 3, 64, 64)
     card = json.loads((tmp / "gan" / "card.json").read_text())
-    assert card["steps"] == 3 and card["config"]["ema"] == 0.9 and card["saved"] == "moving average of G"
+    assert card["steps"] == 3 and card["config"]["ema"] == 0.9 and card["saved"].startswith("moving average of G")
     assert card["corpus_seed"] == 0
     assert sorted(p.name for p in (tmp / "gan" / "samples").iterdir()) == ["step_000002.png", "step_000003.png"]
 

@@ -1,0 +1,83 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import UNIT, evolver_cli
+from evolver import RunConfig, run
+from evolver.bench import BenchConfig, bench
+from evolver_common import BadInput
+from neurons.noise import Noise
+
+CLEAN = np.linspace(0.5, 2.0, 200_000)
+
+
+def test_multiplicative_noise_has_the_stated_mean_and_variance():
+    noisy = Noise.parse("multiplicative:0.5")(CLEAN, np.random.default_rng(0))
+    # s * max(0, 1 + 0.5 Z): mean s * (Phi(2) + 0.5 phi(2)) = s * 1.0042; sd s * 0.490 (clipped at 0)
+    ratio = noisy / CLEAN
+    assert ratio.mean() == pytest.approx(1.0042, abs=0.005)
+    assert ratio.std() == pytest.approx(0.490, abs=0.005)
+    assert (noisy >= 0).all()
+
+
+def test_gaussian_noise_has_the_stated_mean_and_variance():
+    noisy = Noise.parse("gaussian:sd=0.3")(CLEAN, np.random.default_rng(0))
+    assert (noisy - CLEAN).mean() == pytest.approx(0, abs=0.003)
+    assert (noisy - CLEAN).std() == pytest.approx(0.3, abs=0.003)
+
+
+def test_poisson_noise_scales_the_first_maximum_to_max_rate():
+    noise = Noise.parse("poisson:max_rate=20,reps=4")
+    noisy = noise(CLEAN, np.random.default_rng(0))
+    assert noise.state["scale"] == pytest.approx(10.0)  # 20 spikes / largest response 2.0
+    spikes, rate = noisy * 10.0, CLEAN * 10.0
+    assert (spikes - rate).mean() == pytest.approx(0, abs=0.02)
+    assert ((spikes - rate) ** 2 / rate).mean() == pytest.approx(1 / 4, rel=0.03)  # Poisson variance / reps
+    np.testing.assert_allclose(spikes * 4, np.round(spikes * 4))  # whole spike counts
+
+
+def test_noise_is_seeded_and_keeps_missing_responses_missing():
+    clean = np.array([1.0, np.nan, 3.0])
+    a = Noise.parse("gaussian:sd=1")(clean, np.random.default_rng(5))
+    b = Noise.parse("gaussian:sd=1")(clean, np.random.default_rng(5))
+    np.testing.assert_array_equal(a, b)
+    assert np.isnan(a[1])
+
+
+@pytest.mark.parametrize("spec", ["poisson", "poisson:rate=3", "multiplicative:-1", "gaussian:0.1", "uniform:1",
+                                  "poisson:max_rate=10,reps=0"])
+def test_bad_noise_specs(spec):
+    with pytest.raises(BadInput, match="noise|Noise"):
+        Noise.parse(spec)
+
+
+def test_a_noisy_run_records_noisy_and_clean_responses_and_resumes(tmp):
+    config = dict(neuron=UNIT, weights="random", generator_weights="random", optimizer="cmaes", generations=6,
+                  noise="poisson:max_rate=15,reps=2", reference="procedural:30", seed=3)
+    whole = run(RunConfig(**config), out=tmp / "whole", progress=False)
+    run(RunConfig(**{**config, "generations": 3}), out=tmp / "parts", progress=False)
+    evolver_cli("run", "--resume", tmp / "parts", "--generations", 6, "--quiet", check=True)
+    scores = pd.read_csv(whole.path / "scores.csv", keep_default_na=False)
+    assert {"score", "score_clean"} <= set(scores)
+    assert not np.allclose(scores["score"], scores["score_clean"])
+    generations = pd.read_csv(whole.path / "generations.csv")
+    assert generations["relative_activation"].notna().all()
+    assert len(pd.read_csv(whole.path / "reference.csv")) == 30
+    pd.testing.assert_frame_equal(scores, pd.read_csv(tmp / "parts" / "scores.csv", keep_default_na=False))
+
+
+def test_bench_grid_tables_and_normalisation(tmp):
+    config = BenchConfig(neurons=[UNIT, "resnet18:layer3:unit5"], optimizers=["ga", "random"], seeds=[0, 1],
+                         noises=["none", "multiplicative:0.5"], images=60, weights="random",
+                         generator_weights="random")
+    table, summary = bench(config, tmp, progress=False)
+    runs = table.groupby(["neuron", "optimizer", "seed", "noise"]).ngroups
+    assert runs == 2 * 2 * 2 * 2 + 2 * 2  # the grid plus the noise-free gradient reference per unit and seed
+    final = table.loc[table.groupby(["neuron", "optimizer", "seed", "noise"])["gen"].idxmax()]
+    assert (final["images"] >= 60).all()
+    assert final.groupby("neuron")["normalised"].max().tolist() == [1.0, 1.0]
+    assert set(summary["optimizer"]) == {"ga", "random", "gradient"} and (summary["runs"] > 0).all()
+    for name in ("bench.csv", "summary.csv", "bench.html"):
+        assert (tmp / name).is_file()
+    again, _ = bench(config, tmp, progress=False)  # finished runs are reused, not rerun
+    pd.testing.assert_frame_equal(table, again)
