@@ -37,7 +37,7 @@ def main() -> None:
 
 @main.command()
 @click.option("--neuron", help="Neuron spec, e.g. resnet50:layer4:unit12 (MODEL:LAYER:UNIT[@X,Y|@mean]); "
-              "default stimnet:classifier:unit7, the bundled classifier's 'star' unit.")
+              "default stimnet:classifier:unit5, the bundled classifier's 'square' unit.")
 @click.option("--weights", help="Neuron weights: pretrained (default), random, or a .safetensors/.pth PATH.")
 @click.option("--generator", help="Generator name (`evolver generators`); default dcgan.")
 @click.option("--generator-weights", help="Generator weights: pretrained (default: the bundled ones), random or PATH.")

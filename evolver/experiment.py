@@ -27,8 +27,9 @@ from evolver_common import BadInput
 # Independent random streams spawned from the run's seed, by purpose.
 OPTIMIZER_STREAM, NOISE_STREAM = 0, 1
 
-# The bundled world: stimnet's "star" unit, whose preferred stimulus is known.
-DEFAULT_NEURON = "stimnet:classifier:unit7"
+# The bundled world: stimnet's "square" unit, whose preferred stimulus is known (and which the
+# bundled DCGAN reaches best: see generators/weights/dcgan.json, "ground_truth").
+DEFAULT_NEURON = "stimnet:classifier:unit5"
 
 VERSIONED_PACKAGES = ("evolver", "torch", "torchvision", "timm", "numpy", "deap", "pandas", "plotly")
 

@@ -251,14 +251,15 @@ def train_gan(config: GANTrainingConfig, out: str | Path, resume: bool = False, 
     weights = out / "generator.safetensors"
     g_state = {k: v.detach().float().contiguous().cpu() for k, v in trainer.final_generator().state_dict().items()}
     _save_atomic(weights, lambda p: save_file(g_state, p))
+    card_path = out / "card.json"
+    earlier = json.loads(card_path.read_text()) if card_path.is_file() else {}
     card = {
-        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), "config": dataclasses.asdict(config), "steps": trainer.done,
+        **earlier,  # keeps figures that evaluations added
+        "commands": [*earlier.get("commands", []), " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])],
+        "config": dataclasses.asdict(config), "steps": trainer.done,
         "corpus_seed": config.seed if config.data == PROCEDURAL else None, "precision": trainer.precision,
-        "seconds_this_session": round(time.time() - started, 1),
+        "seconds_last_session": round(time.time() - started, 1),
         "saved": "moving average of G, batch-norm statistics recomputed for it" if trainer.ema is not None else "G",
     }
-    card_path = out / "card.json"
-    if card_path.is_file():  # keep figures added by evaluations of earlier sessions
-        card = {**json.loads(card_path.read_text()), **card}
     _save_atomic(card_path, lambda p: Path(p).write_text(json.dumps(card, indent=2) + "\n"))
     return weights

@@ -28,7 +28,7 @@ def test_evolution_raises_the_unit_well_above_the_first_generation(tmp):
     assert table["gen"].tolist() == list(range(30))
     assert (table["n_images"] == 20).all()
     first, last = table["best"].iloc[0], table["best_so_far"].iloc[-1]
-    assert last > 2 * first, f"first generation's best {first:.3f}, final best {last:.3f}"
+    assert last > 1.5 * first, f"first generation's best {first:.3f}, final best {last:.3f}"
     assert table["best_so_far"].is_monotonic_increasing
     scores = pd.read_csv(out / "scores.csv", keep_default_na=False)
     assert len(scores) == 600 and scores["image_id"].tolist() == list(range(600))
@@ -161,4 +161,5 @@ def test_layers_and_generators_listings():
     assert any(line.split()[:3] == ["layer4.1.act2", "512", "7×7"] for line in layers.splitlines())
     _bad_input("layers", "resnet1800", match="Unknown model")
     listing = evolver_cli("generators", check=True).stdout
-    assert "dcgan" in listing and "100-d" in listing and "64×64" in listing
+    dcgan = next(line for line in listing.splitlines() if line.startswith("dcgan "))
+    assert "code 100" in dcgan and "64×64" in dcgan and "weights found" in dcgan
