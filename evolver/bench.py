@@ -17,7 +17,8 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from evolver.experiment import RunConfig, run
-from evolver.records import RunDirectory, write_atomic
+from evolver.records import RunDirectory
+from evolver_common import write_atomic
 
 NO_NOISE = "none"
 REFERENCE_OPTIMIZER = "gradient"

@@ -10,7 +10,8 @@ import plotly.colors
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from evolver.records import RunDirectory, write_atomic
+from evolver.records import RunDirectory
+from evolver_common import write_atomic
 
 IMAGES_PER_RUN = 6
 MAX_IMAGE_ROWS = 8

@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -20,27 +19,12 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from evolver_common import BadInput
+from evolver_common import BadInput, write_atomic
 
 GENERATION_COLUMNS = ("gen", "n_images", "best", "mean", "std", "best_so_far", "seconds")
 SCORE_COLUMNS = ("gen", "image_id", "parent_ids", "score")
 TABLES = ("generations.csv", "scores.csv")
 STATE_FILE = Path("state") / "state.npz"
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write `data` to `path` whole or not at all (temp file in the same folder, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def npy_bytes(array: np.ndarray) -> bytes:

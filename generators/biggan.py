@@ -10,7 +10,6 @@ the host answers.
 from __future__ import annotations
 
 import glob
-import urllib.parse
 from pathlib import Path
 
 import numpy as np

@@ -12,9 +12,7 @@ import copy
 import dataclasses
 import io
 import json
-import os
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,11 +21,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 import torchvision
-from safetensors.torch import save_file
+from safetensors.torch import save as safetensors_bytes
 from torch import nn
 from tqdm.auto import tqdm
 
-from evolver_common import BadInput, autocast, resolve_device, resolve_precision, seeded_init
+from evolver_common import BadInput, autocast, resolve_device, resolve_precision, seeded_init, write_atomic
 from generators.dcgan import calibrate_batch_norm, dcgan_discriminator, dcgan_init, dcgan_network
 from generators.stimuli import corpus
 
@@ -56,15 +54,16 @@ class GANTrainingConfig:
     device: str = "auto"
 
 
-def _save_atomic(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def _torch_bytes(obj) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
+
+
+def _png_bytes(grid: torch.Tensor) -> bytes:
+    buffer = io.BytesIO()
+    torchvision.utils.save_image(grid, buffer, format="png")
+    return buffer.getvalue()
 
 
 def _image_folder(folder: str, batch_size: int, seed: int, start: int) -> Iterator[torch.Tensor]:
@@ -242,15 +241,14 @@ def train_gan(config: GANTrainingConfig, out: str | Path, resume: bool = False, 
         bar.set_postfix(loss_d=f"{loss_d:.3f}", loss_g=f"{loss_g:.3f}")
         if trainer.done % config.sample_every == 0 or trainer.done == config.steps:
             grid = torchvision.utils.make_grid(trainer.samples(fixed_codes), nrow=8, padding=1)
-            _save_atomic(out / "samples" / f"step_{trainer.done:06d}.png",
-                         lambda p: torchvision.utils.save_image(grid, p, format="png"))
+            write_atomic(out / "samples" / f"step_{trainer.done:06d}.png", _png_bytes(grid))
         if trainer.done % config.checkpoint_every == 0 or trainer.done == config.steps:
             state = {"trainer": trainer.state_dict(), "config": json.dumps(dataclasses.asdict(config))}
-            _save_atomic(checkpoint, lambda p: torch.save(state, p))
+            write_atomic(checkpoint, _torch_bytes(state))
     bar.close()
     weights = out / "generator.safetensors"
     g_state = {k: v.detach().float().contiguous().cpu() for k, v in trainer.final_generator().state_dict().items()}
-    _save_atomic(weights, lambda p: save_file(g_state, p))
+    write_atomic(weights, safetensors_bytes(g_state))
     card_path = out / "card.json"
     earlier = json.loads(card_path.read_text()) if card_path.is_file() else {}
     card = {
@@ -261,5 +259,5 @@ def train_gan(config: GANTrainingConfig, out: str | Path, resume: bool = False, 
         "seconds_last_session": round(time.time() - started, 1),
         "saved": "moving average of G, batch-norm statistics recomputed for it" if trainer.ema is not None else "G",
     }
-    _save_atomic(card_path, lambda p: Path(p).write_text(json.dumps(card, indent=2) + "\n"))
+    write_atomic(card_path, (json.dumps(card, indent=2) + "\n").encode())
     return weights

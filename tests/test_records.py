@@ -1,6 +1,7 @@
 import numpy as np
 
-from evolver.records import RunDirectory, read_state, state_bytes, write_atomic
+from evolver.records import RunDirectory, read_state, state_bytes
+from evolver_common import write_atomic
 
 
 def test_state_round_trip_keeps_arrays_big_ints_and_nan(tmp):
