@@ -44,7 +44,9 @@ class Noise:
             reps = int(values.pop("reps", 1)) if kind == "poisson" else 1
             if values:
                 raise ValueError(f"unknown {', '.join(values)}")
-        except (ValueError, KeyError) as err:
+        except KeyError as err:
+            raise BadInput(f"Malformed noise spec '{spec}' (missing {err.args[0]}). {NOISE_HELP}") from None
+        except ValueError as err:
             raise BadInput(f"Malformed noise spec '{spec}' ({err}). {NOISE_HELP}") from None
         return cls._checked(kind, level, reps)
 
