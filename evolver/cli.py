@@ -36,14 +36,19 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--neuron", help="Neuron spec, e.g. resnet50:layer4:unit12 (MODEL:LAYER:UNIT[@X,Y|@mean]); "
-              "default stimnet:classifier:unit5, the bundled classifier's 'square' unit.")
+@click.option("--neuron", help="Neuron spec, e.g. resnet50:layer4:unit12 (MODEL:LAYER:UNIT[@X,Y|@mean]), "
+              "v1:complex:ori=45, template:IMAGE[:MODEL:LAYER], or an expression such as "
+              "'resnet50:layer4:unit12 - 0.5*resnet50:layer4:unit13' or 'onehot(resnet50:layer4:unit0-63, 12)'; "
+              "default stimnet:classifier:unit7, the bundled classifier's 'star' unit.")
+@click.option("--minimize", is_flag=True, default=None,
+              help="Find the least preferred stimulus: the objective (and the recorded scores) become -(neuron).")
 @click.option("--weights", help="Neuron weights: pretrained (default), random, or a .safetensors/.pth PATH.")
 @click.option("--generator", help="Generator name (`evolver generators`); default dcgan.")
 @click.option("--generator-weights", help="Generator weights: pretrained (default: the bundled ones), random or PATH.")
 @click.option("--class", "class_index", type=int, help="BigGAN: fix this ImageNet class and evolve only the noise.")
 @click.option("--truncation", type=float, help="Truncation of the generator's codes (BigGAN default 0.7).")
-@click.option("--optimizer", help="Optimizer name: ga (default), cmaes, sep-cmaes, sphere-cma, random, gradient.")
+@click.option("--optimizer", help="Optimizer name: cmaes (default; the separable sep-cmaes on codes over 1,024-d), ga "
+              "(XDream's genetic algorithm and defaults), sep-cmaes, sphere-cma, random, gradient.")
 @click.option("--param", "param_pairs", multiple=True, help="Optimizer parameter NAME=VALUE (repeatable).")
 @click.option("--population", type=int, help="Codes per generation (the optimizer's population parameter).")
 @click.option("--generations", type=int, help="Number of generations (default 200).")

@@ -3,14 +3,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
-import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
 
 from evolver_common import BadInput
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+from evolver_common.images import IMAGE_SUFFIXES, read_image, resize
 REFERENCE_HELP = "--reference takes a folder of images or procedural:N[:SEED] (N corpus stimuli)."
 
 
@@ -30,12 +26,5 @@ def load_reference(spec: str, size: int) -> tuple[torch.Tensor, list[str]]:
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []
     if not files:
         raise BadInput(f"No reference images in '{spec}' (looked for {', '.join(IMAGE_SUFFIXES)}). {REFERENCE_HELP}")
-    images = []
-    for path in files:
-        try:
-            pixels = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 255
-        except (UnidentifiedImageError, OSError) as err:
-            raise BadInput(f"Reference image {path} could not be read ({err}).") from None
-        tensor = torch.from_numpy(pixels).permute(2, 0, 1)[None]
-        images.append(F.interpolate(tensor, size=(size, size), mode="bilinear", antialias=True, align_corners=False))
+    images = [resize(read_image(path, "Reference image"), (size, size)) for path in files]
     return torch.cat(images).clamp(0, 1), [str(p.relative_to(folder)) for p in files]

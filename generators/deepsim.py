@@ -125,7 +125,7 @@ class DeePSiM(Generator):
                 )
             apply_state_dict(self.network, _normalise_keys(load_state_file(path)), source=str(path))
             self.weights = str(path.resolve())
-        self.network.eval().requires_grad_(False).to(self.device)
+        self.network.eval().requires_grad_(False).to(self.device, memory_format=torch.channels_last)
         self.mean = torch.tensor(CAFFE_MEAN_BGR, device=self.device).view(1, 3, 1, 1)
 
     @torch.no_grad()

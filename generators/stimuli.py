@@ -213,9 +213,11 @@ def stimuli(n: int, seed: int, size: int = 64, families: tuple[str, ...] = FAMIL
     return StimulusBatch(images, family, attributes)
 
 
-def corpus(seed: int, batch_size: int, size: int = 64, families: tuple[str, ...] = FAMILIES) -> Iterator[StimulusBatch]:
-    """An endless stream of batches; batch k is `stimuli(batch_size, (seed, k))`, so any batch can be redrawn."""
-    k = 0
+def corpus(seed: int, batch_size: int, size: int = 64, families: tuple[str, ...] = FAMILIES,
+           start: int = 0) -> Iterator[StimulusBatch]:
+    """An endless stream of batches from batch `start` on; batch k is `stimuli(batch_size, (seed, k))`,
+    so any batch can be redrawn and a resumed training starts where it stopped without replaying."""
+    k = start
     while True:
         gen_seed = int(np.random.SeedSequence((seed, k)).generate_state(1)[0])
         yield stimuli(batch_size, gen_seed, size, families)

@@ -89,10 +89,7 @@ def _image_folder(folder: str, batch_size: int, seed: int, start: int) -> Iterat
 def _batches(config: GANTrainingConfig, start: int) -> Iterator[torch.Tensor]:
     """Training images in [0, 1], (batch, 3, 64, 64), from step `start` on."""
     if config.data == PROCEDURAL:
-        stream = corpus(config.seed, config.batch_size)
-        for _ in range(start):  # cheap: batch k is a pure function of (seed, k), but the stream is sequential
-            next(stream)
-        return (b.images for b in stream)
+        return (b.images for b in corpus(config.seed, config.batch_size, start=start))
     return _image_folder(config.data, config.batch_size, config.seed, start)
 
 

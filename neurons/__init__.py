@@ -1,20 +1,28 @@
 """Neurons: anything that turns images into responses.
 
-`create(spec, **options)` builds one from a spec string, like timm's `create_model`.
+`create(spec, **options)` builds one from a spec string, like timm's `create_model`: a CNN unit
+(`resnet50:layer4:unit12`), a unit set (`resnet50:layer4:unit0-63`, responses (n, k)), a model V1
+cell (`v1:complex:ori=45`), a template (`template:IMAGE[:MODEL:LAYER]`) or an expression of these
+(`neurons.objective`).
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 from neurons.base import Neuron
-from neurons.cnn import CNNUnit, LayerInfo, list_layers
+from neurons.cnn import CNNUnit, LayerInfo, ModelReader, list_layers
+from neurons.objective import LEAF_KINDS, Leaf, Objective, parse
 from neurons.spec import UnitSpec
 
 
 def create(spec: str, weights: str | Path = "pretrained", device: str = "auto",
            precision: str = "auto") -> Neuron:
-    """The neuron a spec string names, e.g. 'resnet50:layer4:unit12' (see DESIGN.md)."""
-    return CNNUnit(spec, weights=weights, device=device, precision=precision)
+    """The neuron a spec string or objective expression names (see DESIGN.md and `neurons.objective`)."""
+    tree = parse(spec)
+    if not isinstance(tree, Leaf):
+        return Objective(tree, weights=weights, device=device, precision=precision)
+    kind = LEAF_KINDS.get(tree.spec.split(":", 1)[0], CNNUnit)
+    return kind(tree.spec, weights=weights, device=device, precision=precision)
 
 
-__all__ = ["Neuron", "CNNUnit", "UnitSpec", "LayerInfo", "create", "list_layers"]
+__all__ = ["Neuron", "CNNUnit", "ModelReader", "Objective", "UnitSpec", "LayerInfo", "create", "list_layers", "parse"]

@@ -15,14 +15,20 @@ class Neuron(abc.ABC):
     Attributes:
         spec: the spec string the neuron was created from.
         weights: a short description of where its weights came from (recorded in runs).
+        outputs: responses per image: 1, or k for a set of units read at once ((n, k) responses).
+        device, precision: where and how it computes ('cpu' and 'fp32' for analytic model neurons).
     """
 
     spec: str
     weights: str
+    outputs: int = 1
+    device: torch.device = torch.device("cpu")
+    precision: str = "fp32"
 
     @abc.abstractmethod
     def __call__(self, images: torch.Tensor) -> np.ndarray:
-        """Responses to `images` (n, 3, H, W) RGB in [0, 1], any H and W: (n,) float64, NaN where missing."""
+        """Responses to `images` (n, 3, H, W) RGB in [0, 1], any H and W: (n,) or (n, outputs) float64,
+        NaN where missing."""
 
     def differentiable(self, images: torch.Tensor) -> torch.Tensor:
         """Responses (n,) as a tensor with autograd, for white-box references; not every neuron has one."""

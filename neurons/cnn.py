@@ -28,12 +28,13 @@ def _layer_names(network: nn.Module, source: ModelSource) -> list[str]:
     return nodes + [name for name, _ in network.named_modules() if name and name not in nodes]
 
 
-def _cut_network(network: nn.Module, source: ModelSource, layer: str, model: str) -> nn.Module:
-    """The network up to `layer` only; what comes after it is never computed."""
+def _cut_network(network: nn.Module, source: ModelSource, layers: list[str], model: str) -> nn.Module:
+    """The network up to the deepest of `layers` only; what comes after it is never computed."""
     try:
-        return source.feature_extractor(network, [layer])
+        return source.feature_extractor(network, layers)
     except ValueError:  # FX's word for a node that is not in the graph
         valid = _layer_names(network, source)
+        layer = next((name for name in layers if name not in valid), layers[0])
         raise BadInput(
             f"Model '{model}' has no layer '{layer}' (closest: {nearest(layer, valid)}). "
             f"`evolver layers {model}` lists its {len(valid)} layer names."
@@ -56,68 +57,101 @@ class Preprocess(nn.Module):
         return (images - self.mean) / self.std
 
 
-class CNNUnit(Neuron):
-    """One unit of a timm or torchvision CNN.
+class ModelReader:
+    """A CNN cut after the deepest of `layers`: one forward pass gives every one of them.
+
+    Units of one model in a composite objective share a reader, hence one forward pass.
 
     Args:
-        spec: 'MODEL:LAYER:UNIT[@X,Y|@mean]' (see `neurons.spec`).
+        model: a bundled, timm or torchvision model name.
+        layers: layer names (`evolver layers MODEL`).
         weights: 'pretrained', 'random' (seeded) or the path of a .safetensors/.pth state dict.
         device, precision: see `evolver_common.compute`.
     """
 
-    def __init__(self, spec: str | UnitSpec, weights: str | Path = "pretrained",
+    def __init__(self, model: str, layers: list[str], weights: str | Path = "pretrained",
                  device: str = "auto", precision: str = "auto"):
-        self.unit = spec if isinstance(spec, UnitSpec) else UnitSpec.parse(spec)
-        self.spec = str(self.unit)
+        self.model = model
+        self.layers = list(dict.fromkeys(layers))
         self.device = resolve_device(device)
         self.precision = resolve_precision(precision, self.device)
-        network, source, self.weights = build_model(self.unit.model, weights)
+        network, source, self.weights = build_model(model, weights)
         _no_inplace(network)
-        self.input_config = source.input_config(self.unit.model, network)
+        self.input_config = source.input_config(model, network)
         self.network = nn.Sequential(
-            Preprocess(self.input_config),
-            _cut_network(network, source, self.unit.layer, self.unit.model),
+            Preprocess(self.input_config), _cut_network(network, source, self.layers, model),
         ).eval().requires_grad_(False).to(self.device, memory_format=torch.channels_last)
-        self.layer_shape = self._layer_shape()
-        self._check_unit()
-
-    def _layer_shape(self) -> tuple[int, ...]:
         probe = torch.zeros(1, 3, *self.input_config.size, device=self.device)
-        return tuple(self.activations(probe).shape[1:])
+        with torch.no_grad():
+            self.layer_shapes = {name: tuple(out.shape[1:]) for name, out in self.read(probe).items()}
 
-    def _check_unit(self) -> None:
-        shape, unit = self.layer_shape, self.unit
-        where = f"layer '{unit.layer}' of {unit.model}"
-        if len(shape) not in (1, 3):
-            raise BadInput(f"The output of {where} has shape {shape}; a unit needs a (C,) or (C, H, W) layer.")
-        if not 0 <= unit.unit < shape[0]:
-            raise BadInput(f"Unit {unit.unit} is out of range: {where} has {shape[0]} units (0–{shape[0] - 1}).")
-        if len(shape) == 1 and unit.position is not None:
-            raise BadInput(f"{where} is not spatial (shape {shape}); drop the @{unit.position} position.")
-        if isinstance(unit.position, tuple):
-            x, y = unit.position
-            if not (0 <= x < shape[2] and 0 <= y < shape[1]):
-                raise BadInput(f"Position @{x},{y} is outside {where}, whose grid is {shape[2]}×{shape[1]} (X×Y).")
-
-    def _layer(self, images: torch.Tensor) -> torch.Tensor:
+    def read(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Each layer's activations for `images` (n, 3, H, W) in [0, 1]: name -> (n, C[, H', W']) float32."""
         images = images.to(self.device, torch.float32).contiguous(memory_format=torch.channels_last)
         with autocast(self.precision, self.device):
-            (out,) = self.network(images).values()
-        return out.float()
+            outputs = self.network(images)
+        return {name: out.float() for name, out in outputs.items()}
+
+
+def check_units(unit: UnitSpec, shape: tuple[int, ...]) -> None:
+    """BadInput unless `unit`'s units and position exist in a layer of output shape `shape`."""
+    where = f"layer '{unit.layer}' of {unit.model}"
+    if len(shape) not in (1, 3):
+        raise BadInput(f"The output of {where} has shape {shape}; a unit needs a (C,) or (C, H, W) layer.")
+    outside = [u for u in unit.units if not 0 <= u < shape[0]]
+    if outside:
+        raise BadInput(f"Unit {outside[0]} is out of range: {where} has {shape[0]} units (0–{shape[0] - 1}).")
+    if len(shape) == 1 and unit.position is not None:
+        raise BadInput(f"{where} is not spatial (shape {shape}); drop the @{unit.position} position.")
+    if isinstance(unit.position, tuple):
+        x, y = unit.position
+        if not (0 <= x < shape[2] and 0 <= y < shape[1]):
+            raise BadInput(f"Position @{x},{y} is outside {where}, whose grid is {shape[2]}×{shape[1]} (X×Y).")
+
+
+def select_units(layer: torch.Tensor, unit: UnitSpec) -> torch.Tensor:
+    """`unit`'s responses from a layer's activations (n, C[, H, W]): (n,) for one unit, (n, k) for a set."""
+    out = layer[:, list(unit.units)]
+    if out.ndim == 4:
+        if unit.position == "mean":
+            out = out.mean(dim=(2, 3))
+        else:
+            x, y = unit.position or (out.shape[3] // 2, out.shape[2] // 2)
+            out = out[:, :, y, x]
+    return out if isinstance(unit.unit, tuple) else out[:, 0]
+
+
+class CNNUnit(Neuron):
+    """One unit of a timm or torchvision CNN, or a set of units of one layer (responses (n, k)).
+
+    Args:
+        spec: 'MODEL:LAYER:UNITS[@X,Y|@mean]' (see `neurons.spec`).
+        weights, device, precision: as `ModelReader`.
+        reader: a `ModelReader` of the model that already reads the layer (shared in composites).
+    """
+
+    def __init__(self, spec: str | UnitSpec, weights: str | Path = "pretrained",
+                 device: str = "auto", precision: str = "auto", reader: ModelReader | None = None):
+        self.unit = spec if isinstance(spec, UnitSpec) else UnitSpec.parse(spec)
+        self.spec = str(self.unit)
+        self.reader = reader or ModelReader(self.unit.model, [self.unit.layer], weights, device, precision)
+        self.weights, self.device, self.precision = self.reader.weights, self.reader.device, self.reader.precision
+        self.input_config, self.network = self.reader.input_config, self.reader.network
+        self.layer_shape = self.reader.layer_shapes[self.unit.layer]
+        self.outputs = len(self.unit.units) if isinstance(self.unit.unit, tuple) else 1
+        check_units(self.unit, self.layer_shape)
 
     @torch.no_grad()
     def activations(self, images: torch.Tensor) -> torch.Tensor:
         """The whole layer's activations for `images` (n, 3, H, W) in [0, 1]: (n, C[, H', W']) float32."""
-        return self._layer(images)
+        return self.reader.read(images)[self.unit.layer]
 
     def differentiable(self, images: torch.Tensor) -> torch.Tensor:
-        out = self._layer(images)[:, self.unit.unit]
-        if out.ndim == 3:
-            if self.unit.position == "mean":
-                return out.mean(dim=(1, 2))
-            x, y = self.unit.position or (out.shape[2] // 2, out.shape[1] // 2)
-            return out[:, y, x]
-        return out
+        return self.select(self.reader.read(images))
+
+    def select(self, layers: dict[str, torch.Tensor]) -> torch.Tensor:
+        """This unit's responses from a forward pass of its reader (`ModelReader.read`)."""
+        return select_units(layers[self.unit.layer], self.unit)
 
     def __call__(self, images: torch.Tensor) -> np.ndarray:
         with torch.no_grad():

@@ -1,4 +1,8 @@
-"""Parsing of CNN-unit spec strings: MODEL:LAYER:UNIT[@X,Y|@mean]."""
+"""Parsing of CNN-unit spec strings: MODEL:LAYER:UNITS[@X,Y|@mean].
+
+UNITS is one unit (`unit12` or `12`) or a set read in the same forward pass: a range
+(`unit0-63`) or a bracketed list of units and ranges (`unit[1,5,9-12]`).
+"""
 from __future__ import annotations
 
 import re
@@ -7,23 +11,44 @@ from dataclasses import dataclass
 from evolver_common import BadInput
 
 _UNIT_SPEC = re.compile(
-    r"^(?P<model>[^:@\s]+):(?P<layer>[^:@\s]+):(?:unit)?(?P<unit>\d+)(?:@(?P<position>mean|\d+,\d+))?$"
+    r"^(?P<model>[^:@\s]+):(?P<layer>[^:@\s]+):(?:unit)?(?P<units>\d+|\d+-\d+|\[[\d,\s-]+\])"
+    r"(?:@(?P<position>mean|\d+,\d+))?$"
 )
 UNIT_SPEC_HELP = (
     "A CNN unit is written MODEL:LAYER:UNIT, e.g. resnet50:layer4:unit12 or resnet50:layer4:12; "
     "on a convolutional layer add @X,Y for a spatial position (column, row) or @mean for the channel "
-    "mean (the default is the centre position). MODEL is a timm or torchvision model name "
+    "mean (the default is the centre position). Several units of one layer are a range (unit0-63) or a "
+    "list (unit[1,5,9-12]). MODEL is a timm or torchvision model name "
     "(`evolver layers MODEL` lists its layers)."
 )
 
 
+def _unit_set(text: str, spec: str) -> tuple[int, ...]:
+    units: list[int] = []
+    for part in text.strip("[]").split(","):
+        try:
+            bounds = [int(b) for b in part.split("-")]
+        except ValueError:  # an empty item or bound: '1,,2', '1--2'
+            bounds = []
+        if len(bounds) not in (1, 2) or bounds[0] > bounds[-1]:
+            raise BadInput(f"Malformed unit set '{text}' in neuron spec '{spec}': each item is a unit or an "
+                           f"increasing range A-B. {UNIT_SPEC_HELP}")
+        units += range(bounds[0], bounds[-1] + 1)
+    if len(set(units)) != len(units):
+        raise BadInput(f"The unit set '{text}' in neuron spec '{spec}' names a unit twice.")
+    return tuple(units)
+
+
 @dataclass(frozen=True)
 class UnitSpec:
-    """One unit of a CNN: `position` is None (centre), (x, y) in the layer's grid, or 'mean'."""
+    """One unit of a CNN, or a set of units of one layer (`unit` a tuple: responses (n, k)).
+
+    `position` is None (centre), (x, y) in the layer's grid, or 'mean'.
+    """
 
     model: str
     layer: str
-    unit: int
+    unit: int | tuple[int, ...]
     position: tuple[int, int] | str | None = None
 
     @classmethod
@@ -35,9 +60,29 @@ class UnitSpec:
         if position and position != "mean":
             x, y = (int(v) for v in position.split(","))
             position = (x, y)
-        return cls(match["model"], match["layer"], int(match["unit"]), position)
+        units = match["units"]
+        unit = int(units) if units.isdigit() else _unit_set(units, spec)
+        return cls(match["model"], match["layer"], unit, position)
+
+    @property
+    def units(self) -> tuple[int, ...]:
+        return self.unit if isinstance(self.unit, tuple) else (self.unit,)
 
     def __str__(self) -> str:
         where = {None: "", "mean": "@mean"}.get(self.position) if not isinstance(self.position, tuple) \
             else "@{},{}".format(*self.position)
-        return f"{self.model}:{self.layer}:unit{self.unit}{where}"
+        return f"{self.model}:{self.layer}:unit{_units_text(self.unit)}{where}"
+
+
+def _units_text(unit: int | tuple[int, ...]) -> str:
+    """12, 0-63 or [1,5,9-12]: runs of consecutive units written as ranges."""
+    if isinstance(unit, int):
+        return str(unit)
+    runs: list[list[int]] = []
+    for u in unit:
+        if runs and u == runs[-1][-1] + 1:
+            runs[-1].append(u)
+        else:
+            runs.append([u])
+    items = [str(r[0]) if len(r) == 1 else f"{r[0]}-{r[-1]}" for r in runs]
+    return items[0] if len(items) == 1 and len(runs[0]) > 1 else "[" + ",".join(items) + "]"

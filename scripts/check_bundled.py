@@ -6,8 +6,8 @@
    stimnet's penultimate features (`flatten`, 128-d), beside the same distance for an untrained
    DCGAN and for a second corpus sample (the floor), and the share of generated images that
    stimnet classifies with confidence > 0.9.
-2. Ground truth: for every class unit of stimnet, a 100-generation evolution through the bundled
-   DCGAN; its best image is classified by stimnet and by an independent classifier (checknet:
+2. Ground truth: for every class unit of stimnet, a 100-generation evolution (default optimizer)
+   through the bundled DCGAN; its best image is classified by stimnet and by an independent classifier (checknet:
    another architecture and seed, trained here only for this check), and its response is
    compared with the best response among 10,000 corpus images.
 With --write-card the figures go into generators/weights/dcgan.json under "quality".
@@ -102,7 +102,7 @@ def main() -> None:
         "stimnet_agrees": sum(r["stimnet_says"] == r["class"] for r in rows),
         "independent_agrees": sum(r["independent_says"] == r["class"] for r in rows),
         "evolved_beats_best_corpus": sum(r["best_response"] > r["best_corpus_response"] for r in rows),
-        "classes": len(rows), "generations": args.generations,
+        "classes": len(rows), "generations": args.generations, "optimizer": RunConfig().optimizer,
     }
     print(json.dumps(summary), f"\n{time.time() - started:.0f} s")
     if args.write_card:

@@ -35,7 +35,8 @@ def test_evolution_raises_the_unit_well_above_the_first_generation(tmp):
     assert len(list((out / "codes").glob("gen_*.npy"))) == 30
     assert np.load(out / "codes" / "gen_0029.npy").shape == (20, 100)
     config = json.loads((out / "config.json").read_text())
-    assert config["resolved"]["optimizer"]["params"]["mutation_size"] == 0.5
+    assert config["resolved"]["optimizer"]["name"] == "cmaes"  # the default, chosen by evolver bench
+    assert config["resolved"]["optimizer"]["params"]["population"] == 20
     assert config["resolved"]["neuron"]["weights"].startswith("random")
     assert "--weights" in config["command"] and config["versions"]["torch"]
     assert f"{last:.4g}" in result.stdout and "untrained random weights" in result.stdout
@@ -43,7 +44,7 @@ def test_evolution_raises_the_unit_well_above_the_first_generation(tmp):
 
 def _run_args(out, generations=12):
     return ["run", "--neuron", UNIT, "--weights", "random", "--generations", generations, "--population", 20,
-            "--seed", 7, "--param", "mutation_size=0.3", "--out", out, "--quiet"]
+            "--seed", 7, "--optimizer", "ga", "--param", "mutation_size=0.3", "--out", out, "--quiet"]
 
 
 def _committed_generation(run_dir) -> int:

@@ -2,7 +2,7 @@
 
 DEAP's strategy keeps a full covariance and eigendecomposes it at every update, O(n^3): fine
 for the DCGAN's 100-d codes, seconds per generation at DeePSiM's 4096-d. For those codes
-`sep-cmaes` is the diagonal CMA-ES of Ros & Hansen (2008), O(n) per sample, written here
+`evolver.optimizers.create` gives `sep-cmaes` when `cmaes` is asked for; `sep-cmaes` is the diagonal CMA-ES of Ros & Hansen (2008), O(n) per sample, written here
 because neither DEAP nor pycma offers one whose whole state is plain arrays (pycma's is an
 object graph, resumable only by pickling) and whose randomness comes from our generator.
 """
@@ -19,7 +19,7 @@ from evolver._deap import random_from
 from evolver.optimizers.base import Optimizer, Sampler
 from evolver_common import BadInput
 
-FULL_COVARIANCE_LIMIT = 1024  # codes longer than this go to sep-cmaes
+FULL_COVARIANCE_LIMIT = 1024  # `cmaes` on codes longer than this runs `sep-cmaes`
 
 
 @dataclass
@@ -56,9 +56,6 @@ class CMAES(Optimizer):
 
     def __init__(self, code_dim: int, sample: Sampler, rng: np.random.Generator, **params: Any):
         super().__init__(code_dim, sample, rng, **params)
-        if code_dim > FULL_COVARIANCE_LIMIT:
-            raise BadInput(f"cmaes keeps a full {code_dim}×{code_dim} covariance and eigendecomposes it every "
-                           f"generation; for codes longer than {FULL_COVARIANCE_LIMIT} use sep-cmaes.")
         centroid, sigma = _start(self.params, code_dim, sample, rng)
         options = {"lambda_": self.params.population} if self.params.population else {}
         self.strategy = cma.Strategy(centroid=centroid, sigma=sigma, **options)

@@ -22,7 +22,7 @@ class GradientParams:
     """population: independent restarts. lr: Adam's step size, in code units."""
 
     population: int = 10
-    lr: float = 0.05
+    lr: float = 0.2
 
 
 class GradientAscent(Optimizer):

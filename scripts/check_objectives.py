@@ -1,0 +1,93 @@
+"""Measure the objectives beyond one unit on the bundled DCGAN.
+
+    python scripts/check_objectives.py [--optimizer cmaes] [--generations 60]
+
+1. V1 cells: complex cells at 6 orientations (0°–150°) × 3 spatial frequencies; each evolved best
+   image's dominant Fourier orientation against the cell's preference (pass: within ±15°).
+2. Template: a corpus stimulus as pixel target; the pixel correlation and SSIM of the evolved best
+   image, beside the best of the first generation.
+3. Population (one-hot) control: onehot(stimnet:relu4:unit0-15, 6): the target unit and the mean of
+   the other 15 for the best image, beside their means over the first generation.
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+import generators
+import neurons
+from evolver import RunConfig, run
+from generators.stimuli import stimuli
+from neurons.template import reconstruction_quality
+from neurons.v1 import dominant_orientation, orientation_error
+
+ORIENTATIONS = (0, 30, 60, 90, 120, 150)
+FREQUENCIES = (3, 6, 10)  # cycles per image width
+
+
+def best_image(path: Path) -> torch.Tensor:
+    return torch.from_numpy(np.asarray(Image.open(path / "best.png"), dtype=np.float32) / 255).permute(2, 0, 1)[None]
+
+
+def v1_table(folder: Path, optimizer: str, generations: int) -> list[dict]:
+    rows = []
+    for sf in FREQUENCIES:
+        for ori in ORIENTATIONS:
+            result = run(RunConfig(neuron=f"v1:complex:ori={ori}:sf={sf}", optimizer=optimizer,
+                                   generations=generations), out=folder / f"v1-{ori}-{sf}", progress=False)
+            found = float(dominant_orientation(best_image(result.path))[0])
+            rows.append({"ori": ori, "sf": sf, "evolved_ori": round(found, 1),
+                         "error": round(float(orientation_error(found, ori)), 1), "response": round(result.best, 4)})
+            print(rows[-1], flush=True)
+    return rows
+
+
+def template_figures(folder: Path, optimizer: str, generations: int) -> dict:
+    target = stimuli(1, 11).images
+    path = folder / "target.png"
+    Image.fromarray((target[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)).save(path)
+    result = run(RunConfig(neuron=f"template:{path}", optimizer=optimizer, generations=generations),
+                 out=folder / "template", progress=False)
+    first = generators.create("dcgan").render(np.load(result.path / "codes" / "gen_0000.npy"))
+    before, after = reconstruction_quality(first, target), reconstruction_quality(best_image(result.path), target)
+    return {"first_generation_best_pixel_correlation": round(float(before["pixel_correlation"].max()), 3),
+            "first_generation_best_ssim": round(float(before["ssim"].max()), 3),
+            "evolved_pixel_correlation": round(float(after["pixel_correlation"][0]), 3),
+            "evolved_ssim": round(float(after["ssim"][0]), 3)}
+
+
+def population_figures(folder: Path, optimizer: str, generations: int) -> dict:
+    population, target = "stimnet:relu4:unit0-15", 6
+    result = run(RunConfig(neuron=f"onehot({population}, {target})", optimizer=optimizer, generations=generations),
+                 out=folder / "onehot", progress=False)
+    dcgan, units = generators.create("dcgan"), neurons.create(population)
+    first = units(dcgan.render(np.load(result.path / "codes" / "gen_0000.npy")))
+    best = units(dcgan.render(np.load(result.path / "best_code.npy")[None]))[0]
+    return {"target_first_generation_mean": round(float(first[:, target].mean()), 3),
+            "target_first_generation_max": round(float(first[:, target].max()), 3),
+            "target_best_image": round(float(best[target]), 3),
+            "others_first_generation_mean": round(float(np.delete(first, target, axis=1).mean()), 3),
+            "others_best_image_mean": round(float(np.delete(best, target).mean()), 3)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--optimizer", default="cmaes")
+    parser.add_argument("--generations", type=int, default=60)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        rows = v1_table(folder, args.optimizer, args.generations)
+        within = sum(r["error"] <= 15 for r in rows)
+        print(f"V1: {within}/{len(rows)} evolved images within ±15° of the cell's orientation")
+        print("template:", template_figures(folder, args.optimizer, args.generations))
+        print("population:", population_figures(folder, args.optimizer, args.generations))
+
+
+if __name__ == "__main__":
+    main()
