@@ -175,6 +175,8 @@ class _Parser:
             self.fail(position, f"expected a spec, a number, a function or '(', found {self.describe(self.peek())}")
         self.take()
         if _NUMBER.fullmatch(text):
+            if not np.isfinite(float(text)):
+                self.fail(position, f"the number {text} is out of range")
             return float(text)
         if self.peek()[1] == "(":
             if text not in FUNCTIONS:

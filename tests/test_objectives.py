@@ -121,6 +121,7 @@ def test_expressions_parse_to_a_canonical_form(text, canonical):
     ("onehot(a:b:0-3, 9)", 17, "unit 9 is not in the set"),
     ("onehot(a:b:1, 1)", 8, "first argument is a set"),
     ("a:b:1 )", 7, "found '\\)'"),
+    ("1e999 * a:b:1", 1, "out of range"),
 ])
 def test_malformed_expressions_point_at_the_error(text, position, reason):
     with pytest.raises(BadInput, match=f"at character {position}: .*{reason}") as error:
