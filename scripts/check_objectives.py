@@ -17,11 +17,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from torchvision.utils import save_image
 
 import generators
 import neurons
 from evolver import RunConfig, run
+from evolver_common.images import read_image
 from generators.stimuli import stimuli
 from neurons.template import reconstruction_quality
 from neurons.v1 import dominant_orientation, orientation_error
@@ -31,7 +32,7 @@ FREQUENCIES = (3, 6, 10)  # cycles per image width
 
 
 def best_image(path: Path) -> torch.Tensor:
-    return torch.from_numpy(np.asarray(Image.open(path / "best.png"), dtype=np.float32) / 255).permute(2, 0, 1)[None]
+    return read_image(path / "best.png")
 
 
 def v1_table(folder: Path, optimizer: str, generations: int) -> list[dict]:
@@ -50,7 +51,7 @@ def v1_table(folder: Path, optimizer: str, generations: int) -> list[dict]:
 def template_figures(folder: Path, optimizer: str, generations: int) -> dict:
     target = stimuli(1, 11).images
     path = folder / "target.png"
-    Image.fromarray((target[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)).save(path)
+    save_image(target[0], path)
     result = run(RunConfig(neuron=f"template:{path}", optimizer=optimizer, generations=generations),
                  out=folder / "template", progress=False)
     first = generators.create("dcgan").render(np.load(result.path / "codes" / "gen_0000.npy"))

@@ -7,13 +7,14 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from PIL import Image
+from torchvision.utils import save_image
 
 import generators
 import neurons
 from conftest import UNIT, evolver_cli
 from evolver import RunConfig, run
 from evolver_common import BadInput
+from evolver_common.images import read_image
 from generators.stimuli import stimuli
 from neurons.objective import describe, parse
 from neurons.template import reconstruction_quality
@@ -56,25 +57,19 @@ def test_malformed_v1_specs_name_the_parameters(spec):
 def test_evolved_image_has_the_cells_orientation(tmp, ori):
     result = run(RunConfig(neuron=f"v1:complex:ori={ori}:sf=6", optimizer="cmaes", generations=50), out=tmp / "v1",
                  progress=False)
-    best = torch.from_numpy(np.asarray(Image.open(result.path / "best.png"), dtype=np.float32) / 255)
-    assert orientation_error(dominant_orientation(best.permute(2, 0, 1)[None]), ori) <= 15
+    assert orientation_error(dominant_orientation(read_image(result.path / "best.png")), ori) <= 15
 
 
 # ------------------------------------------------------------------------------------------- templates
 
-def save_png(image: torch.Tensor, path) -> None:
-    Image.fromarray((image.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)).save(path)
-
-
 def test_template_recognises_its_target_and_moves_towards_it(tmp):
     target = stimuli(1, 11).images  # (1, 3, 64, 64)
-    save_png(target[0], tmp / "target.png")
+    save_image(target[0], tmp / "target.png")
     pixels = neurons.create(f"template:{tmp / 'target.png'}")
     assert pixels(target)[0] > 0.99 and (pixels(stimuli(8, 12).images) < 0.9).all()
     result = run(RunConfig(neuron=f"template:{tmp / 'target.png'}", optimizer="cmaes", generations=40), out=tmp / "t",
                  progress=False)
-    best = torch.from_numpy(np.asarray(Image.open(result.path / "best.png"), dtype=np.float32) / 255)
-    quality = reconstruction_quality(best.permute(2, 0, 1)[None], target)
+    quality = reconstruction_quality(read_image(result.path / "best.png"), target)
     assert quality["pixel_correlation"][0] == pytest.approx(result.best, abs=0.02)  # the PNG is the best image
     first = reconstruction_quality(generators.create("dcgan").render(np.load(result.path / "codes" / "gen_0000.npy")),
                                    target)
@@ -84,7 +79,7 @@ def test_template_recognises_its_target_and_moves_towards_it(tmp):
 
 def test_template_in_a_cnn_layer(tmp, images):
     path = tmp / "target.png"
-    save_png(images[0], path)
+    save_image(images[0], path)
     features = neurons.create(f"template:{path}:resnet18:layer2", weights="random")
     responses = features(images)
     assert responses[0] > 0.99 and responses[0] == responses.max()
