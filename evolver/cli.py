@@ -189,11 +189,18 @@ def list_generators() -> None:
               help="Decay of the moving average of G's weights (0 = off); the average is what is saved.")
 @click.option("--ortho-init", is_flag=True, help="Orthogonal initialisation of the conv weights.")
 @click.option("--ortho-reg", type=float, default=0.0, show_default=True, help="Orthogonal regularisation weight.")
+@click.option("--loss", default="bce", show_default=True, help="bce (the DCGAN recipe) or hinge (SNGAN, BigGAN).")
+@click.option("--spectral-norm", is_flag=True, help="Spectrally normalise D's convs and drop its batch norm (SNGAN).")
+@click.option("--minibatch-std", is_flag=True, help="Give D a minibatch standard-deviation map (ProGAN).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the weights, noise and corpus.")
 @click.option("--sample-every", type=int, default=250, show_default=True, help="Steps between sample grids.")
 @click.option("--checkpoint-every", type=int, default=250, show_default=True, help="Steps between checkpoints.")
 @click.option("--precision", default="auto", show_default=True, help="auto, fp32 or bf16.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option("--workers", type=int, default=0, show_default=True,
+              help="Processes preparing the training images (0: the training process); the images are the same.")
+@click.option("--max-minutes", type=float, default=0.0, show_default=True,
+              help="Stop after the step that passes this wall time (0: no limit); the step reached is saved and recorded.")
 @click.option("--resume", is_flag=True, help="Continue the training in --out from its checkpoint.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def train_gan(out, resume, quiet, **options) -> None:

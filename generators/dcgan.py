@@ -26,14 +26,41 @@ def dcgan_network(code_dim: int = 100, ngf: int = 64, channels: int = 3) -> nn.S
     return nn.Sequential(*layers)
 
 
-def dcgan_discriminator(ndf: int = 64, channels: int = 3) -> nn.Sequential:
-    """The classic DCGAN discriminator for 64x64 images: 4/2/1 convs with LeakyReLU(0.2), one logit out."""
+class MinibatchStd(nn.Module):
+    """ProGAN's minibatch standard deviation (Karras et al. 2018): one more feature map holding how
+    much the images of a group of `group` differ, so that D can tell a collapsed batch from a real one."""
+
+    def __init__(self, group: int = 4):
+        super().__init__()
+        self.group = group
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        g = self.group if n % self.group == 0 else n
+        spread = x.float().view(g, n // g, c, h, w).std(0, unbiased=False).mean((1, 2, 3))  # (n / g,)
+        return torch.cat([x, spread.repeat(g)[:, None, None, None].expand(n, 1, h, w).to(x.dtype)], 1)
+
+
+def dcgan_discriminator(ndf: int = 64, channels: int = 3, batch_norm: bool = True,
+                        minibatch_std: bool = False) -> nn.Sequential:
+    """The classic DCGAN discriminator for 64x64 images: 4/2/1 convs with LeakyReLU(0.2), one logit out;
+    optionally without batch norm (as SNGAN) and with a minibatch standard-deviation map before the last conv."""
     widths = [ndf, ndf * 2, ndf * 4, ndf * 8]
     layers: list[nn.Module] = [nn.Conv2d(channels, widths[0], 4, 2, 1, bias=False), nn.LeakyReLU(0.2, True)]
     for w_in, w_out in zip(widths, widths[1:]):
-        layers += [nn.Conv2d(w_in, w_out, 4, 2, 1, bias=False), nn.BatchNorm2d(w_out), nn.LeakyReLU(0.2, True)]
-    layers += [nn.Conv2d(widths[-1], 1, 4, 1, 0, bias=False), nn.Flatten(0)]
+        layers += [nn.Conv2d(w_in, w_out, 4, 2, 1, bias=False),
+                   nn.BatchNorm2d(w_out) if batch_norm else nn.Identity(), nn.LeakyReLU(0.2, True)]
+    if minibatch_std:
+        layers.append(MinibatchStd())
+    layers += [nn.Conv2d(widths[-1] + minibatch_std, 1, 4, 1, 0, bias=False), nn.Flatten(0)]
     return nn.Sequential(*layers)
+
+
+def spectrally_normalise(network: nn.Module) -> None:
+    """Put every conv's weight under spectral normalisation (Miyato et al. 2018), after its initialisation."""
+    for m in network.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+            nn.utils.parametrizations.spectral_norm(m)
 
 
 def dcgan_init(module: nn.Module) -> None:

@@ -12,6 +12,7 @@ cycles per image width.
 """
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -217,8 +218,11 @@ def corpus(seed: int, batch_size: int, size: int = 64, families: tuple[str, ...]
            start: int = 0) -> Iterator[StimulusBatch]:
     """An endless stream of batches from batch `start` on; batch k is `stimuli(batch_size, (seed, k))`,
     so any batch can be redrawn and a resumed training starts where it stopped without replaying."""
-    k = start
-    while True:
-        gen_seed = int(np.random.SeedSequence((seed, k)).generate_state(1)[0])
-        yield stimuli(batch_size, gen_seed, size, families)
-        k += 1
+    for k in itertools.count(start):
+        yield corpus_batch(seed, batch_size, k, size, families)
+
+
+def corpus_batch(seed: int, batch_size: int, k: int, size: int = 64,
+                 families: tuple[str, ...] = FAMILIES) -> StimulusBatch:
+    """Batch `k` of `corpus(seed, batch_size)`, drawn on its own."""
+    return stimuli(batch_size, int(np.random.SeedSequence((seed, k)).generate_state(1)[0]), size, families)

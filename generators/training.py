@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import io
+import itertools
 import json
 import sys
 import time
@@ -26,12 +27,15 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from evolver_common import BadInput, autocast, resolve_device, resolve_precision, seeded_init, write_atomic
-from generators.dcgan import calibrate_batch_norm, dcgan_discriminator, dcgan_init, dcgan_network
-from generators.stimuli import corpus
+from generators.dcgan import (calibrate_batch_norm, dcgan_discriminator, dcgan_init, dcgan_network,
+                             spectrally_normalise)
+from generators.stimuli import corpus_batch
 
 PROCEDURAL = "procedural"
 # What a resumed training must share with the checkpoint (steps, logging and device may change).
-RECIPE = ("data", "batch_size", "lr", "beta1", "d_steps", "ema", "ortho_init", "ortho_reg", "seed")
+RECIPE = ("data", "batch_size", "lr", "beta1", "d_steps", "ema", "ortho_init", "ortho_reg", "loss", "spectral_norm",
+          "minibatch_std", "seed")
+LOSSES = ("bce", "hinge")
 
 
 @dataclass
@@ -47,11 +51,16 @@ class GANTrainingConfig:
     ema: float = 0.0  # decay of the moving average of G's weights; 0 = off
     ortho_init: bool = False
     ortho_reg: float = 0.0  # weight of the orthogonal regulariser on G; 0 = off
+    loss: str = "bce"  # or "hinge" (Lim & Ye 2017; SNGAN, BigGAN)
+    spectral_norm: bool = False  # D's convs spectrally normalised, its batch norm removed
+    minibatch_std: bool = False  # D sees a minibatch standard-deviation map
     seed: int = 0
     sample_every: int = 250
     checkpoint_every: int = 250
     precision: str = "auto"
     device: str = "auto"
+    workers: int = 0  # processes preparing batches; the stream is the same for any number
+    max_minutes: float = 0.0  # stop (and save) after the step that passes this wall time; 0 = no limit
 
 
 def _torch_bytes(obj) -> bytes:
@@ -60,13 +69,18 @@ def _torch_bytes(obj) -> bytes:
     return buffer.getvalue()
 
 
+def _command_line() -> str:
+    program = Path(sys.argv[0]).name
+    return " ".join(["evolver" if program == "__main__.py" else program, *sys.argv[1:]])
+
+
 def _png_bytes(grid: torch.Tensor) -> bytes:
     buffer = io.BytesIO()
     torchvision.utils.save_image(grid, buffer, format="png")
     return buffer.getvalue()
 
 
-def _image_folder(folder: str, batch_size: int, seed: int, start: int) -> Iterator[torch.Tensor]:
+def _image_folder(folder: str, batch_size: int, seed: int, start: int, workers: int) -> Iterator[torch.Tensor]:
     path = Path(folder)
     if not path.is_dir():
         raise BadInput(f"--data {folder}: no such folder. Give '{PROCEDURAL}' or a folder of class subfolders of "
@@ -79,28 +93,49 @@ def _image_folder(folder: str, batch_size: int, seed: int, start: int) -> Iterat
         raise BadInput(f"--data {folder} is not an image folder: {err}") from None
     epoch = start
     while True:  # a resumed run starts a fresh shuffle, seeded by where it resumed
+        shuffle = torch.Generator().manual_seed(seed * 100_003 + epoch)
         loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True,
-                                             generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+                                             num_workers=workers, generator=shuffle)
         for images, _ in loader:
             yield images
         epoch += 1
 
 
+class _CorpusStream(torch.utils.data.IterableDataset):
+    """Batch k of the corpus goes to worker k mod W; the DataLoader takes one batch from each worker
+    in turn, so W workers yield the same stream as one process."""
+
+    def __init__(self, config: GANTrainingConfig, start: int):
+        self.config, self.start = config, start
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        info = torch.utils.data.get_worker_info()
+        if info is not None:
+            torch.set_num_threads(1)  # the workers, not threads inside each, share the cores
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        for k in itertools.count(self.start + worker, workers):
+            yield corpus_batch(self.config.seed, self.config.batch_size, k).images
+
+
 def _batches(config: GANTrainingConfig, start: int) -> Iterator[torch.Tensor]:
-    """Training images in [0, 1], (batch, 3, 64, 64), from step `start` on."""
-    if config.data == PROCEDURAL:
-        return (b.images for b in corpus(config.seed, config.batch_size, start=start))
-    return _image_folder(config.data, config.batch_size, config.seed, start)
+    """Training images in [0, 1], (batch, 3, 64, 64), from batch `start` on, prepared by
+    `config.workers` processes (0: by this one)."""
+    if config.data != PROCEDURAL:
+        return _image_folder(config.data, config.batch_size, config.seed, start, config.workers)
+    stream = _CorpusStream(config, start)
+    if config.workers == 0:
+        return iter(stream)
+    return iter(torch.utils.data.DataLoader(stream, batch_size=None, num_workers=config.workers, prefetch_factor=4))
 
 
 def orthogonal_penalty(network: nn.Module) -> torch.Tensor:
     """BigGAN's orthogonal regulariser: sum over weights of ||W W^T * (1 - I)||_F^2."""
-    total = torch.zeros(())
+    total = 0.0
     for m in network.modules():
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
             w = m.weight.flatten(1)
             gram = w @ w.T
-            total = total + (gram * (1 - torch.eye(len(w)))).pow(2).sum()
+            total = total + (gram * (1 - torch.eye(len(w), device=w.device))).pow(2).sum()
     return total
 
 
@@ -108,17 +143,22 @@ class GANTrainer:
     """Holds G, D, their optimisers and the EMA copy; `step()` does one G update."""
 
     def __init__(self, config: GANTrainingConfig):
+        if config.loss not in LOSSES:
+            raise BadInput(f"--loss {config.loss}: unknown GAN loss. Valid losses: {', '.join(LOSSES)}.")
         self.config = config
         self.device = resolve_device(config.device)
         self.precision = resolve_precision(config.precision, self.device)
         with seeded_init(config.seed):
-            self.g, self.d = dcgan_network(), dcgan_discriminator()
+            self.g = dcgan_network()
+            self.d = dcgan_discriminator(batch_norm=not config.spectral_norm, minibatch_std=config.minibatch_std)
             for net in (self.g, self.d):
                 dcgan_init(net)
                 if config.ortho_init:
                     for m in net.modules():
                         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
                             nn.init.orthogonal_(m.weight)
+            if config.spectral_norm:
+                spectrally_normalise(self.d)  # the power iteration's start vector is drawn here, seeded
         self.g.to(self.device, memory_format=torch.channels_last)
         self.d.to(self.device, memory_format=torch.channels_last)
         self.ema = copy.deepcopy(self.g).eval().requires_grad_(False) if config.ema else None
@@ -131,6 +171,18 @@ class GANTrainer:
     def _codes(self, n: int) -> torch.Tensor:
         return torch.randn(n, 100, 1, 1, generator=self.noise).to(self.device)
 
+    def _loss_d(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+        if self.config.loss == "hinge":
+            return F.relu(1 - real).mean() + F.relu(1 + fake).mean()
+        return (F.binary_cross_entropy_with_logits(real, torch.ones_like(real))
+                + F.binary_cross_entropy_with_logits(fake, torch.zeros_like(fake)))
+
+    def _loss_g(self, fake: torch.Tensor) -> torch.Tensor:
+        """The non-saturating loss: G's fakes labelled real (for hinge, minus D's score)."""
+        if self.config.loss == "hinge":
+            return -fake.mean()
+        return F.binary_cross_entropy_with_logits(fake, torch.ones_like(fake))
+
     def step(self, real_batches: Iterator[torch.Tensor]) -> tuple[float, float]:
         """One generator update after `d_steps` discriminator updates; returns (loss_d, loss_g)."""
         for _ in range(self.config.d_steps):
@@ -139,15 +191,12 @@ class GANTrainer:
                 logits_real = self.d(real)
                 with torch.no_grad():
                     fake = self.g(self._codes(len(real)))
-                logits_fake = self.d(fake)
-                loss_d = (F.binary_cross_entropy_with_logits(logits_real.float(), torch.ones_like(logits_real.float()))
-                          + F.binary_cross_entropy_with_logits(logits_fake.float(), torch.zeros_like(logits_fake.float())))
+                loss_d = self._loss_d(logits_real.float(), self.d(fake).float())
             self.opt_d.zero_grad(set_to_none=True)
             loss_d.backward()
             self.opt_d.step()
         with autocast(self.precision, self.device):
-            logits = self.d(self.g(self._codes(self.config.batch_size))).float()
-            loss_g = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
+            loss_g = self._loss_g(self.d(self.g(self._codes(self.config.batch_size))).float())
         if self.config.ortho_reg:
             loss_g = loss_g + self.config.ortho_reg * orthogonal_penalty(self.g)
         self.opt_g.zero_grad(set_to_none=True)
@@ -232,16 +281,20 @@ def train_gan(config: GANTrainingConfig, out: str | Path, resume: bool = False, 
     batches = _batches(config, trainer.done * config.d_steps)
     started = time.time()
     bar = tqdm(total=config.steps, initial=trainer.done, desc="train-gan", unit="step", disable=not progress)
+    deadline = started + 60 * config.max_minutes if config.max_minutes else float("inf")
     while trainer.done < config.steps:
         loss_d, loss_g = trainer.step(batches)
         bar.update(1)
         bar.set_postfix(loss_d=f"{loss_d:.3f}", loss_g=f"{loss_g:.3f}")
-        if trainer.done % config.sample_every == 0 or trainer.done == config.steps:
+        last = trainer.done == config.steps or time.time() > deadline
+        if trainer.done % config.sample_every == 0 or last:
             grid = torchvision.utils.make_grid(trainer.samples(fixed_codes), nrow=8, padding=1)
             write_atomic(out / "samples" / f"step_{trainer.done:06d}.png", _png_bytes(grid))
-        if trainer.done % config.checkpoint_every == 0 or trainer.done == config.steps:
+        if trainer.done % config.checkpoint_every == 0 or last:
             state = {"trainer": trainer.state_dict(), "config": json.dumps(dataclasses.asdict(config))}
             write_atomic(checkpoint, _torch_bytes(state))
+        if last:
+            break
     bar.close()
     weights = out / "generator.safetensors"
     g_state = {k: v.detach().float().contiguous().cpu() for k, v in trainer.final_generator().state_dict().items()}
@@ -250,7 +303,7 @@ def train_gan(config: GANTrainingConfig, out: str | Path, resume: bool = False, 
     earlier = json.loads(card_path.read_text()) if card_path.is_file() else {}
     card = {
         **earlier,  # keeps figures that evaluations added
-        "commands": [*earlier.get("commands", []), " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])],
+        "commands": [*earlier.get("commands", []), _command_line()],
         "config": dataclasses.asdict(config), "steps": trainer.done,
         "corpus_seed": config.seed if config.data == PROCEDURAL else None, "precision": trainer.precision,
         "seconds_last_session": round(time.time() - started, 1),

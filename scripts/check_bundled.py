@@ -1,6 +1,6 @@
 """Measure the bundled world: generator quality and the ground truth of stimnet's class units.
 
-    python scripts/check_bundled.py [--write-card]
+    python scripts/check_bundled.py [--write-card] [--weights PATH --quality-only]
 
 1. Generator quality: the Fréchet distance between bundled-DCGAN images and corpus images in
    stimnet's penultimate features (`flatten`, 128-d), beside the same distance for an untrained
@@ -10,7 +10,8 @@
    through the bundled DCGAN; its best image is classified by stimnet and by an independent classifier (checknet:
    another architecture and seed, trained here only for this check), and its response is
    compared with the best response among 10,000 corpus images.
-With --write-card the figures go into generators/weights/dcgan.json under "quality".
+With --write-card the figures go into generators/weights/dcgan.json under "quality". --weights
+measures a candidate generator (e.g. a train-gan output) instead of the bundled one.
 """
 from __future__ import annotations
 
@@ -38,11 +39,11 @@ def batched(fn, images: torch.Tensor, batch: int = 500) -> torch.Tensor:
     return torch.cat([fn(images[i:i + batch]) for i in range(0, len(images), batch)])
 
 
-def generator_quality(stimnet) -> dict:
+def generator_quality(stimnet, weights: str) -> dict:
     features = lambda images: batched(lambda x: stimnet.activations(x), images)  # noqa: E731
     corpus_a, corpus_b = stimuli(SAMPLES, 2001).images, stimuli(SAMPLES, 2002).images
     rng = np.random.default_rng(0)
-    trained = generators.create("dcgan")
+    trained = generators.create("dcgan", weights=weights)
     untrained = generators.create("dcgan", weights="random")
     generated = batched(trained.render, torch.as_tensor(trained.sample(SAMPLES, rng)))
     random_images = batched(untrained.render, torch.as_tensor(untrained.sample(SAMPLES, rng)))
@@ -63,7 +64,7 @@ def generator_quality(stimnet) -> dict:
     }
 
 
-def ground_truth(generations: int) -> list[dict]:
+def ground_truth(generations: int, weights: str) -> list[dict]:
     checknet = train_classifier("checknet", steps=800, seed=7, corpus_seed=77, progress=False)
     corpus = stimuli(10_000, 3003).images
     logits = neurons.create("stimnet:classifier:0").activations
@@ -71,10 +72,10 @@ def ground_truth(generations: int) -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for unit, family in enumerate(FAMILIES):
-            result = run(RunConfig(neuron=f"stimnet:classifier:unit{unit}", generations=generations, seed=unit),
-                         out=f"{tmp}/{family}", progress=False)
+            result = run(RunConfig(neuron=f"stimnet:classifier:unit{unit}", generations=generations, seed=unit,
+                                   generator_weights=weights), out=f"{tmp}/{family}", progress=False)
             code = np.load(result.path / "best_code.npy")[None]
-            image = generators.create("dcgan").render(code)
+            image = generators.create("dcgan", weights=weights).render(code)
             with torch.no_grad():
                 independent = checknet(normalise(image)).argmax(1).item()
             rows.append({
@@ -88,12 +89,20 @@ def ground_truth(generations: int) -> list[dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--generations", type=int, default=100)
+    parser.add_argument("--weights", default="pretrained", help="DCGAN weights: pretrained (the bundled) or a PATH.")
+    parser.add_argument("--quality-only", action="store_true", help="Skip the ground-truth evolutions.")
     parser.add_argument("--write-card", action="store_true")
     args = parser.parse_args()
+    if args.write_card and args.weights != "pretrained":
+        parser.error("--write-card writes the bundled generator's card; it measures only --weights pretrained.")
+    if args.write_card and args.quality_only:
+        parser.error("--write-card records the ground truth too; drop --quality-only.")
     started = time.time()
-    quality = generator_quality(neurons.create("stimnet:flatten:0"))
+    quality = generator_quality(neurons.create("stimnet:flatten:0"), args.weights)
     print(json.dumps(quality, indent=2))
-    rows = ground_truth(args.generations)
+    if args.quality_only:
+        return
+    rows = ground_truth(args.generations, args.weights)
     print(f"\n{'class':<13} {'stimnet says':<13} {'independent':<13} {'best evolved':>12} {'best corpus':>12}")
     for r in rows:
         print(f"{r['class']:<13} {r['stimnet_says']:<13} {r['independent_says']:<13} "

@@ -9,6 +9,7 @@ from torch import nn
 
 import generators
 from evolver_common import BadInput
+from generators.dcgan import MinibatchStd, dcgan_discriminator, spectrally_normalise
 from generators.training import GANTrainingConfig, orthogonal_penalty, train_gan
 
 SMALL = dict(batch_size=8, sample_every=2, checkpoint_every=2, precision="fp32")
@@ -33,6 +34,57 @@ def test_resumed_training_equals_uninterrupted_training(tmp):
     assert a.keys() == b.keys()
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+
+
+def test_workers_prepare_the_same_stream_as_one_process(tmp):
+    one = train_gan(GANTrainingConfig(steps=3, **SMALL), tmp / "one", progress=False)
+    two = train_gan(GANTrainingConfig(steps=3, workers=2, **SMALL), tmp / "two", progress=False)
+    a, b = load_file(str(one)), load_file(str(two))
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+
+
+def test_max_minutes_stops_early_and_saves_the_step_reached(tmp):
+    weights = train_gan(GANTrainingConfig(steps=1000, max_minutes=1e-6, **SMALL), tmp / "gan", progress=False)
+    card = json.loads((tmp / "gan" / "card.json").read_text())
+    assert weights.is_file() and card["steps"] == 1
+    assert [p.name for p in (tmp / "gan" / "samples").iterdir()] == ["step_000001.png"]
+    resumed = train_gan(GANTrainingConfig(steps=2, **SMALL), tmp / "gan", resume=True, progress=False)
+    assert json.loads((tmp / "gan" / "card.json").read_text())["steps"] == 2 and resumed.is_file()
+
+
+@pytest.mark.parametrize("flags", [dict(loss="hinge", spectral_norm=True), dict(minibatch_std=True)])
+def test_discriminator_variants_train_resume_and_are_recorded(tmp, flags):
+    train_gan(GANTrainingConfig(steps=2, **flags, **SMALL), tmp / "gan", progress=False)
+    weights = train_gan(GANTrainingConfig(steps=3, **flags, **SMALL), tmp / "gan", resume=True, progress=False)
+    card = json.loads((tmp / "gan" / "card.json").read_text())
+    assert all(card["config"][k] == v for k, v in flags.items()) and card["steps"] == 3
+    assert generators.create("dcgan", weights=weights).render(np.zeros((1, 100), np.float32)).isfinite().all()
+    with pytest.raises(BadInput, match="spectral_norm|minibatch_std"):
+        train_gan(GANTrainingConfig(steps=4, **SMALL), tmp / "gan", resume=True, progress=False)
+
+
+def test_minibatch_std_map_is_zero_for_identical_images_and_not_for_varied_ones():
+    same = MinibatchStd()(torch.ones(8, 2, 3, 3))
+    assert same.shape == (8, 3, 3, 3) and same[:, 2].abs().max() == 0
+    assert MinibatchStd()(torch.randn(8, 2, 3, 3))[:, 2].min() > 0
+
+
+def test_spectral_norm_bounds_each_conv_by_one():
+    d = dcgan_discriminator(batch_norm=False)
+    spectrally_normalise(d)
+    d.train()
+    for _ in range(30):  # power iterations
+        d(torch.randn(2, 3, 64, 64))
+    d.eval()
+    for m in d.modules():
+        if isinstance(m, nn.Conv2d):
+            assert torch.linalg.matrix_norm(m.weight.detach().flatten(1), ord=2).item() == pytest.approx(1, abs=0.05)
+
+
+def test_unknown_loss_is_refused(tmp):
+    with pytest.raises(BadInput, match="hinge"):
+        train_gan(GANTrainingConfig(steps=1, loss="wasserstein", **SMALL), tmp / "gan", progress=False)
 
 
 def test_options_behind_flags_run_and_are_recorded(tmp):

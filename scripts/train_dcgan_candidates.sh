@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Train DCGAN recipes side by side on one GPU for MINUTES each, then measure every candidate with
+# scripts/check_bundled.py --quality-only. The bundled generator is chosen from these figures.
+#
+#   MINUTES=5 DEVICE=cuda OUT=/tmp/candidates bash scripts/train_dcgan_candidates.sh \
+#       base: "snh:--loss hinge --spectral-norm" "mbstd:--minibatch-std"
+#
+# Each argument is NAME:FLAGS, FLAGS being added to the common recipe below. Each training runs
+# `evolver train-gan` with 4 processes preparing the corpus (the stream is the same as with none).
+# Its folder runs/gpu-NAME holds the generator, the card (with the exact command) and the sample
+# grids; OUT receives NAME.safetensors, NAME.png (the last grid) and summary.txt.
+set -u
+MINUTES=${MINUTES:-5}
+DEVICE=${DEVICE:-cuda}
+OUT=${OUT:-runs/candidates}
+mkdir -p "$OUT" runs
+export OMP_NUM_THREADS=1 PYTHONUNBUFFERED=1
+
+names=()
+for candidate in "$@"; do
+  name=${candidate%%:*}
+  names+=("$name")
+  # shellcheck disable=SC2086  # FLAGS are words on purpose
+  python3 -m evolver train-gan --out "runs/gpu-$name" --steps 1000000 --ema 0.999 --seed 0 --device "$DEVICE" \
+    --workers 4 --max-minutes "$MINUTES" --checkpoint-every 1000000 --sample-every 5000 --quiet ${candidate#*:} \
+    >"runs/gpu-$name.log" 2>&1 &
+done
+wait
+
+for name in "${names[@]}"; do
+  OMP_NUM_THREADS=5 python3 scripts/check_bundled.py --weights "runs/gpu-$name/generator.safetensors" \
+    --quality-only >"runs/gpu-$name.quality.json" 2>&1 &
+done
+wait
+
+for name in "${names[@]}"; do
+  {
+    echo "=== $name"
+    cat "runs/gpu-$name.log" "runs/gpu-$name/card.json" "runs/gpu-$name.quality.json"
+  } >>"$OUT/summary.txt"
+  cp "runs/gpu-$name/generator.safetensors" "$OUT/$name.safetensors"
+  cp "$(ls runs/gpu-"$name"/samples/*.png | tail -1)" "$OUT/$name.png"
+done
+cat "$OUT/summary.txt"
