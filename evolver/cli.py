@@ -212,5 +212,90 @@ def train_gan(out, resume, quiet, **options) -> None:
     click.echo(f"Generator weights: {weights}\nUse them with: evolver run --generator-weights {weights} …")
 
 
+@main.command("simulate-fmri")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder for the subject's files.")
+@click.option("--images", type=int, default=1000, show_default=True, help="Stimuli shown.")
+@click.option("--voxels", type=int, default=240, show_default=True, help="Voxels, split evenly over the ROIs.")
+@click.option("--snr", type=float, default=1.0, show_default=True, help="Signal sd / noise sd of one repeat.")
+@click.option("--repeats", type=int, default=2, show_default=True, help="Repeats of every stimulus.")
+@click.option("--model", default="stimnet", show_default=True, help="The CNN whose features the voxels pool.")
+@click.option("--layers", default="relu2,relu3,relu4", show_default=True, help="One layer a ROI.")
+@click.option("--rois", default="early,mid,late", show_default=True, help="ROI names, one a layer.")
+@click.option("--source", default="corpus", show_default=True,
+              help="corpus (procedural stimuli) or dcgan (rendered from codes written to codes.npy, for decode).")
+@click.option("--format", "fmt", default="npy", show_default=True, help="npy or h5.")
+@click.option("--seed", type=int, default=0, show_default=True)
+def simulate_fmri(out, layers, rois, fmt, **options) -> None:
+    """Write a simulated fMRI subject: images, responses (repeats × images × voxels), ROI labels, ground truth."""
+    from evolver.encoding import SubjectOptions, write_subject
+
+    described = write_subject(SubjectOptions(layers=tuple(layers.split(",")), rois=tuple(rois.split(",")),
+                                             format=fmt, **options), out)
+    click.echo(f"Simulated subject in {out}: {', '.join(described['files'])}.")
+    if described["reference"]:
+        click.echo(f"Its images as evolution references: --reference {described['reference']}")
+
+
+@main.command("fit-encoder")
+@click.option("--images", "images_path", required=True, type=click.Path(path_type=Path),
+              help="A folder of images, or an N×H×W×3 array (.npy, .h5).")
+@click.option("--responses", "responses_path", required=True, type=click.Path(path_type=Path),
+              help="N × voxels or repeats × N × voxels (.npy, .h5, .csv).")
+@click.option("--rois", "rois_path", type=click.Path(path_type=Path), help="One ROI label a voxel (.txt, .json, .npy).")
+@click.option("--features", required=True, help="MODEL:LAYER[,LAYER...], e.g. stimnet:relu3,relu4 or resnet50:layer2,layer3.")
+@click.option("--pool", type=int, default=8, show_default=True, help="Average-pool each feature map to N×N (0: none).")
+@click.option("--weights", default="pretrained", show_default=True, help="The feature model's weights.")
+@click.option("--pcs", type=int, default=100, show_default=True, help="Principal components a layer (0: no PCA).")
+@click.option("--test-fraction", type=float, default=0.2, show_default=True, help="Held-out share of the images.")
+@click.option("--images-key", help="The array's name in an HDF5 images file.")
+@click.option("--responses-key", help="The array's name in an HDF5 responses file.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--precision", default="auto", show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder for the model and its report.")
+def fit_encoder(images_path, responses_path, rois_path, features, pool, weights, images_key, responses_key, out,
+                **options) -> None:
+    """Fit a voxel-wise encoding model: CNN features → PCA → z-scores → ridge (himalaya), scored on held-out images."""
+    from evolver.datasets import load_images, load_responses, load_rois
+    from evolver.encoding import FitOptions, roi_summary, write_fit
+    from evolver.encoding import fit_encoder as fit
+    from neurons.encoder import FeatureSpec
+
+    spec = FeatureSpec.parse(features, pool=pool, weights=weights)
+    responses = load_responses(responses_path, responses_key)
+    rois = load_rois(rois_path, responses.shape[2]) if rois_path else None
+    model = fit(load_images(images_path, images_key), responses, spec, rois, FitOptions(**options))
+    write_fit(model, out)
+    click.echo(roi_summary(model.info).to_string(index=False))
+    click.echo(f"\nFitted in {model.info['fit']['seconds']} s ({model.info['fit']['solver']}). Model, scores.csv, "
+               f"rois.csv and report.html in {out}.\nEvolve for it: evolver run --neuron encoder:{out}:roi=NAME "
+               "(or :voxel=N, :voxels=A-B)")
+
+
+@main.command()
+@click.option("--responses", "responses_path", required=True, type=click.Path(path_type=Path),
+              help="N × voxels or repeats × N × voxels (.npy, .h5, .csv).")
+@click.option("--codes", "codes_path", required=True, type=click.Path(path_type=Path),
+              help="The generator's codes of the N stimuli (N × code_dim, .npy or .h5).")
+@click.option("--images", "images_path", type=click.Path(path_type=Path),
+              help="The stimuli, if they are not the codes' renders (folder, .npy, .h5).")
+@click.option("--generator", default="dcgan", show_default=True)
+@click.option("--generator-weights", default="pretrained", show_default=True)
+@click.option("--test-fraction", type=float, default=0.2, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder for metrics.csv, summary.json, montage.png.")
+def decode(responses_path, codes_path, images_path, out, **options) -> None:
+    """The brain reader: decode generator codes from responses by ridge regression, render and score them."""
+    from evolver.datasets import load_array, load_images, load_responses
+    from evolver.decoding import DecodeOptions
+    from evolver.decoding import decode as run_decode
+
+    images = load_images(images_path) if images_path else None
+    summary = run_decode(load_responses(responses_path), load_array(codes_path, "The codes", (2,)), images, out,
+                         DecodeOptions(**options))
+    click.echo(summary.T.to_string(header=False))
+    click.echo(f"\nmetrics.csv, summary.json and montage.png (stimulus | its code's render | decoded) in {out}.")
+
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -5,9 +5,11 @@ from pathlib import Path
 
 import torch
 
+from evolver.datasets import ARRAY_SUFFIXES, load_images
 from evolver_common import BadInput
 from evolver_common.images import IMAGE_SUFFIXES, read_image, resize
-REFERENCE_HELP = "--reference takes a folder of images or procedural:N[:SEED] (N corpus stimuli)."
+REFERENCE_HELP = ("--reference takes a folder of images, an N×H×W×3 array file (.npy, .h5) or procedural:N[:SEED] "
+                  "(N corpus stimuli).")
 
 
 def load_reference(spec: str, size: int) -> tuple[torch.Tensor, list[str]]:
@@ -22,6 +24,9 @@ def load_reference(spec: str, size: int) -> tuple[torch.Tensor, list[str]]:
             raise BadInput(f"Malformed reference '{spec}'. {REFERENCE_HELP}") from None
         batch = stimuli(n, seed, size=size)
         return batch.images, [f"{label}_{i}" for i, label in enumerate(batch.labels())]
+    if Path(spec).suffix in ARRAY_SUFFIXES:
+        images = load_images(spec)
+        return resize(images, (size, size)).clamp(0, 1), [f"image_{i}" for i in range(len(images))]
     folder = Path(spec)
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []
     if not files:

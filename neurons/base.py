@@ -25,6 +25,17 @@ class Neuron(abc.ABC):
     device: torch.device = torch.device("cpu")
     precision: str = "fp32"
 
+    @classmethod
+    def outputs_of(cls, spec: str) -> int:
+        """Responses per image of the neuron `spec` would build, from its syntax alone (which it checks)."""
+        cls.parse(spec)
+        return 1
+
+    @classmethod
+    def parse(cls, spec: str):
+        """The parsed spec; BadInput if malformed."""
+        raise NotImplementedError
+
     @abc.abstractmethod
     def __call__(self, images: torch.Tensor) -> np.ndarray:
         """Responses to `images` (n, 3, H, W) RGB in [0, 1], any H and W: (n,) or (n, outputs) float64,

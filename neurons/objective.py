@@ -30,18 +30,22 @@ import torch
 from evolver_common import BadInput
 from neurons.base import Neuron
 from neurons.cnn import CNNUnit, ModelReader
+from neurons.encoder import Encoder
 from neurons.spec import UnitSpec
 from neurons.template import Template
 from neurons.v1 import V1Cell
 
-_TOKEN = re.compile(r"\s*(?:(?P<punct>[()+*,-])|(?P<word>(?:@\d+,\d+|\[[^\]]*\]|[^\s()+*,\[\]])+))")
+# A word may hold commas only in a position (@X,Y), a bracketed list or an encoder's voxels=1,5,9.
+_TOKEN = re.compile(r"\s*(?:(?P<punct>[()+*,-])|(?P<word>(?:@\d+,\d+|voxels=\d+(?:-\d+)?(?:,\d+(?:-\d+)?)+"
+                    r"|\[[^\]]*\]|[^\s()+*,\[\]])+))")
 _NUMBER = re.compile(r"(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 REDUCTIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "mean": lambda r: r.mean(dim=1), "max": lambda r: r.amax(dim=1), "min": lambda r: r.amin(dim=1),
 }
 FUNCTIONS = (*REDUCTIONS, "onehot")
 EXPRESSION_HELP = (
-    "An objective is a spec (resnet50:layer4:unit12, v1:complex:ori=45, template:IMAGE[:MODEL:LAYER]) or an "
+    "An objective is a spec (resnet50:layer4:unit12, v1:complex:ori=45, template:IMAGE[:MODEL:LAYER], "
+    "encoder:MODEL_DIR:roi=NAME) or an "
     "expression of specs: sums and differences (spaces around '-'), number*expression, parentheses, "
     "mean(SET), max(SET), min(SET) and onehot(SET, UNIT[, mean|max]), where SET is a unit range or list "
     "such as resnet50:layer4:unit0-63 or resnet50:layer4:unit[1,5,9]."
@@ -188,8 +192,7 @@ class _Parser:
         kind = text.split(":", 1)[0]
         try:
             if kind in LEAF_KINDS:  # checked now, built later
-                LEAF_KINDS[kind].parse(text)
-                return Leaf(text, 1)
+                return Leaf(text, LEAF_KINDS[kind].outputs_of(text))
             unit = UnitSpec.parse(text)
         except BadInput as err:
             if len(self.tokens) == 1:  # a plain spec: its own message says all
@@ -273,7 +276,8 @@ def _leaves(node) -> list[Leaf]:
     return _leaves(node.argument if isinstance(node, Reduce) else node.population)
 
 
-LEAF_KINDS: dict[str, type[Neuron]] = {"v1": V1Cell, "template": Template}  # by spec prefix; else a CNN unit
+# By spec prefix; anything else is a CNN unit.
+LEAF_KINDS: dict[str, type[Neuron]] = {"v1": V1Cell, "template": Template, "encoder": Encoder}
 
 
 def _is_unit(leaf: Leaf) -> bool:

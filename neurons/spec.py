@@ -23,20 +23,21 @@ UNIT_SPEC_HELP = (
 )
 
 
-def _unit_set(text: str, spec: str) -> tuple[int, ...]:
-    units: list[int] = []
+def index_set(text: str, spec: str, help: str = UNIT_SPEC_HELP) -> tuple[int, ...]:
+    """The numbers of a set written N, A-B or a list of these ('1,5,9-12', brackets optional)."""
+    numbers: list[int] = []
     for part in text.strip("[]").split(","):
         try:
             bounds = [int(b) for b in part.split("-")]
         except ValueError:  # an empty item or bound: '1,,2', '1--2'
             bounds = []
         if len(bounds) not in (1, 2) or bounds[0] > bounds[-1]:
-            raise BadInput(f"Malformed unit set '{text}' in neuron spec '{spec}': each item is a unit or an "
-                           f"increasing range A-B. {UNIT_SPEC_HELP}")
-        units += range(bounds[0], bounds[-1] + 1)
-    if len(set(units)) != len(units):
-        raise BadInput(f"The unit set '{text}' in neuron spec '{spec}' names a unit twice.")
-    return tuple(units)
+            raise BadInput(f"Malformed set '{text}' in spec '{spec}': each item is a whole number or an "
+                           f"increasing range A-B. {help}")
+        numbers += range(bounds[0], bounds[-1] + 1)
+    if len(set(numbers)) != len(numbers):
+        raise BadInput(f"The set '{text}' in spec '{spec}' names a number twice.")
+    return tuple(numbers)
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,7 @@ class UnitSpec:
             x, y = (int(v) for v in position.split(","))
             position = (x, y)
         units = match["units"]
-        unit = int(units) if units.isdigit() else _unit_set(units, spec)
+        unit = int(units) if units.isdigit() else index_set(units, spec)
         return cls(match["model"], match["layer"], unit, position)
 
     @property
