@@ -144,7 +144,7 @@ class EncoderSpec:
     voxels: tuple[int, ...] | None = None  # voxel=N gives a 1-tuple
     roi: str | None = None
     min_r: float | None = None
-    single: bool = False  # voxel=N: one response, not a set of one
+    single: bool = False  # one voxel: responses (n,), not (n, 1)
 
     @classmethod
     def parse(cls, spec: str) -> EncoderSpec:
@@ -169,7 +169,7 @@ class EncoderSpec:
             return cls(folder, roi=options["roi"], min_r=min_r)
         text = options.get("voxel") or options.get("voxels")
         voxels = index_set(text, spec, ENCODER_HELP)
-        return cls(folder, voxels=voxels, min_r=min_r, single="voxel" in options and len(voxels) == 1)
+        return cls(folder, voxels=voxels, min_r=min_r, single=len(voxels) == 1)
 
     @property
     def outputs(self) -> int:
