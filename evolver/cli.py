@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from evolver_common import BadInput
+from evolver_common import BadInput, RigError
 
 
 class BadInputAware(click.Group):
@@ -18,6 +18,9 @@ class BadInputAware(click.Group):
         except BadInput as err:
             click.echo(f"Error: {err}", err=True)
             ctx.exit(2)
+        except RigError as err:
+            click.echo(f"Error: {err}", err=True)
+            ctx.exit(1)
 
 
 def _params(pairs: tuple[str, ...]) -> dict[str, str]:
@@ -60,6 +63,10 @@ def main() -> None:
               "multiplicative:S or gaussian:sd=X.")
 @click.option("--reference", help="Reference images scored once: a folder, or procedural:N[:SEED].")
 @click.option("--images", type=int, help="Stop once this many images were shown.")
+@click.option("--missing", help="Responses that did not come back (a recorded neuron): represent (default; the images "
+              "are shown again, up to 2 more times) or skip (the optimizer learns from the others).")
+@click.option("--interleave", type=int, help="Reference images shown in every generation's block (XDream's drift "
+              "check); their responses go to references.csv. Needs --reference.")
 @click.option("--resume", type=click.Path(path_type=Path), help="Continue the run in this folder.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def run(param_pairs, population, class_index, truncation, out, resume, quiet, **options) -> None:
@@ -295,6 +302,37 @@ def decode(responses_path, codes_path, images_path, out, **options) -> None:
                          DecodeOptions(**options))
     click.echo(summary.T.to_string(header=False))
     click.echo(f"\nmetrics.csv, summary.json and montage.png (stimulus | its code's render | decoded) in {out}.")
+
+
+@main.command("rig-sim")
+@click.option("--folder", type=click.Path(path_type=Path), help="Play an XDream file-exchange rig in this folder.")
+@click.option("--connect", help="Play a ZeroMQ rig connecting to evolver at this address (tcp://127.0.0.1:PORT).")
+@click.option("--neuron", default="stimnet:classifier:unit7", show_default=True, help="The simulated neuron.")
+@click.option("--noise", help="Its noise model (as evolver run --noise).")
+@click.option("--delay", type=float, default=0.0, show_default=True, help="Seconds a block takes to present.")
+@click.option("--format", "fmt", default="h5", show_default=True, help="Folder rig's response files: h5 or mat.")
+@click.option("--token", help="The shared token evolver was given (ZeroMQ).")
+@click.option("--log", type=click.Path(path_type=Path), help="JSON-lines file of every response sent.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--idle-exit", type=float, default=0.0, show_default=True,
+              help="Stop after this many seconds without a block (0: never).")
+@click.option("--crash-after", type=int, default=0, show_default=True, help="Fault: exit (status 3) after N blocks.")
+@click.option("--drop", type=float, default=0.0, show_default=True, help="Fault: share of responses left out.")
+@click.option("--late", type=float, default=0.0, show_default=True, help="Fault: seconds to wait before answering.")
+@click.option("--twice", is_flag=True, help="Fault: send every answer twice.")
+@click.option("--malformed", type=int, default=0, show_default=True, help="Fault: the first N answers are garbage.")
+@click.option("--reorder", is_flag=True, help="Fault: answer the ids in a shuffled order.")
+def rig_sim(folder, connect, fmt, log, crash_after, drop, late, twice, malformed, reorder, **options) -> None:
+    """Play the rig for a recorded neuron (folder:PATH or zmq:ADDRESS), with faults on command."""
+    from evolver.rigsim import Faults, RigSim, RigSimConfig, serve_folder, serve_zmq
+
+    if (folder is None) == (connect is None):
+        raise BadInput("rig-sim plays one rig: give --folder DIR (file exchange) or --connect tcp://HOST:PORT (ZeroMQ).")
+    if fmt not in ("h5", "mat"):
+        raise BadInput(f"--format {fmt}: valid formats are h5 and mat.")
+    sim = RigSim(RigSimConfig(format=fmt, log=str(log) if log else None, **options),
+                 Faults(crash_after, drop, late, twice, malformed, reorder))
+    serve_folder(folder, sim) if folder else serve_zmq(connect, sim)
 
 
 if __name__ == "__main__":

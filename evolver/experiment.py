@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 from tqdm.auto import tqdm
 
 import generators
@@ -36,6 +37,11 @@ DEFAULT_NEURON = "stimnet:classifier:unit7"
 # the bundled DCGAN both noise-free and under multiplicative noise.
 DEFAULT_OPTIMIZER = "cmaes"
 
+# Images whose responses did not come back are shown again (up to REPRESENTATIONS more blocks),
+# or told to the optimizer as missing (NaN): it then learns from the others.
+MISSING = ("represent", "skip")
+REPRESENTATIONS = 2
+
 VERSIONED_PACKAGES = ("evolver", "torch", "torchvision", "timm", "numpy", "deap", "pandas", "plotly")
 
 
@@ -57,6 +63,8 @@ class RunConfig:
     noise: str | None = None
     reference: str | None = None
     images: int | None = None  # stop once this many images were shown, within `generations`
+    missing: str = "represent"  # responses that did not come back: 'represent' the images, or 'skip' them
+    interleave: int = 0  # reference images shown in every generation's block (XDream), needs `reference`
     device: str = "auto"
     precision: str = "auto"
 
@@ -65,6 +73,12 @@ class RunConfig:
             raise BadInput(f"--generations must be at least 1, got {self.generations}.")
         if self.images is not None and self.images < 1:
             raise BadInput(f"--images must be at least 1, got {self.images}.")
+        if self.missing not in MISSING:
+            raise BadInput(f"--missing {self.missing}: valid choices are {', '.join(MISSING)}.")
+        if self.interleave and not self.reference:
+            raise BadInput("--interleave shows reference images in every block; give them with --reference.")
+        if self.interleave < 0:
+            raise BadInput(f"--interleave must not be negative, got {self.interleave}.")
 
 
 @dataclass
@@ -104,19 +118,38 @@ class Loop:
         )
         self.reference = None
         if config.reference:
-            images, self.reference_names = load_reference(config.reference, self.generator.image_size)
-            self.reference = np.concatenate([self.neuron(images[i:i + 100]) for i in range(0, len(images), 100)])
+            self.reference_images, self.reference_names = load_reference(config.reference, self.generator.image_size)
+            n = len(self.reference_images)
+            self.reference = np.concatenate([
+                self.neuron.respond(self.reference_images[i:i + 100], [f"ref{k}" for k in range(i, min(i + 100, n))])
+                for i in range(0, n, 100)])
 
     def differentiable_objective(self, codes):
         """Responses (n,) to the images of `codes` (n, code_dim), differentiable in the codes."""
         return self.neuron.differentiable(self.generator.differentiable(codes))
 
-    def respond(self, images) -> tuple[np.ndarray, np.ndarray]:
-        """(responses the optimizer sees, noise-free responses) to `images`."""
-        clean = np.asarray(self.neuron(images), dtype=np.float64)
+    def respond(self, images, ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(responses the optimizer sees, noise-free responses) to `images` with the run's `ids`;
+        missing responses are NaN, after the images were shown again if `missing` says so."""
+        clean = self._present(images, ids)
+        for _ in range(REPRESENTATIONS if self.config.missing == "represent" else 0):
+            again = np.flatnonzero(np.isnan(clean))
+            if not again.size:
+                break
+            clean[again] = self._present(images[again], [ids[i] for i in again])
+        return (self.noise(clean, self.noise_rng) if self.noise else clean), clean
+
+    def _present(self, images, ids: list[str]) -> np.ndarray:
+        clean = np.asarray(self.neuron.respond(images, ids), dtype=np.float64)
         if clean.shape != (len(images),):
             raise RuntimeError(f"The neuron returned responses of shape {clean.shape} for {len(images)} images.")
-        return (self.noise(clean, self.noise_rng) if self.noise else clean), clean
+        return clean
+
+    def interleaved(self, gen: int) -> tuple[list[int], list[str]]:
+        """The reference images shown in generation `gen`'s block: indices into the set, and their ids."""
+        n = len(self.reference_images)
+        picked = [(gen * self.config.interleave + k) % n for k in range(min(self.config.interleave, n))]
+        return picked, [f"ref{i}" for i in picked]
 
     def columns(self) -> dict[str, tuple[str, ...]]:
         """The tables' columns: DESIGN.md's, plus noise-free and relative figures when they exist."""
@@ -126,17 +159,23 @@ class Loop:
             score += ["score_clean"]
         if self.reference is not None:
             generation += ["relative_activation"]
-        return {"generations.csv": tuple(generation), "scores.csv": tuple(score)}
+        tables = {"generations.csv": tuple(generation), "scores.csv": tuple(score)}
+        if self.config.interleave:
+            tables["references.csv"] = ("gen", "image", "score")
+        return tables
 
     def state_dict(self) -> dict[str, Any]:
         return {"optimizer": self.optimizer.state_dict(), "noise_rng": self.noise_rng.bit_generator.state,
-                "noise": dict(self.noise.state) if self.noise else {}}
+                "noise": dict(self.noise.state) if self.noise else {},
+                "neuron": self.neuron.state_dict() if hasattr(self.neuron, "state_dict") else {}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
         self.noise_rng.bit_generator.state = state["noise_rng"]
         if self.noise:
             self.noise.state = dict(state["noise"])
+        if state.get("neuron"):
+            self.neuron.load_state_dict(state["neuron"])
 
     def record(self) -> dict[str, Any]:
         """config.json: the request, and everything it resolved to."""
@@ -246,11 +285,20 @@ def _evolve(loop: Loop, directory: RunDirectory, state: dict[str, Any] | None, p
         codes = loop.optimizer.ask()
         parents = loop.optimizer.parents()
         images = loop.generator.render(codes)
-        scores, clean = loop.respond(images)
+        ids = np.arange(state["next_image_id"], state["next_image_id"] + len(codes))
+        shown, shown_ids = images, [str(i) for i in ids]
+        if loop.config.interleave:
+            picked, reference_ids = loop.interleaved(gen)
+            shown = torch.cat([images, loop.reference_images[picked].to(images.device, images.dtype)])
+            shown_ids += reference_ids
+        scores, clean = loop.respond(shown, shown_ids)
+        if loop.config.interleave:
+            directory.append_rows("references.csv", [(gen, loop.reference_names[i], float(s))
+                                                     for i, s in zip(picked, scores[len(codes):])])
+            scores, clean = scores[:len(codes)], clean[:len(codes)]
         loop.optimizer.tell(codes, scores)
         seconds = time.perf_counter() - started
 
-        ids = np.arange(state["next_image_id"], state["next_image_id"] + len(codes))
         lineage = [";".join(str(state["told_first_id"] + p) for p in ps) for ps in parents] if parents \
             else [""] * len(codes)
         top = int(np.nanargmax(scores)) if np.isfinite(scores).any() else None

@@ -24,6 +24,7 @@ from evolver_common import BadInput, write_atomic
 GENERATION_COLUMNS = ("gen", "n_images", "best", "mean", "std", "best_so_far", "seconds")
 SCORE_COLUMNS = ("gen", "image_id", "parent_ids", "score")
 TABLES = ("generations.csv", "scores.csv")
+OPTIONAL_TABLES = ("references.csv",)  # interleaved reference images' responses
 STATE_FILE = Path("state") / "state.npz"
 
 
@@ -101,7 +102,7 @@ class RunDirectory:
         run.path.mkdir(parents=True, exist_ok=True)
         run.write_config(config)
         columns = columns or {"generations.csv": GENERATION_COLUMNS, "scores.csv": SCORE_COLUMNS}
-        for name in TABLES:
+        for name in columns:
             write_atomic(run.path / name, (",".join(columns[name]) + "\n").encode())
         return run
 
@@ -133,9 +134,13 @@ class RunDirectory:
             f.flush()
             os.fsync(f.fileno())
 
+    def tables(self) -> list[str]:
+        """The run's tables: DESIGN.md's two and the optional ones it has."""
+        return [*TABLES, *(n for n in OPTIONAL_TABLES if (self.path / n).is_file())]
+
     def commit(self, state: dict[str, Any]) -> None:
         """Make everything written so far part of the run: `state` plus the tables' lengths."""
-        lengths = {name: (self.path / name).stat().st_size for name in TABLES}
+        lengths = {name: (self.path / name).stat().st_size for name in self.tables()}
         write_atomic(self.path / STATE_FILE, state_bytes({**state, "table_bytes": lengths}))
 
     def state(self) -> dict[str, Any] | None:
@@ -146,7 +151,7 @@ class RunDirectory:
     def roll_back(self) -> dict[str, Any] | None:
         """Discard whatever a killed run wrote after its last commit; return the committed state."""
         state = self.state()
-        for name in TABLES:
+        for name in self.tables():
             with open(self.path / name, "rb") as f:
                 header = len(f.readline())
             os.truncate(self.path / name, state["table_bytes"][name] if state else header)

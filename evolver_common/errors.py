@@ -20,3 +20,8 @@ def nearest(name: str, choices: Iterable[str], n: int = 5) -> str:
     if not close:
         close = [c for c in choices if name.lower() in c.lower()][:n]
     return ", ".join(close) if close else "none close"
+
+
+class RigError(RuntimeError):
+    """A recorded neuron's rig stopped answering: the run stops with this message (exit status 1),
+    everything up to its last finished generation recorded, and can be resumed."""

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import functools
+import importlib.metadata
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,6 +36,33 @@ def register(entry: GeneratorEntry) -> None:
     _REGISTRY[entry.name] = entry
 
 
+PLUGIN_GROUP = "evolver.generators"
+
+
+def _load_plugins() -> None:
+    """Register the generators of installed packages: entry points in `evolver.generators` naming a
+    Generator class (or factory) that takes the options as keywords; built-in names are kept."""
+    for entry in importlib.metadata.entry_points(group=PLUGIN_GROUP):
+        if entry.name not in _REGISTRY:
+            register(GeneratorEntry(entry.name, _PluginFactory(entry), "?", 0,
+                                    lambda entry=entry: (f"plugin {entry.value}", True)))
+
+
+class _PluginFactory:
+    """Imports the plugin when first used, so that a broken plugin only fails its own name."""
+
+    def __init__(self, entry: importlib.metadata.EntryPoint):
+        self.entry = entry
+
+    def __call__(self, **options) -> Generator:
+        try:
+            factory = self.entry.load()
+        except Exception as err:  # noqa: BLE001 - any import error of a third-party package
+            raise BadInput(f"The generator plugin '{self.entry.name}' ({self.entry.value}) could not be loaded: "
+                           f"{type(err).__name__}: {err}.") from None
+        return factory(**options)
+
+
 def available() -> list[str]:
     """The registered generator names."""
     return sorted(_REGISTRY)
@@ -52,6 +80,8 @@ def create(name: str, **options) -> Generator:
             f"Valid generators: {', '.join(available())}."
         )
     factory = _REGISTRY[name].factory
+    if isinstance(factory, _PluginFactory):
+        return factory(**options)
     try:
         inspect.signature(factory).bind(**options)
     except TypeError as err:
@@ -68,5 +98,6 @@ for variant in deepsim.VARIANTS:
 for size in biggan.SIZES:
     register(GeneratorEntry(f"biggan-deep-{size}", functools.partial(biggan.BigGAN, size),
                             "256 (128 with --class)", size, functools.partial(biggan.weights_location, size)))
+_load_plugins()
 
 __all__ = ["Generator", "DCGAN", "GeneratorEntry", "create", "register", "available", "entries"]

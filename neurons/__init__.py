@@ -11,7 +11,7 @@ from pathlib import Path
 
 from neurons.base import Neuron
 from neurons.cnn import CNNUnit, LayerInfo, ModelReader, list_layers
-from neurons.objective import LEAF_KINDS, Leaf, Objective, parse
+from neurons.objective import Leaf, Objective, leaf_kinds, parse
 from neurons.spec import UnitSpec
 
 
@@ -21,7 +21,7 @@ def create(spec: str, weights: str | Path = "pretrained", device: str = "auto",
     tree = parse(spec)
     if not isinstance(tree, Leaf):
         return Objective(tree, weights=weights, device=device, precision=precision)
-    kind = LEAF_KINDS.get(tree.spec.split(":", 1)[0], CNNUnit)
+    kind = leaf_kinds().get(tree.spec.split(":", 1)[0], CNNUnit)
     return kind(tree.spec, weights=weights, device=device, precision=precision)
 
 

@@ -41,6 +41,10 @@ class Neuron(abc.ABC):
         """Responses to `images` (n, 3, H, W) RGB in [0, 1], any H and W: (n,) or (n, outputs) float64,
         NaN where missing."""
 
+    def respond(self, images: torch.Tensor, ids: list[str] | None = None) -> np.ndarray:
+        """As `__call__`, with the run's id of each image, for neurons that pass them on (a rig)."""
+        return self(images)
+
     def differentiable(self, images: torch.Tensor) -> torch.Tensor:
         """Responses (n,) as a tensor with autograd, for white-box references; not every neuron has one."""
         raise BadInput(f"The neuron {self.spec} is not differentiable: gradient ascent needs a model neuron.")

@@ -19,6 +19,7 @@ A SPEC runs up to a space, parenthesis, '+', '*' or ',' (so '-' between two spec
 """
 from __future__ import annotations
 
+import importlib.metadata
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from evolver_common import BadInput
 from neurons.base import Neuron
 from neurons.cnn import CNNUnit, ModelReader
 from neurons.encoder import Encoder
+from neurons.recorded import FolderRig, NetworkRig
 from neurons.spec import UnitSpec
 from neurons.template import Template
 from neurons.v1 import V1Cell
@@ -191,8 +193,9 @@ class _Parser:
     def leaf(self, text: str, position: int) -> Leaf:
         kind = text.split(":", 1)[0]
         try:
-            if kind in LEAF_KINDS:  # checked now, built later
-                return Leaf(text, LEAF_KINDS[kind].outputs_of(text))
+            kinds = leaf_kinds()
+            if kind in kinds:  # checked now, built later
+                return Leaf(text, kinds[kind].outputs_of(text))
             unit = UnitSpec.parse(text)
         except BadInput as err:
             if len(self.tokens) == 1:  # a plain spec: its own message says all
@@ -276,12 +279,41 @@ def _leaves(node) -> list[Leaf]:
     return _leaves(node.argument if isinstance(node, Reduce) else node.population)
 
 
-# By spec prefix; anything else is a CNN unit.
-LEAF_KINDS: dict[str, type[Neuron]] = {"v1": V1Cell, "template": Template, "encoder": Encoder}
+# By spec prefix; anything else is a CNN unit. Installed packages add kinds through the entry-point
+# group `evolver.neurons` (name -> a Neuron class taking the spec), e.g. a lab's own rig.
+LEAF_KINDS: dict[str, type[Neuron]] = {"v1": V1Cell, "template": Template, "encoder": Encoder,
+                                       "folder": FolderRig, "zmq": NetworkRig}
+PLUGIN_GROUP = "evolver.neurons"
+
+
+def leaf_kinds() -> dict[str, type[Neuron]]:
+    """LEAF_KINDS and the neuron kinds of installed plugins (a plugin cannot replace a built-in kind)."""
+    plugins = {entry.name: entry for entry in importlib.metadata.entry_points(group=PLUGIN_GROUP)}
+    return {**{name: _Plugin(entry) for name, entry in plugins.items()}, **LEAF_KINDS}
+
+
+class _Plugin:
+    """A plugin's neuron class, imported when first used (a broken plugin only fails its own specs)."""
+
+    def __init__(self, entry: importlib.metadata.EntryPoint):
+        self.entry = entry
+
+    def load(self) -> type[Neuron]:
+        try:
+            return self.entry.load()
+        except Exception as err:  # noqa: BLE001 - any import error of a third-party package
+            raise BadInput(f"The neuron plugin '{self.entry.name}' ({self.entry.value}) could not be loaded: "
+                           f"{type(err).__name__}: {err}.") from None
+
+    def outputs_of(self, spec: str) -> int:
+        return self.load().outputs_of(spec)
+
+    def __call__(self, spec: str, **options) -> Neuron:
+        return self.load()(spec, **options)
 
 
 def _is_unit(leaf: Leaf) -> bool:
-    return leaf.spec.split(":", 1)[0] not in LEAF_KINDS
+    return leaf.spec.split(":", 1)[0] not in leaf_kinds()
 
 
 class Objective(Neuron):
@@ -300,7 +332,7 @@ class Objective(Neuron):
                                            for spec, unit in units.items()}
         for leaf in _leaves(tree):
             if leaf.spec not in self.neurons:
-                kind = LEAF_KINDS[leaf.spec.split(":", 1)[0]]
+                kind = leaf_kinds()[leaf.spec.split(":", 1)[0]]
                 self.neurons[leaf.spec] = kind(leaf.spec, weights=weights, device=device, precision=precision)
         parts = list(self.neurons.values())
         self.weights = "; ".join(sorted({p.weights for p in parts}))
@@ -316,6 +348,8 @@ class Objective(Neuron):
             neuron = self.neurons[node.spec]
             if _is_unit(node):
                 return neuron.select(layers[neuron.unit.model]).to(self.device)
+            if not torch.is_grad_enabled():  # the plain path: recorded neurons have no differentiable one
+                return torch.as_tensor(neuron.respond(images), dtype=torch.float32, device=self.device)
             return neuron.differentiable(images).to(self.device)
         if isinstance(node, Weighted):
             total = sum(w * self._evaluate(t, images, layers) for w, t in node.terms)

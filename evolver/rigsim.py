@@ -1,0 +1,226 @@
+"""`evolver rig-sim`: a separate process that plays the rig for either recorded-neuron adapter.
+
+It "presents" each block (an optional delay), answers from a simulated neuron with an optional
+noise model, logs every response it sends (JSON lines: block, id, response), and injects faults on
+command: crash after N blocks, drop a share of responses, answer late, answer twice, send malformed
+data first, reorder the ids.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+import neurons
+from evolver_common import BadInput
+from neurons.noise import Noise
+from neurons.recorded import block_number
+
+IMAGE_FILE = r"^block(\d{3,})_(\d{3,})_(.+)\.png$"
+STABLE_SECONDS = 0.1  # a block's images are all written once their number stays put this long
+
+
+@dataclass
+class Faults:
+    crash_after: int = 0  # exit (status 3) after answering this many blocks; 0 = never
+    drop: float = 0.0  # share of responses left out
+    late: float = 0.0  # seconds to wait before answering
+    twice: bool = False  # send every answer twice
+    malformed: int = 0  # the first N answers are garbage
+    reorder: bool = False  # answer in a shuffled order
+
+
+@dataclass
+class RigSimConfig:
+    neuron: str = "stimnet:classifier:unit7"
+    noise: str | None = None
+    delay: float = 0.0  # seconds a block takes to "present"
+    seed: int = 0
+    format: str = "h5"  # folder protocol: h5 or mat
+    token: str | None = None
+    log: str | None = None  # JSON-lines file of every response sent
+    idle_exit: float = 0.0  # stop after this many seconds without a block; 0 = never
+
+
+class RigSim:
+    """The simulated rig's state: the neuron, the noise, what was answered, the faults still to inject."""
+
+    def __init__(self, config: RigSimConfig, faults: Faults):
+        self.config, self.faults = config, faults
+        self.neuron = neurons.create(config.neuron, device="cpu", precision="fp32")
+        self.noise = Noise.parse(config.noise) if config.noise else None
+        self.rng = np.random.default_rng(config.seed)
+        self.answered = 0
+        self.malformed_left = faults.malformed
+
+    def responses(self, ids: list[str], images: torch.Tensor) -> tuple[list[str], np.ndarray]:
+        """The ids answered and their responses (n, 1), after drop and reorder faults; logged."""
+        time.sleep(self.config.delay)
+        values = np.asarray(self.neuron(images), dtype=np.float64)
+        if self.noise:
+            values = self.noise(values, self.rng)
+        keep = [i for i in range(len(ids)) if self.rng.random() >= self.faults.drop]
+        if self.faults.reorder:
+            keep = list(self.rng.permutation(keep))
+        return [ids[i] for i in keep], values[keep][:, None]
+
+    def log(self, block: int, ids: list[str], values: np.ndarray) -> None:
+        if self.config.log:
+            with open(self.config.log, "a") as f:
+                for image_id, value in zip(ids, values[:, 0]):
+                    f.write(json.dumps({"block": block, "id": image_id, "response": float(value)}) + "\n")
+
+    def finished_block(self) -> None:
+        self.answered += 1
+        if self.faults.crash_after and self.answered >= self.faults.crash_after:
+            os._exit(3)  # a crash: no cleanup, no goodbye
+
+    def garbage(self) -> bool:
+        """Whether this answer is to be malformed (the first `malformed` answers are)."""
+        if self.malformed_left > 0:
+            self.malformed_left -= 1
+            return True
+        return False
+
+
+def _image(data: bytes) -> torch.Tensor:
+    pixels = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"), dtype=np.float32) / 255
+    return torch.from_numpy(pixels).permute(2, 0, 1)
+
+
+# --------------------------------------------------------------------------------- folder protocol
+
+def _write_h5(path: Path, positions: list[int], values: np.ndarray) -> None:
+    import h5py
+
+    tmp = path.with_name(f".{path.name}.tmp")
+    with h5py.File(tmp, "w") as f:
+        f["scores"] = values
+        f["indices"] = np.asarray(positions, dtype=np.int64)
+    tmp.replace(path)
+
+
+def write_mat(path: Path, names: list[str], values: np.ndarray) -> None:
+    """A MATLAB v7.3 file as XDream's rig writes it: stimulusID a cell array of char arrays (uint16),
+    tEvokedResp an n × channels matrix (stored column-major, so channels × n in HDF5)."""
+    import h5py
+
+    tmp = path.with_name(f".{path.name}.tmp")
+    with h5py.File(tmp, "w", userblock_size=512) as f:
+        refs = f.create_group("#refs#")
+        cells = []
+        for i, name in enumerate(names):
+            chars = refs.create_dataset(f"c{i}", data=np.array([ord(c) for c in name], dtype=np.uint16)[:, None])
+            chars.attrs["MATLAB_class"] = np.bytes_("char")
+            cells.append(chars.ref)
+        ids = f.create_dataset("stimulusID", data=np.array(cells, dtype=h5py.ref_dtype)[None, :])
+        ids.attrs["MATLAB_class"] = np.bytes_("cell")
+        responses = f.create_dataset("tEvokedResp", data=values.T)
+        responses.attrs["MATLAB_class"] = np.bytes_("double")
+    with open(tmp, "r+b") as f:
+        f.write(b"MATLAB 7.3 MAT-file, written by evolver rig-sim".ljust(116) + b"\x00" * 8 + b"\x00\x02IM")
+    tmp.replace(path)
+
+
+def _pending_blocks(folder: Path, done: set[int]) -> dict[int, list[Path]]:
+    import re
+
+    blocks: dict[int, list[Path]] = {}
+    for path in folder.iterdir():
+        match = re.match(IMAGE_FILE, path.name)
+        if match and int(match[1]) not in done:
+            blocks.setdefault(int(match[1]), []).append(path)
+    return blocks
+
+
+def serve_folder(folder: Path, sim: RigSim) -> None:
+    """Answer every block of images that appears in `folder` (its set of files stable for one poll)."""
+    import re
+
+    if not folder.is_dir():
+        raise BadInput(f"--folder {folder} does not exist.")
+    done = {n for p in folder.iterdir() if (n := block_number(p.name)) is not None}
+    seen: dict[int, tuple[int, float]] = {}  # block -> (files, since when that many)
+    idle_since = time.monotonic()
+    while not sim.config.idle_exit or time.monotonic() - idle_since < sim.config.idle_exit:
+        for number, paths in sorted(_pending_blocks(folder, done).items()):
+            if seen.get(number, (0,))[0] != len(paths):
+                seen[number] = (len(paths), time.monotonic())
+            if time.monotonic() - seen[number][1] < STABLE_SECONDS:  # still being written
+                continue
+            paths.sort(key=lambda p: int(re.match(IMAGE_FILE, p.name)[2]))
+            names = [p.name for p in paths]
+            ids = [re.match(IMAGE_FILE, n)[3] for n in names]
+            answered, values = sim.responses(ids, torch.stack([_image(p.read_bytes()) for p in paths]))
+            time.sleep(sim.faults.late)
+            path = folder / f"block{number:03d}.{sim.config.format}"
+            if sim.garbage():
+                tmp = path.with_name(f".{path.name}.tmp")
+                tmp.write_bytes(b"this is not a response file")
+                tmp.replace(path)
+                _wait_set_aside(path)
+                answered, values = sim.responses(ids, torch.stack([_image(p.read_bytes()) for p in paths]))
+            sim.log(number, answered, values)
+            repeat = 2 if sim.faults.twice else 1
+            rows, cells = [ids.index(i) for i in answered] * repeat, np.concatenate([values] * repeat)
+            if sim.config.format == "mat":
+                write_mat(path, [names[r][:-4] for r in rows], cells)
+            else:
+                _write_h5(path, rows, cells)
+            done.add(number)
+            idle_since = time.monotonic()
+            sim.finished_block()
+        time.sleep(0.02)
+
+
+def _wait_set_aside(path: Path, seconds: float = 120) -> None:
+    """Wait until the adapter has moved a malformed file out of the way (or it is gone)."""
+    deadline = time.monotonic() + seconds
+    while path.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+# ------------------------------------------------------------------------------------ ZeroMQ protocol
+
+def serve_zmq(address: str, sim: RigSim) -> None:
+    """Connect to evolver at `address`, say hello, answer blocks, send heartbeats while idle."""
+    import zmq
+
+    socket = zmq.Context.instance().socket(zmq.DEALER)
+    socket.setsockopt(zmq.LINGER, 1000)
+    socket.connect(address)
+    token = {"token": sim.config.token} if sim.config.token else {}
+    socket.send_json({"type": "hello", **token})
+    idle_since = last_beat = time.monotonic()
+    while not sim.config.idle_exit or time.monotonic() - idle_since < sim.config.idle_exit:
+        if time.monotonic() - last_beat > 1.0:
+            socket.send_json({"type": "heartbeat", **token})
+            last_beat = time.monotonic()
+        if not socket.poll(100, zmq.POLLIN):
+            continue
+        header, *pngs = socket.recv_multipart()
+        block = json.loads(header)
+        ids = [str(i) for i in block["ids"]]
+        answered, values = sim.responses(ids, torch.stack([_image(p) for p in pngs]))
+        late_until = time.monotonic() + sim.faults.late
+        while time.monotonic() < late_until:  # a late rig is alive: its heartbeats go on
+            time.sleep(min(0.5, late_until - time.monotonic()))
+            socket.send_json({"type": "heartbeat", **token})
+        if sim.garbage():
+            socket.send(b"\x80garbage that is not JSON")
+            continue  # the real answer comes when the block is served again
+        message = {"type": "responses", "block": block["block"], "ids": answered,
+                   "responses": values.tolist(), **token}
+        for _ in range(2 if sim.faults.twice else 1):
+            socket.send_json(message)
+        sim.log(block["block"], answered, values)
+        idle_since = time.monotonic()
+        sim.finished_block()
+    socket.close()

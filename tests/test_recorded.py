@@ -1,0 +1,320 @@
+"""Recorded neurons end to end: evolver in this process, the rig-sim in another, over a folder or a socket."""
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import neurons
+from conftest import evolver_cli
+from evolver import RunConfig, resume, run
+from evolver.rigsim import write_mat
+from evolver_common import BadInput, RigError
+from neurons.recorded import Block, ChannelSelection, FolderRig, NetworkRig, read_mat_responses
+
+GENERATIONS = 20
+SIM_NEURON = "stimnet:classifier:unit7"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Rig:
+    """`evolver rig-sim` in its own process; `restart_on_crash` plays the lab restarting it."""
+
+    def __init__(self, tmp, protocol: str, *faults: str, restart_on_crash: bool = False):
+        self.log = tmp / "rig.jsonl"
+        if protocol == "zmq":
+            self.address = f"tcp://127.0.0.1:{free_port()}"
+            self.where = ["--connect", self.address]
+            self.spec = f"zmq:{self.address}"
+        else:
+            folder = tmp / "exchange"
+            folder.mkdir(exist_ok=True)
+            self.where = ["--folder", str(folder), *(["--format", "mat"] if protocol == "mat" else [])]
+            self.spec = f"folder:{folder}"
+        self.faults = list(faults)
+        self.process = self._start(self.faults)
+        self.stopped = False
+        if restart_on_crash:
+            threading.Thread(target=self._restart, daemon=True).start()
+
+    def _start(self, faults):
+        return subprocess.Popen([sys.executable, "-m", "evolver", "rig-sim", *self.where, "--neuron", SIM_NEURON,
+                                 "--log", str(self.log), "--idle-exit", "60", *faults],
+                                env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
+                                stderr=subprocess.PIPE, text=True)
+
+    def _restart(self):
+        self.process.wait()
+        if not self.stopped:
+            without_crash = [f for i, f in enumerate(self.faults) if f != "--crash-after" and
+                             (i == 0 or self.faults[i - 1] != "--crash-after")]
+            self.process = self._start(without_crash)
+
+    def restart(self):
+        self.process = self._start([])
+
+    def sent(self) -> dict[str, set[float]]:
+        """Every response the rig sent, by image id (a set: a block served twice is answered twice)."""
+        sent: dict[str, set[float]] = {}
+        for line in self.log.read_text().splitlines():
+            entry = json.loads(line)
+            sent.setdefault(entry["id"], set()).add(entry["response"])
+        return sent
+
+    def stop(self):
+        self.stopped = True
+        self.process.kill()
+        self.process.wait()
+
+
+@pytest.fixture
+def rig_factory(tmp):
+    rigs = []
+
+    def make(protocol, *faults, **options):
+        rigs.append(Rig(tmp, protocol, *faults, **options))
+        time.sleep(1.0 if protocol == "zmq" else 0)
+        return rigs[-1]
+
+    yield make
+    for rig in rigs:
+        rig.stop()
+
+
+def assert_run_matches_rig(path, rig: Rig, allow_missing: bool = False) -> pd.DataFrame:
+    """Every score of the run is a response the rig sent for that very image id."""
+    scores = pd.read_csv(path / "scores.csv")
+    sent = rig.sent()
+    answered = scores[scores.score.notna()]
+    assert allow_missing or len(answered) == len(scores)
+    for image_id, score in zip(answered.image_id, answered.score):
+        assert any(abs(score - s) < 1e-9 for s in sent[str(image_id)]), f"image {image_id}: {score} not sent"
+    return scores
+
+
+def evolve(rig: Rig, out, options: str = ":timeout=5:retries=2", **config):
+    return run(RunConfig(neuron=rig.spec + options, generations=GENERATIONS, **config), out=out, progress=False)
+
+
+@pytest.mark.parametrize("protocol", ["folder", "mat", "zmq"])
+def test_twenty_generations_match_what_the_rig_sent(rig_factory, tmp, protocol):
+    rig = rig_factory(protocol)
+    result = evolve(rig, tmp / "run")
+    assert result.generations == GENERATIONS
+    scores = assert_run_matches_rig(result.path, rig)
+    assert len(scores) == GENERATIONS * 17 and scores.score.max() == pytest.approx(result.best)
+
+
+FAULTS = {
+    "drop a third": ("--drop", "0.33"),
+    "answer late": ("--late", "1.5"),
+    "answer twice": ("--twice",),
+    "malformed first": ("--malformed", "2"),
+    "reordered ids": ("--reorder",),
+}
+
+
+@pytest.mark.parametrize("protocol", ["folder", "zmq"])
+@pytest.mark.parametrize("fault", FAULTS)
+def test_faults_complete_with_every_response_on_its_image(rig_factory, tmp, protocol, fault):
+    rig = rig_factory(protocol, *FAULTS[fault])
+    result = evolve(rig, tmp / "run", ":timeout=1:retries=4")
+    assert result.generations == GENERATIONS
+    assert_run_matches_rig(result.path, rig, allow_missing=fault == "drop a third")
+
+
+@pytest.mark.parametrize("protocol", ["folder", "zmq"])
+def test_a_rig_restarted_after_a_crash_is_picked_up(rig_factory, tmp, protocol):
+    rig = rig_factory(protocol, "--crash-after", "5", restart_on_crash=True)
+    result = evolve(rig, tmp / "run", ":timeout=3:retries=5")
+    assert result.generations == GENERATIONS
+    assert_run_matches_rig(result.path, rig)
+
+
+def test_a_rig_that_stays_down_stops_the_run_which_resumes(rig_factory, tmp):
+    rig = rig_factory("folder", "--crash-after", "5")
+    with pytest.raises(RigError, match="--resume"):
+        evolve(rig, tmp / "run", ":timeout=4:retries=1")
+    recorded = pd.read_csv(tmp / "run" / "generations.csv")
+    assert len(recorded) == 5
+    rig.restart()
+    result = resume(tmp / "run", progress=False)
+    assert result.generations == GENERATIONS
+    assert_run_matches_rig(result.path, rig)
+
+
+def test_missing_responses_are_skipped_when_asked(rig_factory, tmp):
+    rig = rig_factory("folder", "--drop", "0.5")
+    result = evolve(rig, tmp / "run", ":timeout=2", missing="skip")
+    scores = assert_run_matches_rig(result.path, rig, allow_missing=True)
+    assert scores.score.isna().mean() > 0.3
+    assert json.loads((result.path / "config.json").read_text())["run"]["missing"] == "skip"
+
+
+def test_reference_images_are_interleaved_in_every_block(rig_factory, tmp):
+    rig = rig_factory("folder")
+    result = evolve(rig, tmp / "run", reference="procedural:6", interleave=2)
+    references = pd.read_csv(result.path / "references.csv")
+    assert len(references) == 2 * GENERATIONS and references.image.nunique() == 6
+    sent = rig.sent()
+    names = pd.read_csv(result.path / "reference.csv").image.tolist()
+    for name, score in zip(references.image, references.score):
+        assert score in sent[f"ref{names.index(name)}"]
+
+
+# ------------------------------------------------------------------------------------------- the socket
+
+def test_listening_beyond_loopback_needs_a_token():
+    with pytest.raises(BadInput, match="needs a shared secret"):
+        neurons.create(f"zmq:tcp://0.0.0.0:{free_port()}")
+    rig = neurons.create(f"zmq:tcp://0.0.0.0:{free_port()}:token=s3cret")
+    rig.close()
+
+
+def _dealer(address: str):
+    import zmq
+
+    dealer = zmq.Context.instance().socket(zmq.DEALER)
+    dealer.setsockopt(zmq.LINGER, 0)
+    dealer.connect(address)
+    return dealer
+
+
+def _answer_once(message: dict, padding: int = 0, max_bytes: int | None = None) -> dict:
+    """What a NetworkRig accepts when its rig, after hello, answers block 0 with `message` (+ padding bytes)."""
+    port = free_port()
+    limit = f":max_bytes={max_bytes}" if max_bytes else ""
+    rig = neurons.create(f"zmq:tcp://127.0.0.1:{port}:timeout=1:retries=0:token=abc{limit}")
+    dealer = _dealer(f"tcp://127.0.0.1:{port}")
+    dealer.send_json({"type": "hello", "token": "abc"})
+
+    def answer():
+        dealer.recv_multipart()  # the block
+        dealer.send(json.dumps({"type": "responses", "block": 0, "ids": ["x"], "responses": [[1.0]],
+                                "padding": "x" * padding, **message}).encode())
+
+    threading.Thread(target=answer, daemon=True).start()
+    try:
+        return rig.exchange(Block(0, torch.zeros(1, 3, 8, 8), ["x"]))
+    finally:
+        rig.close()
+        dealer.close()
+
+
+def test_messages_over_the_size_limit_are_refused():
+    assert _answer_once({"token": "abc"}, padding=100, max_bytes=4096)["x"].tolist() == [1.0]
+    assert _answer_once({"token": "abc"}, padding=10_000)["x"].tolist() == [1.0]  # the default limit is 1 MiB
+    with pytest.warns(UserWarning, match="no responses"), pytest.raises(RigError):
+        _answer_once({"token": "abc"}, padding=10_000, max_bytes=4096)
+
+
+def test_messages_without_the_token_are_ignored():
+    with pytest.warns(UserWarning, match="wrong or missing token"), pytest.raises(RigError):
+        _answer_once({"token": "nope"})
+
+
+# ------------------------------------------------------------------------------------------- the folder
+
+def test_mat_files_are_read_and_rig_names_never_used_as_paths(tmp):
+    write_mat(tmp / "block000.mat", ["block000_000_7", "../../etc/passwd", "block000_001_8"],
+              np.array([[1.0, 10.0], [2.0, 20.0], [3.0, 30.0]]))
+    ids, values = read_mat_responses(tmp / "block000.mat")
+    assert ids[0] == "block000_000_7" and values.shape == (3, 2)
+    rig = FolderRig(f"folder:{tmp}:channel=1:timeout=1")
+    with pytest.warns(UserWarning, match="did not show"):
+        answered = rig.respond(torch.zeros(2, 3, 8, 8), ["7", "8"])
+    assert answered.tolist() == [10.0, 30.0] and rig.log.unknown_ids == 1
+
+
+def test_channel_selection():
+    responses = np.array([1.0, 2.0, 3.0, 6.0])
+    assert ChannelSelection({"channel": "2"}, "s")(responses) == 3.0
+    assert ChannelSelection({"channels": "0,3"}, "s")(responses) == 3.5
+    assert ChannelSelection({"channels": "1-3"}, "s")(responses) == pytest.approx(11 / 3)
+    assert ChannelSelection({"channels": "all"}, "s")(responses) == 3.0
+    assert np.isnan(ChannelSelection({"channel": "9"}, "s")(responses))
+    with pytest.raises(BadInput, match="not both"):
+        ChannelSelection({"channel": "1", "channels": "2"}, "s")
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("folder:/no/such/folder", "does not exist"),
+    ("folder:{tmp}:colour=red", "unknown option 'colour'"),
+    ("folder:{tmp}:timeout=soon", "timeout must be a number"),
+    ("zmq:udp://127.0.0.1:5", "must be tcp://HOST:PORT"),
+])
+def test_bad_rig_specs(tmp, spec, message):
+    with pytest.raises(BadInput, match=message):
+        neurons.create(spec.format(tmp=tmp))
+
+
+# ------------------------------------------------------------------------------------------- plugins
+
+PLUGIN = {
+    "setup.cfg": """
+        [metadata]
+        name = evolver-testrig
+        version = 0.1
+        [options]
+        py_modules = testrig
+        [options.entry_points]
+        evolver.neurons =
+            brightness = testrig:BrightnessRig
+        evolver.generators =
+            flat = testrig:FlatGenerator
+        """,
+    "setup.py": "from setuptools import setup\nsetup()\n",
+    "testrig.py": """
+        import numpy as np
+        import torch
+        from generators.base import Generator
+        from neurons.recorded import RecordedNeuron
+
+        class BrightnessRig(RecordedNeuron):
+            kind = "brightness"
+
+            def exchange(self, block):
+                return {i: np.array([float(im.mean()), 0.0]) for i, im in zip(block.ids, block.images)}
+
+        class FlatGenerator(Generator):
+            code_dim, image_size = 3, 16
+
+            def __init__(self, **options):
+                self.weights, self.device = "none", torch.device("cpu")
+
+            def sample(self, n, rng):
+                return rng.standard_normal((n, 3)).astype(np.float32)
+
+            def differentiable(self, codes):
+                return torch.sigmoid(codes)[:, :, None, None].expand(-1, 3, 16, 16)
+        """,
+}
+
+
+def test_a_lab_plugin_package_adds_a_neuron_and_a_generator(tmp):
+    source = tmp / "plugin"
+    source.mkdir()
+    for name, text in PLUGIN.items():
+        (source / name).write_text(textwrap.dedent(text))
+    target = tmp / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--no-index",
+                    "--target", str(target), str(source)], check=True, capture_output=True)
+    env = {"PYTHONPATH": os.pathsep.join([str(target), os.environ.get("PYTHONPATH", "")])}
+    result = evolver_cli("run", "--neuron", "brightness:lab:channel=0", "--generator", "flat", "--generations", 8,
+                         "--out", tmp / "run", "--quiet", env=env, check=True)
+    assert "Best response" in result.stdout
+    generations = pd.read_csv(tmp / "run" / "generations.csv")
+    assert generations.best_so_far.iloc[-1] > generations.best.iloc[0]
