@@ -7,6 +7,7 @@ the best noise-free response a run reached, divided by the best any run reached 
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import re
 from dataclasses import dataclass, field
@@ -16,8 +17,9 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from evolver.experiment import RunConfig, run
+from evolver.experiment import RunConfig
 from evolver.records import RunDirectory
+from evolver.sweep import run_or_resume
 from evolver_common import write_atomic
 
 NO_NOISE = "none"
@@ -71,8 +73,7 @@ def bench(config: BenchConfig, out: str | Path, progress: bool = True) -> tuple[
     frames = []
     for neuron, optimizer, seed, noise in tqdm(_cells(config), desc="bench", unit="run", disable=not progress):
         path = out / "runs" / _slug(neuron, optimizer, noise, f"seed{seed}")
-        if not _finished(path, config.images):
-            _run_cell(config, neuron, optimizer, seed, noise, path)
+        run_or_resume(path, _cell_config(config, neuron, optimizer, seed, noise))
         frame = _trajectory(path)
         frame[["neuron", "optimizer", "seed", "noise"]] = neuron, optimizer, seed, noise
         frames.append(frame)
@@ -84,24 +85,11 @@ def bench(config: BenchConfig, out: str | Path, progress: bool = True) -> tuple[
     return table, summary
 
 
-def _finished(path: Path, images: int) -> bool:
-    if not (path / "config.json").exists():
-        return False
-    state = RunDirectory(path).state()
-    return state is not None and state["next_image_id"] >= images
-
-
-def _run_cell(config: BenchConfig, neuron: str, optimizer: str, seed: int, noise: str, path: Path) -> None:
-    from evolver.experiment import resume
-
-    if (path / "config.json").exists():
-        resume(path, progress=False)
-        return
-    run(RunConfig(neuron=neuron, weights=config.weights, generator=config.generator,
-                  generator_weights=config.generator_weights, optimizer=optimizer,
-                  params=config.params.get(optimizer, {}), generations=10**6, images=config.images, seed=seed,
-                  noise=None if noise == NO_NOISE else noise, device=config.device, precision=config.precision),
-        out=path, progress=False)
+def _cell_config(config: BenchConfig, neuron: str, optimizer: str, seed: int, noise: str) -> dict:
+    return dataclasses.asdict(RunConfig(
+        neuron=neuron, weights=config.weights, generator=config.generator, generator_weights=config.generator_weights,
+        optimizer=optimizer, params=config.params.get(optimizer, {}), generations=10**6, images=config.images,
+        seed=seed, noise=None if noise == NO_NOISE else noise, device=config.device, precision=config.precision))
 
 
 def _normalise(table: pd.DataFrame) -> pd.DataFrame:

@@ -304,6 +304,57 @@ def decode(responses_path, codes_path, images_path, out, **options) -> None:
     click.echo(f"\nmetrics.csv, summary.json and montage.png (stimulus | its code's render | decoded) in {out}.")
 
 
+@main.command("sweep")
+@click.argument("spec", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), help="Sweep folder (default runs/sweeps/<spec name>).")
+@click.option("--executor", default="local", show_default=True,
+              help="local (a process pool), slurm (submitit job arrays) or submitit-local (submitit on this machine).")
+@click.option("--workers", type=int, help="local: processes (default: one a core).")
+@click.option("--partition", help="slurm: the partition.")
+@click.option("--time", "time_minutes", type=int, default=60, show_default=True, help="slurm: minutes a job may run.")
+@click.option("--gpus", type=int, default=0, show_default=True, help="slurm: GPUs a job.")
+@click.option("--cpus", type=int, default=1, show_default=True, help="slurm: CPUs a job (its torch threads).")
+@click.option("--mem", "mem_gb", type=float, default=4.0, show_default=True, help="slurm: GB of memory a job.")
+@click.option("--runs-per-job", type=int, default=8, show_default=True, help="slurm: runs in each array task.")
+@click.option("--parallel-jobs", type=int, default=64, show_default=True, help="slurm: array tasks at once.")
+@click.option("--no-wait", is_flag=True, help="slurm: submit and return; re-run the command later to finish.")
+def sweep_command(spec, out, executor, workers, no_wait, **resources) -> None:
+    """Run every combination of a SPEC.toml grid: neurons × generators × optimizers (and their parameter
+    grids) × noise × seeds, one run folder each. Re-running skips finished runs and resumes killed ones.
+
+    \b
+    [grid]
+    neuron = ["stimnet:relu4:unit1", "stimnet:relu4:unit6"]
+    optimizer = ["cmaes", "ga"]
+    seed = [0, 1]
+    noise = ["none", "multiplicative:0.5"]     # optional, as generator
+    [params.ga]                                # optional parameter grids
+    mutation_size = [0.3, 0.5]
+    [run]                                      # optional fixed run options
+    generations = 50
+    """
+    from evolver.sweep import Resources, load_spec, sweep
+
+    folder = out or Path("runs") / "sweeps" / spec.stem
+    counts = sweep(load_spec(spec), folder, executor, workers, Resources(**resources), wait=not no_wait)
+    click.echo(", ".join(f"{k} {v}" for k, v in counts.items() if k != "jobs"))
+    if "jobs" in counts:
+        click.echo(f"Submitted jobs {', '.join(map(str, counts['jobs']))}; logs in {folder / 'logs'}.")
+    click.echo(f"Sweep folder: {folder}. Read it with: evolver report {folder}")
+
+
+@main.command("report")
+@click.argument("folder", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), help="HTML file (default FOLDER/report.html).")
+def report_command(folder, out) -> None:
+    """Aggregate a sweep's runs (runs.parquet, trajectories.parquet) and write its interactive report."""
+    from evolver.report import report
+
+    path, summary = report(folder, out)
+    click.echo(summary.to_string(index=False))
+    click.echo(f"\nReport: {path}; tables: {folder / 'runs.parquet'}, {folder / 'trajectories.parquet'}")
+
+
 @main.command("rig-sim")
 @click.option("--folder", type=click.Path(path_type=Path), help="Play an XDream file-exchange rig in this folder.")
 @click.option("--connect", help="Play a ZeroMQ rig connecting to evolver at this address (tcp://127.0.0.1:PORT).")

@@ -1,0 +1,101 @@
+"""`evolver report SWEEP`: one interactive page for a whole sweep.
+
+1. Trajectories per condition (generator × optimizer × noise × parameters): the best response so
+   far, normalised per unit by the best any run of the sweep reached on it, against images shown;
+   the mean over units and seeds with a band of ± one s.e.m.
+2. Final-score distributions (normalised) per optimizer, per generator and per layer.
+3. When the runs had reference images: the histogram of the final relative activation (best evolved /
+   best reference), XDream's Fig. 3, per optimizer.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.colors import qualitative
+from plotly.subplots import make_subplots
+
+from evolver.sweep import aggregate
+from evolver_common import BadInput, write_atomic
+
+CONDITION = ["generator", "optimizer", "noise", "params"]
+
+
+def _condition_name(values: tuple) -> str:
+    generator, optimizer, noise, params = values
+    return " ".join(str(v) for v in (optimizer, params, f"({generator}, noise {noise})") if v)
+
+
+def _band(x: np.ndarray, mean: np.ndarray, sem: np.ndarray, colour: str, name: str) -> list[go.Scatter]:
+    fill = colour.replace("rgb", "rgba").replace(")", ", 0.2)") if colour.startswith("rgb") else colour
+    return [
+        go.Scatter(x=np.concatenate([x, x[::-1]]), y=np.concatenate([mean + sem, (mean - sem)[::-1]]), fill="toself",
+                   fillcolor=fill, line=dict(width=0), hoverinfo="skip", showlegend=False, legendgroup=name,
+                   opacity=0.25),
+        go.Scatter(x=x, y=mean, mode="lines", name=name, line=dict(color=colour), legendgroup=name),
+    ]
+
+
+def report_figure(runs: pd.DataFrame, trajectories: pd.DataFrame) -> go.Figure:
+    with_reference = runs["relative_activation"].notna().any()
+    rows = 4 if with_reference else 3
+    figure = make_subplots(rows=rows, cols=1, vertical_spacing=0.07, subplot_titles=[
+        "Normalised best response so far, mean ± s.e.m. over units and seeds, per condition",
+        "Final normalised best response per optimizer (colour: generator)",
+        "Final normalised best response per layer (colour: optimizer, as above)",
+        *(["Relative activation at the end (best evolved / best reference), per optimizer (colours as above)"]
+          if with_reference else []),
+    ])
+    # One colour an optimizer in every panel (conditions of one optimizer differ by dash); generators
+    # take colours from another palette.
+    optimizers = sorted(runs["optimizer"].unique())
+    colour = {o: qualitative.Plotly[i % len(qualitative.Plotly)] for i, o in enumerate(optimizers)}
+    dashes = ("solid", "dash", "dot", "dashdot", "longdash")
+    seen: dict[str, int] = {}
+    for condition, group in trajectories.groupby(CONDITION, sort=True):
+        optimizer = condition[1]
+        dash = dashes[seen.setdefault(optimizer, 0) % len(dashes)]
+        seen[optimizer] += 1
+        # runs stop at different image counts: align them on the generation index
+        curve = group.groupby("gen").agg(images=("images", "mean"), mean=("normalised", "mean"),
+                                         sem=("normalised", "sem")).reset_index().fillna({"sem": 0})
+        for trace in _band(curve["images"].to_numpy(), curve["mean"].to_numpy(), curve["sem"].to_numpy(),
+                           colour[optimizer], _condition_name(condition)):
+            if trace.mode == "lines":
+                trace.line.dash = dash
+            figure.add_trace(trace, row=1, col=1)
+    for j, (generator, group) in enumerate(runs.groupby("generator")):
+        figure.add_trace(go.Box(x=group["optimizer"], y=group["normalised"], name=generator, boxpoints="all",
+                                marker_color=qualitative.Set2[j % len(qualitative.Set2)]), row=2, col=1)
+    for optimizer, group in runs.groupby("optimizer"):
+        figure.add_trace(go.Box(x=group["layer"], y=group["normalised"], name=optimizer, boxpoints="all",
+                                marker_color=colour[optimizer], showlegend=False), row=3, col=1)
+    if with_reference:
+        for optimizer, group in runs.groupby("optimizer"):
+            figure.add_trace(go.Histogram(x=group["relative_activation"], name=optimizer, opacity=0.6,
+                                          marker_color=colour[optimizer], showlegend=False), row=4, col=1)
+        figure.add_vline(x=1.0, line_dash="dot", row=4, col=1)
+        figure.update_xaxes(title_text="relative activation", row=4, col=1)
+        figure.update_layout(barmode="overlay")
+    figure.update_xaxes(title_text="images shown", row=1, col=1)
+    figure.update_yaxes(title_text="normalised", row=1, col=1)
+    figure.update_layout(height=420 * rows, template="plotly_white", boxmode="group",
+                         title=f"Sweep report: {len(runs)} runs")
+    return figure
+
+
+def report(folder: str | Path, out: str | Path | None = None) -> tuple[Path, pd.DataFrame]:
+    """Aggregate the sweep in `folder` and write its report (default FOLDER/report.html, self-contained:
+    it opens without a network). Returns the page's path and the summary per condition."""
+    folder = Path(folder)
+    found = aggregate(folder)
+    if found.runs.empty:
+        raise BadInput(f"No run of the sweep in {folder} has finished a generation yet; nothing to report.")
+    out = Path(out) if out else folder / "report.html"
+    write_atomic(out, report_figure(found.runs, found.trajectories).to_html(include_plotlyjs=True).encode())
+    summary = found.runs.groupby(CONDITION, sort=True).agg(
+        runs=("normalised", "size"), normalised=("normalised", "mean"), sem=("normalised", "sem"),
+        best=("best", "mean")).reset_index()
+    return out, summary

@@ -1,0 +1,294 @@
+"""`evolver sweep SPEC.toml`: the cartesian product of neurons, generators, optimizers (with parameter
+grids), noise levels and seeds, one ordinary run folder each, handed to a local process pool or to
+SLURM through submitit; and `evolver report SWEEP`, which reads them back.
+
+A spec (TOML):
+
+    [grid]                       # lists; every combination is one run
+    neuron = ["stimnet:relu4:unit1", "stimnet:relu4:unit6"]
+    optimizer = ["cmaes", "ga"]
+    seed = [0, 1]
+    generator = ["dcgan"]        # optional, like noise
+    noise = ["none", "multiplicative:0.5"]
+
+    [params.ga]                  # optional: a parameter grid per optimizer
+    mutation_size = [0.3, 0.5]
+
+    [run]                        # optional: fixed options of every run (RunConfig fields)
+    generations = 50
+
+The sweep folder holds `sweep.json` (the spec and every planned run's configuration) and
+`runs/<slug>-<hash>/`, the hash naming the run's whole configuration, so re-running a sweep finds
+its runs: finished ones are skipped, killed ones resumed, new ones started.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+import os
+import re
+import tomllib
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from evolver.experiment import RunConfig, resume, run
+from evolver.records import RunDirectory
+from evolver_common import BadInput, write_atomic
+
+GRID_KEYS = ("neuron", "generator", "optimizer", "noise", "seed")
+NO_NOISE = "none"
+RUN_FIELDS = {f.name for f in dataclasses.fields(RunConfig)}
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One cell of the sweep: where its run folder is and what it runs."""
+
+    path: str  # relative to the sweep folder
+    config: dict[str, Any]  # RunConfig fields
+
+    @property
+    def labels(self) -> dict[str, Any]:
+        c = self.config
+        return {"neuron": c["neuron"], "generator": c["generator"], "optimizer": c["optimizer"],
+                "noise": c["noise"] or NO_NOISE, "seed": c["seed"],
+                "params": json.dumps(c["params"], sort_keys=True) if c["params"] else ""}
+
+
+@dataclass
+class Resources:
+    """What one SLURM array task asks for; `runs_per_job` runs go into each task, one after another."""
+
+    partition: str | None = None
+    time_minutes: int = 60
+    gpus: int = 0
+    cpus: int = 1
+    mem_gb: float = 4.0
+    runs_per_job: int = 8
+    parallel_jobs: int = 64  # array tasks running at once
+
+
+# ---------------------------------------------------------------------------------------------- planning
+
+def load_spec(path: str | Path) -> dict[str, Any]:
+    """The spec file, checked: a [grid] of lists, optional [params.OPTIMIZER] grids and a [run] table."""
+    path = Path(path)
+    if not path.is_file():
+        raise BadInput(f"The sweep spec {path} does not exist.")
+    try:
+        spec = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise BadInput(f"The sweep spec {path} is not valid TOML: {err}.") from None
+    return check_spec(spec, str(path))
+
+
+def check_spec(spec: dict[str, Any], where: str = "the sweep spec") -> dict[str, Any]:
+    unknown = sorted(set(spec) - {"grid", "params", "run"})
+    grid = spec.get("grid", {})
+    problems = [f"unknown table [{unknown[0]}]"] if unknown else []
+    problems += [f"[grid] {k}: unknown key (valid: {', '.join(GRID_KEYS)})" for k in grid if k not in GRID_KEYS]
+    problems += [f"[grid] {k} must be a non-empty list" for k, v in grid.items() if not isinstance(v, list) or not v]
+    problems += [f"[grid] needs {k}" for k in ("neuron", "optimizer") if k not in grid]
+    problems += [f"[run] {k}: not a run option (valid: {', '.join(sorted(RUN_FIELDS - set(GRID_KEYS)))})"
+                 for k in spec.get("run", {}) if k not in RUN_FIELDS or k in GRID_KEYS]
+    for optimizer, values in spec.get("params", {}).items():
+        problems += [f"[params.{optimizer}] {k} must be a non-empty list" for k, v in values.items()
+                     if not isinstance(v, list) or not v]
+    if problems:
+        raise BadInput(f"In {where}: {'; '.join(problems)}. See `evolver sweep --help` for the layout.")
+    return spec
+
+
+def _slug(config: dict[str, Any]) -> str:
+    text = f"{config['neuron']}_{config['optimizer']}_{config['noise'] or NO_NOISE}_seed{config['seed']}"
+    return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-")[:90]
+
+
+def plan(spec: dict[str, Any]) -> list[PlannedRun]:
+    """Every run of the spec, in a fixed order; each configuration checked by RunConfig."""
+    grid = {"generator": ["dcgan"], "noise": [NO_NOISE], "seed": [0], **spec["grid"]}
+    runs = []
+    for values in itertools.product(*(grid[k] for k in GRID_KEYS)):
+        cell = dict(zip(GRID_KEYS, values))
+        param_grid = spec.get("params", {}).get(cell["optimizer"], {})
+        for params in itertools.product(*param_grid.values()):
+            config = dataclasses.asdict(RunConfig(**{
+                **spec.get("run", {}), **cell, "noise": None if cell["noise"] == NO_NOISE else cell["noise"],
+                "params": dict(zip(param_grid, params))}))
+            digest = hashlib.sha1(json.dumps(config, sort_keys=True).encode()).hexdigest()[:10]
+            runs.append(PlannedRun(f"runs/{_slug(config)}-{digest}", config))
+    return runs
+
+
+def status(folder: Path, config: dict[str, Any]) -> str:
+    """'done', 'partial' (a run folder to resume) or 'new'."""
+    if not (folder / "config.json").is_file():
+        return "new"
+    state = RunDirectory(folder).state()
+    if state is None:
+        return "partial"
+    images = config.get("images")
+    done = state["generation"] + 1 >= config["generations"] or (images is not None and state["next_image_id"] >= images)
+    return "done" if done else "partial"
+
+
+def run_or_resume(folder: Path, config: dict[str, Any]) -> str:
+    """Bring one run to its end: start it, resume it, or leave it if finished. Returns what it did."""
+    found = status(folder, config)
+    if found == "partial":
+        resume(folder, progress=False)
+    elif found == "new":
+        if folder.exists():  # killed before its first file was whole: nothing to keep
+            for path in sorted(folder.rglob("*"), reverse=True):
+                path.unlink() if path.is_file() else path.rmdir()
+        run(RunConfig(**config), out=folder, progress=False)
+    return {"done": "skipped", "partial": "resumed", "new": "started"}[found]
+
+
+def run_chunk(sweep: str, paths: list[str], threads: int = 1) -> dict[str, str]:
+    """Run the given runs of a sweep one after another (one job of an executor): {path: what it did}."""
+    import torch
+
+    torch.set_num_threads(threads)  # runs are the unit of parallelism; fixed threads keep results identical
+    planned = {p.path: p for p in read_plan(sweep)}
+    return {path: run_or_resume(Path(sweep) / path, planned[path].config) for path in paths}
+
+
+# ---------------------------------------------------------------------------------------------- executing
+
+class _Chunk:
+    """A job for submitit: runs a chunk; on preemption or timeout SLURM requeues it, and the runs
+    resume from their folders (submitit's Checkpointable protocol)."""
+
+    def __call__(self, sweep: str, paths: list[str], threads: int) -> dict[str, str]:
+        return run_chunk(sweep, paths, threads)
+
+    def checkpoint(self, sweep: str, paths: list[str], threads: int):
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(self, sweep, paths, threads)
+
+
+def write_plan(spec: dict[str, Any], folder: Path) -> list[PlannedRun]:
+    runs = plan(spec)
+    manifest = {"spec": spec, "runs": [dataclasses.asdict(r) for r in runs]}
+    write_atomic(folder / "sweep.json", (json.dumps(manifest, indent=1) + "\n").encode())
+    return runs
+
+
+def read_plan(folder: str | Path) -> list[PlannedRun]:
+    path = Path(folder) / "sweep.json"
+    if not path.is_file():
+        raise BadInput(f"{folder} is not a sweep folder (no sweep.json); `evolver sweep SPEC --out {folder}` makes one.")
+    return [PlannedRun(**r) for r in json.loads(path.read_text())["runs"]]
+
+
+def sweep(spec: dict[str, Any], folder: str | Path, executor: str = "local", workers: int | None = None,
+          resources: Resources | None = None, wait: bool = True) -> dict[str, int]:
+    """Plan the spec into `folder` and bring every unfinished run to its end with `executor`
+    ('local': a process pool; 'slurm' or 'submitit-local': submitit job arrays). Returns counts of
+    what was done (skipped / resumed / started), or of what was submitted when not waiting."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    runs = write_plan(spec, folder)
+    todo = [r.path for r in runs if status(folder / r.path, r.config) != "done"]
+    counts = {"planned": len(runs), "skipped": len(runs) - len(todo)}
+    if not todo:
+        return counts
+    resources = resources or Resources()
+    if executor == "local":
+        workers = workers or os.cpu_count() or 1
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        chunks = [todo[i::workers] for i in range(min(workers, len(todo)))]
+        with ProcessPoolExecutor(max_workers=len(chunks)) as pool:
+            done = [f.result() for f in [pool.submit(run_chunk, str(folder), c, threads) for c in chunks]]
+    elif executor in ("slurm", "submitit-local"):
+        done = _submit(folder, todo, executor, resources, wait)
+        if not wait:
+            return {**counts, "submitted": len(todo), "jobs": done}
+    else:
+        raise BadInput(f"Unknown executor '{executor}'. Valid: local (a process pool), slurm (submitit), "
+                       "submitit-local (submitit's local executor, for testing a SLURM setup).")
+    for outcome in (what for chunk in done for what in chunk.values()):
+        counts[outcome] = counts.get(outcome, 0) + 1
+    return counts
+
+
+def _submit(folder: Path, todo: list[str], executor: str, resources: Resources, wait: bool):
+    import submitit
+
+    cluster = "slurm" if executor == "slurm" else "local"
+    submitter = submitit.AutoExecutor(folder=folder / "logs" / "%j", cluster=cluster)
+    options = {"timeout_min": resources.time_minutes, "cpus_per_task": resources.cpus, "mem_gb": resources.mem_gb,
+               "gpus_per_node": resources.gpus, "slurm_array_parallelism": resources.parallel_jobs}
+    if resources.partition:
+        options["slurm_partition"] = resources.partition
+    submitter.update_parameters(**options)
+    size = max(1, resources.runs_per_job)
+    chunks = [todo[i:i + size] for i in range(0, len(todo), size)]
+    jobs = submitter.map_array(_Chunk(), [str(folder)] * len(chunks), chunks, [resources.cpus] * len(chunks))
+    if not wait:
+        return [job.job_id for job in jobs]
+    return [job.result() for job in jobs]
+
+
+# ---------------------------------------------------------------------------------------------- reading
+
+@dataclass
+class Aggregate:
+    """A sweep read back: one row a run (`runs`) and one row a run and generation (`trajectories`)."""
+
+    runs: Any
+    trajectories: Any
+    statuses: dict[str, int] = field(default_factory=dict)
+
+
+def _layer(neuron: str) -> str:
+    """A CNN unit's layer, else the spec's kind (v1, encoder, a composite expression's text)."""
+    from neurons.spec import UnitSpec
+
+    try:
+        return UnitSpec.parse(neuron).layer
+    except BadInput:
+        return neuron.split(":", 1)[0]
+
+
+def aggregate(folder: str | Path) -> Aggregate:
+    """Every run of a sweep folder, finished or not, as tables; writes runs.parquet and trajectories.parquet."""
+    import pandas as pd
+
+    folder = Path(folder)
+    frames, rows, statuses = [], [], {}
+    for planned in read_plan(folder):
+        path = folder / planned.path
+        found = status(path, planned.config)
+        statuses[found] = statuses.get(found, 0) + 1
+        if found == "new":
+            continue
+        table = RunDirectory(path).table("generations.csv")
+        if table.empty:
+            continue
+        labels = {**planned.labels, "layer": _layer(planned.labels["neuron"]), "run": planned.path}
+        clean = "best_clean_so_far" if "best_clean_so_far" in table else "best_so_far"
+        frame = pd.DataFrame({"gen": table["gen"], "images": table["n_images"].cumsum(),
+                              "best_so_far": table[clean]})
+        if "relative_activation" in table:
+            frame["relative_activation"] = table["relative_activation"]
+        frames.append(frame.assign(**labels))
+        rows.append({**labels, "status": found, "generations": len(table), "images": int(frame["images"].iloc[-1]),
+                     "best": float(frame["best_so_far"].iloc[-1]),
+                     "relative_activation": float(frame["relative_activation"].iloc[-1])
+                     if "relative_activation" in frame else float("nan")})
+    runs = pd.DataFrame(rows)
+    trajectories = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    if len(runs):
+        unit_best = runs.groupby("neuron")["best"].max()
+        runs["normalised"] = runs["best"] / runs["neuron"].map(unit_best)
+        trajectories["normalised"] = trajectories["best_so_far"] / trajectories["neuron"].map(unit_best)
+        runs.to_parquet(folder / "runs.parquet", index=False)
+        trajectories.to_parquet(folder / "trajectories.parquet", index=False)
+    return Aggregate(runs, trajectories, statuses)

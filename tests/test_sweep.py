@@ -1,0 +1,120 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+
+from evolver.report import report
+from evolver.sweep import Resources, aggregate, check_spec, load_spec, plan, sweep
+from evolver_common import BadInput
+
+SPEC = """
+[grid]
+neuron = ["stimnet:relu3:unit2", "stimnet:relu4:unit1", "stimnet:relu4:unit6", "stimnet:classifier:unit7"]
+optimizer = ["cmaes", "ga", "random"]
+seed = [0, 1]
+
+[run]
+generations = 3
+precision = "fp32"
+"""
+
+
+@pytest.fixture
+def spec_file(tmp):
+    path = tmp / "spec.toml"
+    path.write_text(SPEC)
+    return path
+
+
+def test_plan_is_the_product_with_parameter_grids():
+    spec = check_spec({"grid": {"neuron": ["a:b:unit1", "a:b:unit2"], "optimizer": ["ga", "cmaes"], "seed": [0, 1, 2],
+                                "noise": ["none", "multiplicative:0.5"]},
+                       "params": {"ga": {"mutation_size": [0.3, 0.5]}}, "run": {"generations": 5}})
+    runs = plan(spec)
+    assert len(runs) == 2 * 3 * 2 * (2 + 1)  # ga twice (its grid), cmaes once
+    assert len({r.path for r in runs}) == len(runs)
+    ga = [r for r in runs if r.config["optimizer"] == "ga"]
+    assert {r.config["params"]["mutation_size"] for r in ga} == {0.3, 0.5}
+    assert all(r.config["generations"] == 5 for r in runs)
+    assert {r.config["noise"] for r in runs} == {None, "multiplicative:0.5"}
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[grid]\noptimizer = ['ga']", "needs neuron"),
+    ("[grid]\nneuron = 'a:b:unit1'\noptimizer = ['ga']", "must be a non-empty list"),
+    ("[grid]\nneuron = ['x']\noptimizer = ['ga']\nunits = [1]", "unknown key"),
+    ("[grid]\nneuron = ['x']\noptimizer = ['ga']\n[run]\ngenerationz = 3", "generationz: not a run option"),
+    ("[grid\nneuron", "not valid TOML"),
+])
+def test_bad_specs_are_named(tmp, text, message):
+    (tmp / "bad.toml").write_text(text)
+    with pytest.raises(BadInput, match=message):
+        load_spec(tmp / "bad.toml")
+
+
+def test_local_pool_and_submitit_give_the_same_results_and_a_report(spec_file, tmp):
+    spec = load_spec(spec_file)
+    local = sweep(spec, tmp / "local", "local", workers=2)
+    assert local == {"planned": 24, "skipped": 0, "started": 24}
+    submitted = sweep(spec, tmp / "submitit", "submitit-local", resources=Resources(runs_per_job=8))
+    assert submitted["started"] == 24
+    a, b = aggregate(tmp / "local").runs, aggregate(tmp / "submitit").runs
+    assert len(a) == 24 and a.sort_values("run")["best"].tolist() == b.sort_values("run")["best"].tolist()
+    assert sweep(spec, tmp / "local", "local") == {"planned": 24, "skipped": 24}
+    page, summary = report(tmp / "local")
+    html = page.read_text()
+    assert "Final normalised best response per layer" in html and len(html) > 3_000_000  # plotly.js inside
+    assert len(summary) == 3 and set(summary["runs"]) == {8}
+    assert pd.read_parquet(tmp / "local" / "trajectories.parquet")["gen"].max() == 2
+
+
+def test_killed_sweep_finishes_only_the_missing_runs(spec_file, tmp):
+    folder = tmp / "sweep"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    process = subprocess.Popen([sys.executable, "-m", "evolver", "sweep", str(spec_file), "--out", str(folder),
+                                "--workers", "1"], env=env, start_new_session=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and aggregate_done(folder) < 5:
+        time.sleep(0.5)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    before = aggregate(folder)
+    done_before = before.statuses.get("done", 0)
+    assert 5 <= done_before < 24
+    finished = {r: (folder / r / "generations.csv").stat().st_mtime_ns for r in before.runs.query("status == 'done'").run}
+    counts = sweep(load_spec(spec_file), folder, "local", workers=2)
+    assert counts["skipped"] == done_before and counts.get("started", 0) + counts.get("resumed", 0) == 24 - done_before
+    assert all((folder / r / "generations.csv").stat().st_mtime_ns == t for r, t in finished.items())
+    assert aggregate(folder).statuses == {"done": 24}
+
+
+def aggregate_done(folder) -> int:
+    if not (folder / "sweep.json").is_file():
+        return 0
+    try:
+        return aggregate(folder).statuses.get("done", 0)
+    except (BadInput, ValueError, OSError, json.JSONDecodeError):  # a file being written
+        return 0
+
+
+def test_report_shows_relative_activation_when_references_were_used(tmp):
+    spec = check_spec({"grid": {"neuron": ["stimnet:classifier:unit7"], "optimizer": ["cmaes", "random"]},
+                       "run": {"generations": 2, "reference": "procedural:12"}})
+    sweep(spec, tmp / "sweep", "local", workers=1)
+    page, _ = report(tmp / "sweep")
+    assert "Relative activation at the end" in page.read_text()
+    assert aggregate(tmp / "sweep").runs["relative_activation"].notna().all()
+
+
+def test_a_preempted_job_is_requeued_with_the_same_runs():
+    from evolver.sweep import _Chunk
+
+    chunk = _Chunk()
+    again = chunk.checkpoint("SWEEP", ["runs/a", "runs/b"], 2)
+    assert again.function is chunk and again.args == ("SWEEP", ["runs/a", "runs/b"], 2)
