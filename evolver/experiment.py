@@ -1,6 +1,7 @@
 """The closed loop: ask -> render -> respond -> tell, recorded after every generation."""
 from __future__ import annotations
 
+import copy
 import dataclasses
 import datetime
 import importlib.metadata
@@ -8,6 +9,7 @@ import platform
 import re
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,7 @@ from evolver.records import GENERATION_COLUMNS, SCORE_COLUMNS, RunDirectory, npy
 from evolver.reference import load_reference
 from neurons.noise import Noise
 from evolver_common import BadInput
+from evolver_common.memory import release_freed_memory
 
 # Independent random streams spawned from the run's seed, by purpose.
 OPTIMIZER_STREAM, NOISE_STREAM = 0, 1
@@ -191,6 +194,7 @@ class Loop:
                 if self.reference is not None else None,
                 "device": str(self.neuron.device),
                 "precision": self.neuron.precision,
+                "precision_check": getattr(getattr(self.neuron, "reader", None), "precision_check", None),
             },
             "versions": {"python": platform.python_version(), **_versions()},
             "command": sys.argv,
@@ -278,60 +282,91 @@ def _evolve(loop: Loop, directory: RunDirectory, state: dict[str, Any] | None, p
         _write_best(directory, best)
     bar = tqdm(range(state["generation"] + 1, loop.config.generations), initial=state["generation"] + 1,
                total=loop.config.generations, desc="evolving", unit="gen", disable=not progress)
-    for gen in bar:
-        if loop.config.images is not None and state["next_image_id"] >= loop.config.images:
-            break
-        started = time.perf_counter()
-        codes = loop.optimizer.ask()
-        parents = loop.optimizer.parents()
-        images = loop.generator.render(codes)
-        ids = np.arange(state["next_image_id"], state["next_image_id"] + len(codes))
-        shown, shown_ids = images, [str(i) for i in ids]
-        if loop.config.interleave:
-            picked, reference_ids = loop.interleaved(gen)
-            shown = torch.cat([images, loop.reference_images[picked].to(images.device, images.dtype)])
-            shown_ids += reference_ids
-        scores, clean = loop.respond(shown, shown_ids)
-        if loop.config.interleave:
-            directory.append_rows("references.csv", [(gen, loop.reference_names[i], float(s))
-                                                     for i, s in zip(picked, scores[len(codes):])])
-            scores, clean = scores[:len(codes)], clean[:len(codes)]
-        loop.optimizer.tell(codes, scores)
-        seconds = time.perf_counter() - started
+    # Generation g's records are written while generation g + 1 computes (the forward passes release
+    # the GIL); one generation at most is in flight, so a killed run loses no more than before.
+    with ThreadPoolExecutor(max_workers=1) as writer:
+        writing = None
+        for gen in bar:
+            if loop.config.images is not None and state["next_image_id"] >= loop.config.images:
+                break
+            started = time.perf_counter()
+            codes = loop.optimizer.ask()
+            parents = loop.optimizer.parents()
+            images = loop.generator.render(codes)
+            ids = np.arange(state["next_image_id"], state["next_image_id"] + len(codes))
+            shown, shown_ids, references = images, [str(i) for i in ids], []
+            if loop.config.interleave:
+                picked, reference_ids = loop.interleaved(gen)
+                shown = torch.cat([images, loop.reference_images[picked].to(images.device, images.dtype)])
+                shown_ids += reference_ids
+            scores, clean = loop.respond(shown, shown_ids)
+            if loop.config.interleave:
+                references = [(gen, loop.reference_names[i], float(s)) for i, s in zip(picked, scores[len(codes):])]
+                scores, clean = scores[:len(codes)], clean[:len(codes)]
+            loop.optimizer.tell(codes, scores)
+            seconds = time.perf_counter() - started
 
-        lineage = [";".join(str(state["told_first_id"] + p) for p in ps) for ps in parents] if parents \
-            else [""] * len(codes)
-        top = int(np.nanargmax(scores)) if np.isfinite(scores).any() else None
-        if top is not None and (best is None or scores[top] > best["score"]):
-            best = {"score": float(scores[top]), "generation": gen, "image_id": int(ids[top]),
-                    "code": codes[top].copy(), "image": to_uint8(images[top])}
-        if first_best is None:
-            first_best = float(scores[top]) if top is not None else float("nan")
-        best_clean = max(best_clean, float(np.nanmax(clean))) if np.isfinite(clean).any() else best_clean
-        directory.write_file(f"codes/gen_{gen:04d}.npy", npy_bytes(codes.astype(np.float32)))
-        if top is not None:
-            directory.write_file(f"images/gen_{gen:04d}.png", png_bytes(to_uint8(images[top])))
-        row = [gen, len(codes), *_summary(scores), best["score"] if best else float("nan"), round(seconds, 4)]
-        if loop.noise:
-            row += [_summary(clean)[0], best_clean]
-        if loop.reference is not None:
-            row += [best_clean / float(np.nanmax(loop.reference))]
-        directory.append_rows("generations.csv", [tuple(row)])
-        directory.append_rows("scores.csv", [
-            (gen, int(i), lin, float(s), *([float(c)] if loop.noise else []))
-            for i, lin, s, c in zip(ids, lineage, scores, clean)
-        ])
-        state = {"generation": gen, "next_image_id": int(ids[-1]) + 1, "told_first_id": int(ids[0]),
-                 "first_best": first_best, "best": best, "best_clean_so_far": best_clean, "loop": loop.state_dict()}
-        directory.commit(state)
-        if best is not None and best["generation"] == gen:
-            _write_best(directory, best)
-        bar.set_postfix(best=f"{np.nanmax(scores):.4g}" if top is not None else "nan",
-                        best_so_far=f"{best['score']:.4g}" if best else "nan")
+            top = int(np.nanargmax(scores)) if np.isfinite(scores).any() else None
+            if top is not None and (best is None or scores[top] > best["score"]):
+                best = {"score": float(scores[top]), "generation": gen, "image_id": int(ids[top]),
+                        "code": codes[top].copy(), "image": to_uint8(images[top])}
+            if first_best is None:
+                first_best = float(scores[top]) if top is not None else float("nan")
+            best_clean = max(best_clean, float(np.nanmax(clean))) if np.isfinite(clean).any() else best_clean
+            row = [gen, len(codes), *_summary(scores), best["score"] if best else float("nan"), round(seconds, 4)]
+            if loop.noise:
+                row += [_summary(clean)[0], best_clean]
+            if loop.reference is not None:
+                row += [best_clean / float(np.nanmax(loop.reference))]
+            lineage = [";".join(str(state["told_first_id"] + p) for p in ps) for ps in parents] if parents \
+                else [""] * len(codes)
+            records = Records(
+                gen=gen, codes=codes.astype(np.float32), top_image=to_uint8(images[top]) if top is not None else None,
+                generation_row=tuple(row), references=references, best=best,
+                score_rows=[(gen, int(i), lin, float(s), *([float(c)] if loop.noise else []))
+                            for i, lin, s, c in zip(ids, lineage, scores, clean)])
+            state = {"generation": gen, "next_image_id": int(ids[-1]) + 1, "told_first_id": int(ids[0]),
+                     "first_best": first_best, "best": best, "best_clean_so_far": best_clean,
+                     "loop": copy.deepcopy(loop.state_dict())}  # a snapshot: the optimizer moves on meanwhile
+            if writing is not None:
+                writing.result()  # in order, and a failed write stops the run here
+            writing = writer.submit(_record, directory, records, state)
+            bar.set_postfix(best=f"{np.nanmax(scores):.4g}" if top is not None else "nan",
+                            best_so_far=f"{best['score']:.4g}" if best else "nan")
+        if writing is not None:
+            writing.result()
     bar.close()
     write_trajectory([directory.path], directory.path / "trajectory.html")
     return RunResult(directory.path, state["generation"] + 1, first_best,
                      best["score"] if best else float("nan"), best["generation"] if best else -1, loop.notes())
+
+
+@dataclass
+class Records:
+    """What one generation leaves on disk (DESIGN.md's run folder)."""
+
+    gen: int
+    codes: np.ndarray
+    top_image: np.ndarray | None  # (H, W, 3) uint8
+    generation_row: tuple
+    score_rows: list[tuple]
+    references: list[tuple]
+    best: dict[str, Any] | None
+
+
+def _record(directory: RunDirectory, records: Records, state: dict[str, Any]) -> None:
+    """Write a generation's files and rows, then commit it: only then does it count as finished."""
+    directory.write_file(f"codes/gen_{records.gen:04d}.npy", npy_bytes(records.codes))
+    if records.top_image is not None:
+        directory.write_file(f"images/gen_{records.gen:04d}.png", png_bytes(records.top_image))
+    if records.references:
+        directory.append_rows("references.csv", records.references)
+    directory.append_rows("generations.csv", [records.generation_row])
+    directory.append_rows("scores.csv", records.score_rows)
+    directory.commit(state)
+    if records.best is not None and records.best["generation"] == records.gen:
+        _write_best(directory, records.best)
+    release_freed_memory()
 
 
 def _summary(scores: np.ndarray) -> tuple[float, float, float]:

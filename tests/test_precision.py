@@ -1,0 +1,58 @@
+import json
+
+import pytest
+import torch
+from torch import nn
+
+import neurons
+from evolver_common.compute import bf16_is_native
+from neurons import precision
+from neurons.precision import agreement, bf16_verdict, check_bf16
+
+
+def test_agreement_of_rankings():
+    x = torch.randn(40, 5)
+    assert agreement(x, x) == pytest.approx((1.0, 1.0))
+    spearman, overlap = agreement(x, -x)
+    assert spearman == pytest.approx(-1.0) and overlap == 0.0
+    assert agreement(torch.ones(40, 3), torch.randn(40, 3)) == (1.0, 1.0)  # units that never vary are left out
+
+
+class Offset(nn.Module):
+    """Responses 1000 + a small image-dependent part: bf16's 8-bit mantissa rounds the part away."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(3, 4)
+        nn.init.normal_(self.linear.weight, 0, 0.05)
+        nn.init.constant_(self.linear.bias, 1000.0)
+
+    def forward(self, images):
+        return {"out": self.linear(images.mean((2, 3)))}
+
+
+def test_a_network_whose_ranking_bf16_breaks_is_kept_in_fp32():
+    verdict = check_bf16(Offset(), torch.device("cpu"), (8, 8))
+    assert not verdict["bf16"] and verdict["spearman"] < 0.99
+
+
+def test_verdicts_are_cached(tmp, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp))
+    calls = []
+    monkeypatch.setattr(precision, "check_bf16", lambda *a: calls.append(a) or {"bf16": False, "spearman": 0.5,
+                                                                                "top10_overlap": 0.5})
+    for _ in range(2):
+        assert bf16_verdict({"model": "m", "layers": ["l"], "weights": "random"}, None, torch.device("cpu"),
+                            (8, 8))["bf16"] is False
+    assert len(calls) == 1 and len(json.loads((tmp / "evolver" / "precision.json").read_text())) == 1
+
+
+def test_auto_precision_records_its_check(tmp, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp))
+    neuron = neurons.create("resnet18:layer3:unit5", weights="random")
+    if bf16_is_native(torch.device("cpu")):
+        check = neuron.reader.precision_check
+        assert check["spearman"] >= 0.99 and neuron.precision == ("bf16" if check["bf16"] else "fp32")
+    else:
+        assert neuron.reader.precision_check is None and neuron.precision == "fp32"
+    assert neurons.create("resnet18:layer3:unit5", weights="random", precision="fp32").reader.precision_check is None
