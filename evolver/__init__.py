@@ -3,6 +3,6 @@
 The loop and its records live here; `neurons` and `generators` hold what it evolves for
 and through. Every command of the `evolver` CLI is a thin wrapper over a function here.
 """
-from evolver.experiment import RunConfig, RunResult, resume, run
+from evolver.experiment import RunConfig, RunResult, resume, run, run_units
 
-__all__ = ["RunConfig", "RunResult", "run", "resume"]
+__all__ = ["RunConfig", "RunResult", "run", "run_units", "resume"]

@@ -84,9 +84,26 @@ def run(param_pairs, population, class_index, truncation, out, resume, quiet, **
         if out:
             raise BadInput("--out and --resume do not go together: a resumed run stays in its own folder.")
         result = experiment.resume(resume, progress=not quiet, params=params or None, **requested)
+    elif _is_unit_set(requested.get("neuron", "")):
+        results = experiment.run_units(experiment.RunConfig(params=params, **requested), out=out, progress=not quiet)
+        for result in results:
+            click.echo(f"{result.path.name:>10}: best {result.best:.4g} (generation {result.best_generation}); "
+                       f"first generation's best {result.first_best:.4g}")
+        click.echo(f"\n{len(results)} runs, one a unit, in {results[0].path.parent}")
+        return
     else:
         result = experiment.run(experiment.RunConfig(params=params, **requested), out=out, progress=not quiet)
     _summarise(result)
+
+
+def _is_unit_set(neuron: str) -> bool:
+    """Whether `neuron` is a plain set of CNN units (run as one evolution per unit)."""
+    from neurons.spec import UnitSpec
+
+    try:
+        return isinstance(UnitSpec.parse(neuron).unit, tuple)
+    except BadInput:
+        return False
 
 
 def _summarise(result) -> None:

@@ -99,18 +99,21 @@ class RunResult:
 class Loop:
     """A neuron, a generator and an optimizer wired together for one run."""
 
-    def __init__(self, config: RunConfig):
+    def __init__(self, config: RunConfig, generator: generators.Generator | None = None,
+                 neuron: neurons.Neuron | None = None):
+        """`generator` and `neuron`, when given, are shared with other loops (`run_units`)."""
         self.config = config
-        self.generator = generators.create(config.generator, weights=config.generator_weights,
-                                           device=config.device, precision=config.precision,
-                                           **config.generator_options)
+        self.generator = generator or generators.create(config.generator, weights=config.generator_weights,
+                                                        device=config.device, precision=config.precision,
+                                                        **config.generator_options)
         objective = f"-({config.neuron})" if config.minimize else config.neuron
-        self.neuron = neurons.create(objective, weights=config.weights, device=config.device,
-                                     precision=config.precision)
+        self.neuron = neuron or neurons.create(objective, weights=config.weights, device=config.device,
+                                               precision=config.precision)
         if self.neuron.outputs != 1:
             raise BadInput(f"The neuron '{config.neuron}' gives {self.neuron.outputs} responses per image (a set of "
                            "units) and an evolution needs one: wrap it in mean(...), max(...), min(...) or "
-                           "onehot(SET, UNIT), e.g. 'mean(resnet50:layer4:unit0-63)'.")
+                           "onehot(SET, UNIT), e.g. 'mean(resnet50:layer4:unit0-63)'; a plain unit set given to "
+                           "`evolver run` evolves each unit on its own, all in one batch.")
         streams = np.random.SeedSequence(config.seed).spawn(NOISE_STREAM + 1)
         self.noise = Noise.parse(config.noise) if config.noise else None
         self.noise_rng = np.random.default_rng(streams[NOISE_STREAM])
@@ -272,29 +275,88 @@ def resume(path: str | Path, progress: bool = True, **requested: Any) -> RunResu
     return _evolve(loop, directory, state, progress)
 
 
-def _evolve(loop: Loop, directory: RunDirectory, state: dict[str, Any] | None, progress: bool) -> RunResult:
-    from evolver.plots import write_trajectory
+class _Evolution:
+    """One run in progress: its loop, its folder, and what is carried from generation to generation."""
 
-    state = state or {"generation": -1, "next_image_id": 0, "told_first_id": 0, "first_best": None, "best": None,
-                      "best_clean_so_far": float("-inf")}
-    best, first_best, best_clean = state["best"], state["first_best"], state["best_clean_so_far"]
-    if best is not None:
-        _write_best(directory, best)
-    bar = tqdm(range(state["generation"] + 1, loop.config.generations), initial=state["generation"] + 1,
-               total=loop.config.generations, desc="evolving", unit="gen", disable=not progress)
+    def __init__(self, loop: Loop, directory: RunDirectory, state: dict[str, Any] | None):
+        self.loop, self.directory = loop, directory
+        self.state = state or {"generation": -1, "next_image_id": 0, "told_first_id": 0, "first_best": None,
+                               "best": None, "best_clean_so_far": float("-inf")}
+        self.best, self.first_best = self.state["best"], self.state["first_best"]
+        self.best_clean = self.state["best_clean_so_far"]
+        self.writing = None
+        if self.best is not None:
+            _write_best(directory, self.best)
+
+    def done(self) -> bool:
+        images = self.loop.config.images
+        return images is not None and self.state["next_image_id"] >= images
+
+    def ids(self, n: int) -> np.ndarray:
+        return np.arange(self.state["next_image_id"], self.state["next_image_id"] + n)
+
+    def conclude(self, gen: int, codes: np.ndarray, parents, images, scores: np.ndarray, clean: np.ndarray,
+                 references: list[tuple], seconds: float, writer: ThreadPoolExecutor) -> None:
+        """Tell the optimizer, update the figures and hand the generation's records to `writer`."""
+        loop, state = self.loop, self.state
+        loop.optimizer.tell(codes, scores)
+        ids = self.ids(len(codes))
+        top = int(np.nanargmax(scores)) if np.isfinite(scores).any() else None
+        if top is not None and (self.best is None or scores[top] > self.best["score"]):
+            self.best = {"score": float(scores[top]), "generation": gen, "image_id": int(ids[top]),
+                         "code": codes[top].copy(), "image": to_uint8(images[top])}
+        if self.first_best is None:
+            self.first_best = float(scores[top]) if top is not None else float("nan")
+        if np.isfinite(clean).any():
+            self.best_clean = max(self.best_clean, float(np.nanmax(clean)))
+        best = self.best
+        row = [gen, len(codes), *_summary(scores), best["score"] if best else float("nan"), round(seconds, 4)]
+        if loop.noise:
+            row += [_summary(clean)[0], self.best_clean]
+        if loop.reference is not None:
+            row += [self.best_clean / float(np.nanmax(loop.reference))]
+        lineage = [";".join(str(state["told_first_id"] + p) for p in ps) for ps in parents] if parents \
+            else [""] * len(codes)
+        records = Records(
+            gen=gen, codes=codes.astype(np.float32), top_image=to_uint8(images[top]) if top is not None else None,
+            generation_row=tuple(row), references=references, best=best,
+            score_rows=[(gen, int(i), lin, float(s), *([float(c)] if loop.noise else []))
+                        for i, lin, s, c in zip(ids, lineage, scores, clean)])
+        self.state = {"generation": gen, "next_image_id": int(ids[-1]) + 1, "told_first_id": int(ids[0]),
+                      "first_best": self.first_best, "best": best, "best_clean_so_far": self.best_clean,
+                      "loop": copy.deepcopy(loop.state_dict())}  # a snapshot: the optimizer moves on meanwhile
+        self.wait()  # in order, and a failed write stops the run here
+        self.writing = writer.submit(_record, self.directory, records, self.state)
+
+    def wait(self) -> None:
+        if self.writing is not None:
+            self.writing.result()
+
+    def result(self) -> RunResult:
+        from evolver.plots import write_trajectory  # plotly only once the run is over
+
+        write_trajectory([self.directory.path], self.directory.path / "trajectory.html")
+        best = self.best
+        return RunResult(self.directory.path, self.state["generation"] + 1, self.first_best,
+                         best["score"] if best else float("nan"), best["generation"] if best else -1, self.loop.notes())
+
+
+def _evolve(loop: Loop, directory: RunDirectory, state: dict[str, Any] | None, progress: bool) -> RunResult:
+    evolution = _Evolution(loop, directory, state)
+    first = evolution.state["generation"] + 1
+    bar = tqdm(range(first, loop.config.generations), initial=first, total=loop.config.generations,
+               desc="evolving", unit="gen", disable=not progress)
     # Generation g's records are written while generation g + 1 computes (the forward passes release
     # the GIL); one generation at most is in flight, so a killed run loses no more than before.
     with ThreadPoolExecutor(max_workers=1) as writer:
-        writing = None
         for gen in bar:
-            if loop.config.images is not None and state["next_image_id"] >= loop.config.images:
+            if evolution.done():
                 break
             started = time.perf_counter()
             codes = loop.optimizer.ask()
             parents = loop.optimizer.parents()
             images = loop.generator.render(codes)
-            ids = np.arange(state["next_image_id"], state["next_image_id"] + len(codes))
-            shown, shown_ids, references = images, [str(i) for i in ids], []
+            shown, shown_ids, references = images, [str(i) for i in evolution.ids(len(codes))], []
             if loop.config.interleave:
                 picked, reference_ids = loop.interleaved(gen)
                 shown = torch.cat([images, loop.reference_images[picked].to(images.device, images.dtype)])
@@ -303,42 +365,65 @@ def _evolve(loop: Loop, directory: RunDirectory, state: dict[str, Any] | None, p
             if loop.config.interleave:
                 references = [(gen, loop.reference_names[i], float(s)) for i, s in zip(picked, scores[len(codes):])]
                 scores, clean = scores[:len(codes)], clean[:len(codes)]
-            loop.optimizer.tell(codes, scores)
-            seconds = time.perf_counter() - started
-
-            top = int(np.nanargmax(scores)) if np.isfinite(scores).any() else None
-            if top is not None and (best is None or scores[top] > best["score"]):
-                best = {"score": float(scores[top]), "generation": gen, "image_id": int(ids[top]),
-                        "code": codes[top].copy(), "image": to_uint8(images[top])}
-            if first_best is None:
-                first_best = float(scores[top]) if top is not None else float("nan")
-            best_clean = max(best_clean, float(np.nanmax(clean))) if np.isfinite(clean).any() else best_clean
-            row = [gen, len(codes), *_summary(scores), best["score"] if best else float("nan"), round(seconds, 4)]
-            if loop.noise:
-                row += [_summary(clean)[0], best_clean]
-            if loop.reference is not None:
-                row += [best_clean / float(np.nanmax(loop.reference))]
-            lineage = [";".join(str(state["told_first_id"] + p) for p in ps) for ps in parents] if parents \
-                else [""] * len(codes)
-            records = Records(
-                gen=gen, codes=codes.astype(np.float32), top_image=to_uint8(images[top]) if top is not None else None,
-                generation_row=tuple(row), references=references, best=best,
-                score_rows=[(gen, int(i), lin, float(s), *([float(c)] if loop.noise else []))
-                            for i, lin, s, c in zip(ids, lineage, scores, clean)])
-            state = {"generation": gen, "next_image_id": int(ids[-1]) + 1, "told_first_id": int(ids[0]),
-                     "first_best": first_best, "best": best, "best_clean_so_far": best_clean,
-                     "loop": copy.deepcopy(loop.state_dict())}  # a snapshot: the optimizer moves on meanwhile
-            if writing is not None:
-                writing.result()  # in order, and a failed write stops the run here
-            writing = writer.submit(_record, directory, records, state)
-            bar.set_postfix(best=f"{np.nanmax(scores):.4g}" if top is not None else "nan",
-                            best_so_far=f"{best['score']:.4g}" if best else "nan")
-        if writing is not None:
-            writing.result()
+            evolution.conclude(gen, codes, parents, images, scores, clean, references,
+                               time.perf_counter() - started, writer)
+            bar.set_postfix(best=f"{np.nanmax(scores):.4g}" if np.isfinite(scores).any() else "nan",
+                            best_so_far=f"{evolution.best['score']:.4g}" if evolution.best else "nan")
+        evolution.wait()
     bar.close()
-    write_trajectory([directory.path], directory.path / "trajectory.html")
-    return RunResult(directory.path, state["generation"] + 1, first_best,
-                     best["score"] if best else float("nan"), best["generation"] if best else -1, loop.notes())
+    return evolution.result()
+
+
+def run_units(config: RunConfig, out: str | Path | None = None, progress: bool = True,
+              batch: int = 512) -> list[RunResult]:
+    """One independent evolution per unit of a unit set (`resnet50:layer4:unit0-63`), all in one batch.
+
+    Every generation, each unit's optimizer proposes its population; the populations are rendered
+    and shown together (`batch` images at a time) and each unit's run is told its own unit's
+    responses to its own images. Each unit gets an ordinary run folder, `out/unitN`, with its own
+    config (the single unit's spec), resumable on its own as a single-unit run.
+    """
+    from neurons.cnn import CNNUnit
+    from neurons.spec import UnitSpec
+
+    unit_set = UnitSpec.parse(config.neuron)
+    if config.minimize or config.reference or config.interleave:
+        raise BadInput("A unit set runs one evolution per unit; --minimize, --reference and --interleave work with "
+                       "single units (or wrap the set: mean(...), onehot(...)).")
+    shared = neurons.create(str(unit_set), weights=config.weights, device=config.device, precision=config.precision)
+    generator = generators.create(config.generator, weights=config.generator_weights, device=config.device,
+                                  precision=config.precision, **config.generator_options)
+    out = Path(out or default_run_path(config))
+    evolutions = []
+    for unit in unit_set.units:
+        single = UnitSpec(unit_set.model, unit_set.layer, unit, unit_set.position)
+        loop = Loop(dataclasses.replace(config, neuron=str(single)), generator,
+                    CNNUnit(single, reader=shared.reader))
+        evolutions.append(_Evolution(loop, RunDirectory.create(out / f"unit{unit}", loop.record(), loop.columns()),
+                                     None))
+    bar = tqdm(range(config.generations), desc=f"evolving {len(evolutions)} units", unit="gen", disable=not progress)
+    with ThreadPoolExecutor(max_workers=1) as writer:
+        for gen in bar:
+            if all(e.done() for e in evolutions):
+                break
+            started = time.perf_counter()
+            proposals = [(e.loop.optimizer.ask(), e.loop.optimizer.parents()) for e in evolutions]
+            codes = np.concatenate([c for c, _ in proposals])
+            images = torch.cat([generator.render(codes[i:i + batch]) for i in range(0, len(codes), batch)])
+            responses = np.concatenate([shared.respond(images[i:i + batch]) for i in range(0, len(images), batch)])
+            seconds = (time.perf_counter() - started) / len(evolutions)
+            start = 0
+            for column, (evolution, (unit_codes, parents)) in enumerate(zip(evolutions, proposals)):
+                rows = slice(start, start + len(unit_codes))
+                start += len(unit_codes)
+                clean = responses[rows, column].astype(np.float64)
+                noise = evolution.loop.noise
+                scores = noise(clean, evolution.loop.noise_rng) if noise else clean
+                evolution.conclude(gen, unit_codes, parents, images[rows], scores, clean, [], seconds, writer)
+        for evolution in evolutions:
+            evolution.wait()
+    bar.close()
+    return [evolution.result() for evolution in evolutions]
 
 
 @dataclass

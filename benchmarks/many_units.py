@@ -1,0 +1,47 @@
+"""64 units of one layer evolved in one run (one batch a generation) against 64 single-unit runs one
+after another: images/s and wall time.
+
+    python benchmarks/many_units.py [--units stimnet:relu4:unit0-63] [--generations 30]
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+from evolver import RunConfig, run, run_units
+from neurons.spec import UnitSpec
+
+
+def images_shown(paths) -> int:
+    return sum(sum(int(line.split(",")[1]) for line in list(open(p / "generations.csv"))[1:]) for p in paths)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--units", default="stimnet:relu4:unit0-63")
+    parser.add_argument("--generations", type=int, default=30)
+    args = parser.parse_args()
+    unit_set = UnitSpec.parse(args.units)
+    with tempfile.TemporaryDirectory() as tmp:
+        started = time.perf_counter()
+        together = run_units(RunConfig(neuron=args.units, generations=args.generations), Path(tmp) / "set",
+                             progress=False)
+        set_seconds = time.perf_counter() - started
+        set_images = images_shown(r.path for r in together)
+        started = time.perf_counter()
+        singles = [run(RunConfig(neuron=str(UnitSpec(unit_set.model, unit_set.layer, u, unit_set.position)),
+                                 generations=args.generations), out=Path(tmp) / f"single{u}", progress=False)
+                   for u in unit_set.units]
+        single_seconds = time.perf_counter() - started
+        single_images = images_shown(r.path for r in singles)
+    print(f"{len(together)} units, {args.generations} generations each")
+    print(f"one run, one batch a generation: {set_seconds:.1f} s, {set_images / set_seconds:.0f} images/s")
+    print(f"{len(singles)} single-unit runs one after another: {single_seconds:.1f} s, "
+          f"{single_images / single_seconds:.0f} images/s")
+    print(f"wall time {set_seconds / single_seconds:.2f}x; images/s {set_images / set_seconds / (single_images / single_seconds):.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,36 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import evolver_cli
+from evolver import RunConfig, resume, run, run_units
+from evolver_common import BadInput
+
+
+def test_one_evolution_per_unit_in_one_batch(tmp):
+    results = run_units(RunConfig(neuron="stimnet:relu4:unit[1,6,9]", generations=3, precision="fp32"), tmp / "set",
+                        progress=False)
+    assert [r.path.name for r in results] == ["unit1", "unit6", "unit9"]
+    alone = run(RunConfig(neuron="stimnet:relu4:unit6", generations=3, precision="fp32"), tmp / "alone", progress=False)
+    together = pd.read_csv(tmp / "set" / "unit6" / "scores.csv")
+    single = pd.read_csv(alone.path / "scores.csv")
+    first = together.gen == 0  # same seed, same first population: the same responses, whatever the batch
+    np.testing.assert_allclose(together.score[first], single.score[single.gen == 0], rtol=1e-4, atol=1e-5)
+    assert results[1].best == pytest.approx(alone.best, rel=1e-3)
+
+
+def test_a_unit_folder_resumes_as_a_single_unit_run(tmp):
+    results = run_units(RunConfig(neuron="stimnet:relu4:unit0-1", generations=2), tmp / "set", progress=False)
+    resumed = resume(results[0].path, progress=False, generations=4)
+    assert resumed.generations == 4 and len(pd.read_csv(results[0].path / "generations.csv")) == 4
+
+
+def test_unit_sets_refuse_options_for_single_units(tmp):
+    with pytest.raises(BadInput, match="one evolution per unit"):
+        run_units(RunConfig(neuron="stimnet:relu4:unit0-1", minimize=True), tmp / "set", progress=False)
+
+
+def test_command_line_runs_a_unit_set(tmp):
+    result = evolver_cli("run", "--neuron", "stimnet:relu4:unit0-2", "--generations", 2, "--out", tmp / "set",
+                         "--quiet", check=True)
+    assert "3 runs, one a unit" in result.stdout and (tmp / "set" / "unit2" / "best.png").is_file()
