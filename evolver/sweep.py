@@ -27,6 +27,7 @@ import dataclasses
 import hashlib
 import itertools
 import json
+import multiprocessing
 import os
 import re
 import tomllib
@@ -204,7 +205,8 @@ def sweep(spec: dict[str, Any], folder: str | Path, executor: str = "local", wor
         workers = workers or os.cpu_count() or 1
         threads = max(1, (os.cpu_count() or 1) // workers)
         chunks = [todo[i::workers] for i in range(min(workers, len(todo)))]
-        with ProcessPoolExecutor(max_workers=len(chunks)) as pool:
+        # spawned, not forked: a fork of a process holding threads (torch's, ZeroMQ's) can deadlock
+        with ProcessPoolExecutor(max_workers=len(chunks), mp_context=multiprocessing.get_context("spawn")) as pool:
             done = [f.result() for f in [pool.submit(run_chunk, str(folder), c, threads) for c in chunks]]
     elif executor in ("slurm", "submitit-local"):
         done = _submit(folder, todo, executor, resources, wait)

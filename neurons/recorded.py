@@ -18,8 +18,9 @@ Two rigs come with evolver:
 
 Options, after the address: `channel=N` (default 0), `channels=1,5,9` or `channels=0-3` (their
 mean), `channels=all` (the mean of all); `timeout=S` (seconds to wait for a block's responses,
-default 30), `retries=K` (times a block is served again after a timeout, default 2), and for zmq
-`token=T` and `max_bytes=B`.
+default 30), `retries=K` (times a block is served again after a timeout, default 2),
+`connect_timeout=S` (how long the first block waits for a rig that has not answered yet, default
+120), and for zmq `token=T` and `max_bytes=B`.
 """
 from __future__ import annotations
 
@@ -44,8 +45,8 @@ from neurons.spec import index_set
 
 RIG_HELP = ("A recorded neuron is written folder:PATH[:OPTIONS] (XDream's file exchange) or "
             "zmq:tcp://HOST:PORT[:OPTIONS] (ZeroMQ), OPTIONS being name=value fields separated by ':': "
-            "channel=N, channels=1,5,9 | A-B | all (their mean), timeout=SECONDS, retries=K, and for zmq "
-            "token=T and max_bytes=B.")
+            "channel=N, channels=1,5,9 | A-B | all (their mean), timeout=SECONDS, retries=K, "
+            "connect_timeout=SECONDS, and for zmq token=T and max_bytes=B.")
 BLOCK_FILE = re.compile(r"^block(\d{3,})\.(mat|h5)$")
 
 
@@ -121,7 +122,7 @@ class RecordedNeuron(Neuron):
 
     kind = "recorded"
     address_fields = 1  # ':'-separated fields of the address (a URL such as tcp://h:p has 3)
-    options = ("channel", "channels", "timeout", "retries")
+    options = ("channel", "channels", "timeout", "retries", "connect_timeout")
 
     def __init__(self, spec: str, weights: str | Path = "pretrained", device: str = "auto", precision: str = "auto"):
         self.spec = spec.strip()
@@ -130,6 +131,8 @@ class RecordedNeuron(Neuron):
         self.channels = ChannelSelection(self.settings, spec)
         self.timeout = self._number("timeout", 30.0, float)
         self.retries = self._number("retries", 2, int)
+        self.connect_timeout = self._number("connect_timeout", 120.0, float)  # the first block's wait
+        self.answered = False  # whether the rig has answered a block yet
         self.weights = f"recorded ({self.kind} rig at {self.address}, channels {self.channels})"
         self.next_block = 0
         self.log = RigLog()
@@ -175,6 +178,7 @@ class RecordedNeuron(Neuron):
         ids = [str(i) for i in ids] if ids is not None else [f"{self.next_block}-{i}" for i in range(len(images))]
         block = Block(self.next_block, images, ids)
         answered = self.exchange(block)
+        self.answered = True
         self.next_block += 1
         return np.array([self.channels(answered[i]) if i in answered else np.nan for i in ids])
 
@@ -258,7 +262,8 @@ class FolderRig(RecordedNeuron):
                        "generation is recorded; restart the rig and continue with `evolver run --resume RUN`.")
 
     def _wait(self, block: Block, names: list[str]) -> dict[str, np.ndarray] | None:
-        deadline = time.monotonic() + self.timeout
+        # a rig may start after evolver: until it has answered once, wait connect_timeout
+        deadline = time.monotonic() + (self.timeout if self.answered else max(self.timeout, self.connect_timeout))
         while time.monotonic() < deadline:
             for suffix in ("mat", "h5"):
                 path = self.folder / f"block{block.number:03d}.{suffix}"
@@ -352,7 +357,17 @@ class NetworkRig(RecordedNeuron):
         header = json.dumps({"type": "block", "block": block.number, "ids": block.ids}).encode()
         self.socket.send_multipart([self.peer, header, *(png(image) for image in block.images)])
 
+    def _await_rig(self) -> None:
+        """Before the first block: wait for the rig to connect (it may start after evolver)."""
+        deadline = time.monotonic() + max(self.connect_timeout, self.timeout)
+        while self.peer is None and (received := self._receive(deadline)) is not None:
+            sender, message = received
+            if message is not None and message["type"] == "hello":
+                self.peer = sender
+
     def exchange(self, block: Block) -> dict[str, np.ndarray]:
+        if self.peer is None:
+            self._await_rig()
         heard = False
         for attempt in range(self.retries + 1):
             deadline = time.monotonic() + self.timeout

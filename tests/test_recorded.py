@@ -147,7 +147,7 @@ def test_a_rig_restarted_after_a_crash_is_picked_up(rig_factory, tmp, protocol):
 def test_a_rig_that_stays_down_stops_the_run_which_resumes(rig_factory, tmp):
     rig = rig_factory("folder", "--crash-after", "5")
     with pytest.raises(RigError, match="--resume"):
-        evolve(rig, tmp / "run", ":timeout=4:retries=1")
+        evolve(rig, tmp / "run", ":timeout=0.5:retries=1")
     recorded = pd.read_csv(tmp / "run" / "generations.csv")
     assert len(recorded) == 5
     rig.restart()
