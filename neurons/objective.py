@@ -19,6 +19,7 @@ A SPEC runs up to a space, parenthesis, '+', '*' or ',' (so '-' between two spec
 """
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import re
 from collections.abc import Callable
@@ -286,6 +287,7 @@ LEAF_KINDS: dict[str, type[Neuron]] = {"v1": V1Cell, "template": Template, "enco
 PLUGIN_GROUP = "evolver.neurons"
 
 
+@functools.cache  # entry points are read once a process: reading them takes milliseconds
 def leaf_kinds() -> dict[str, type[Neuron]]:
     """LEAF_KINDS and the neuron kinds of installed plugins (a plugin cannot replace a built-in kind)."""
     plugins = {entry.name: entry for entry in importlib.metadata.entry_points(group=PLUGIN_GROUP)}
