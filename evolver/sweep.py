@@ -30,6 +30,7 @@ import json
 import multiprocessing
 import os
 import re
+import shutil
 import tomllib
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -144,8 +145,7 @@ def run_or_resume(folder: Path, config: dict[str, Any]) -> str:
         resume(folder, progress=False)
     elif found == "new":
         if folder.exists():  # killed before its first file was whole: nothing to keep
-            for path in sorted(folder.rglob("*"), reverse=True):
-                path.unlink() if path.is_file() else path.rmdir()
+            shutil.rmtree(folder)
         run(RunConfig(**config), out=folder, progress=False)
     return {"done": "skipped", "partial": "resumed", "new": "started"}[found]
 

@@ -26,9 +26,7 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
-import tempfile
 import time
 import warnings
 from collections.abc import Iterable
@@ -39,7 +37,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from evolver_common import BadInput, RigError
+from evolver_common import BadInput, RigError, write_atomic
 from neurons.base import Neuron
 from neurons.spec import index_set
 
@@ -156,6 +154,15 @@ class RecordedNeuron(Neuron):
             raise BadInput(f"'{self.spec}': {name} must not be negative.")
         return value
 
+    def _timed_out(self, block: Block, attempt: int) -> None:
+        self.log.note("timeouts", f"block {block.number}: no responses within {self.timeout:g} s "
+                                  f"(attempt {attempt + 1} of {self.retries + 1})")
+
+    def _gave_up(self, block: Block) -> RigError:
+        return RigError(f"The rig at {self.address} answered no responses for block {block.number} after "
+                        f"{self.retries + 1} waits of {self.timeout:g} s. Everything up to the last finished "
+                        "generation is recorded; restart the rig and continue with `evolver run --resume RUN`.")
+
     def exchange(self, block: Block) -> dict[str, np.ndarray]:
         """Show `block` and return {image id: responses (channels,)} for the images that were answered."""
         raise NotImplementedError
@@ -190,14 +197,6 @@ class RecordedNeuron(Neuron):
 
     def load_state_dict(self, state: dict) -> None:
         self.next_block = int(state["next_block"])
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Temp name in the same folder, then rename: the rig never sees half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".tmp")
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
 
 
 def read_mat_responses(path: Path) -> tuple[list[str], np.ndarray]:
@@ -250,16 +249,13 @@ class FolderRig(RecordedNeuron):
     def exchange(self, block: Block) -> dict[str, np.ndarray]:
         names = [self.image_name(block, i) for i in range(len(block.ids))]
         for name, image in zip(names, block.images):
-            _write_atomic(self.folder / name, png(image))
+            write_atomic(self.folder / name, png(image))
         for attempt in range(self.retries + 1):
             answered = self._wait(block, names)
             if answered is not None:
                 return answered
-            self.log.note("timeouts", f"block {block.number}: no responses within {self.timeout:g} s "
-                                      f"(attempt {attempt + 1} of {self.retries + 1})")
-        raise RigError(f"The rig answered no responses for block {block.number} in {self.folder} after "
-                       f"{self.retries + 1} waits of {self.timeout:g} s. Everything up to the last finished "
-                       "generation is recorded; restart the rig and continue with `evolver run --resume RUN`.")
+            self._timed_out(block, attempt)
+        raise self._gave_up(block)
 
     def _wait(self, block: Block, names: list[str]) -> dict[str, np.ndarray] | None:
         # a rig may start after evolver: until it has answered once, wait connect_timeout
@@ -389,11 +385,8 @@ class NetworkRig(RecordedNeuron):
                     answered = self._responses(block, message)
                     if answered is not None:
                         return answered
-            self.log.note("timeouts", f"block {block.number}: no responses within {self.timeout:g} s "
-                                      f"(attempt {attempt + 1} of {self.retries + 1})")
-        raise RigError(f"The rig at {self.address} answered no responses for block {block.number} after "
-                       f"{self.retries + 1} waits of {self.timeout:g} s. Everything up to the last finished "
-                       "generation is recorded; restart the rig and continue with `evolver run --resume RUN`.")
+            self._timed_out(block, attempt)
+        raise self._gave_up(block)
 
     def _responses(self, block: Block, message: dict) -> dict[str, np.ndarray] | None:
         if message.get("block") != block.number:
