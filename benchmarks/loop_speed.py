@@ -2,7 +2,7 @@
 
     python benchmarks/loop_speed.py [--model resnet50] [--layer layer4] [--cut-layer layer2]
                                     [--generations 200] [--population 40] [--device auto]
-                                    [--rss-generations 1000]
+                                    [--rss-generations 1000] [--compile]
 
 Prints, for the bundled DCGAN → MODEL (random weights) LAYER, centre unit 0:
   (a) images/s of the raw generator + neuron forward at the run's batch size (CMA-ES's population,
@@ -12,7 +12,8 @@ Prints, for the bundled DCGAN → MODEL (random weights) LAYER, centre unit 0:
       population in one batch, scores pulled to numpy every generation;
   the cut network against the full one for a unit of CUT_LAYER; and (d) the resident memory of an
   `evolver run` subprocess of RSS_GENERATIONS generations (a small run: DCGAN → stimnet), at
-  generation 100 and at the end. Ratios beside the absolute figures.
+  generation 100 and at the end. Ratios beside the absolute figures. With --compile, (a), (b) and the
+  cut comparison run the neuron compiled (`evolver run --compile`); the naive loop never is.
 """
 from __future__ import annotations
 
@@ -43,24 +44,35 @@ def images_per_second(step, images_per_step: int, seconds: float = 8.0) -> float
     return done / (time.perf_counter() - started)
 
 
-def raw_forward(spec: str, device: str, batch: int) -> float:
-    generator = generators.create("dcgan", device=device)
+def model_neuron(spec: str, device: str, compiled: bool) -> neurons.Neuron:
     neuron = neurons.create(spec, weights="random", device=device)
+    if compiled:
+        neuron.compile()
+    return neuron
+
+
+def raw_forward(spec: str, device: str, batch: int, compiled: bool) -> float:
+    generator = generators.create("dcgan", device=device)
+    neuron = model_neuron(spec, device, compiled)
     codes = generator.sample(batch, np.random.default_rng(0))
     return images_per_second(lambda: neuron(generator.render(codes)), batch)
 
 
-def end_to_end(spec: str, device: str, generations: int, population: int) -> tuple[float, int]:
+def end_to_end(spec: str, device: str, generations: int, population: int,
+               compiled: bool) -> tuple[float, float, int]:
     with tempfile.TemporaryDirectory() as tmp:
-        config = RunConfig(neuron=spec, weights="random", generations=2, device=device,
+        config = RunConfig(neuron=spec, weights="random", generations=2, device=device, compile=compiled,
                            params={"population": population})
         run(config, out=Path(tmp) / "warm", progress=False)  # caches, first kernels
         config.generations = generations
         started = time.perf_counter()
         result = run(config, out=Path(tmp) / "run", progress=False)
         seconds = time.perf_counter() - started
-        shown = int(np.loadtxt(result.path / "generations.csv", delimiter=",", skiprows=1, usecols=1).sum())
-    return shown / seconds, shown // generations
+        rows = np.loadtxt(result.path / "generations.csv", delimiter=",", skiprows=1, usecols=(1, 6))
+    # generations.csv's `seconds`: ask to tell of each generation, so the second figure leaves out the
+    # run's setup, the first generation (a compile happens there) and the closing plot
+    shown, steady = rows[:, 0].sum(), rows[1:, 0].sum() / rows[1:, 1].sum()
+    return shown / seconds, steady, int(shown) // generations
 
 
 def naive_loop(model: str, layer: str, device: str, population: int, seconds: float = 8.0) -> float:
@@ -89,10 +101,11 @@ def naive_loop(model: str, layer: str, device: str, population: int, seconds: fl
     return images_per_second(generation, len(optimizer.ask()), seconds)
 
 
-def cut_against_full(model: str, layer: str, final_layer: str, device: str, batch: int = 40) -> tuple[float, float]:
+def cut_against_full(model: str, layer: str, final_layer: str, device: str, batch: int,
+                     compiled: bool) -> tuple[float, float]:
     images = torch.rand(batch, 3, 64, 64)
-    cut = neurons.create(f"{model}:{layer}:unit0", weights="random", device=device)
-    deepest = neurons.create(f"{model}:{final_layer}:unit0", weights="random", device=device)
+    cut = model_neuron(f"{model}:{layer}:unit0", device, compiled)
+    deepest = model_neuron(f"{model}:{final_layer}:unit0", device, compiled)
     return images_per_second(lambda: cut(images), batch), images_per_second(lambda: deepest(images), batch)
 
 
@@ -129,18 +142,21 @@ def main() -> None:
     parser.add_argument("--population", type=int, default=40, help="CMA-ES population: the batch of every pass")
     parser.add_argument("--rss-generations", type=int, default=1000)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--compile", action="store_true", help="the neuron compiled, as `evolver run --compile`")
     args = parser.parse_args()
     spec = f"{args.model}:{args.layer}:unit0"
     device = str(resolve_device(args.device))
     name = torch.cuda.get_device_name() if device.startswith("cuda") else f"CPU, {torch.get_num_threads()} threads"
     print(f"device: {name}; torch {torch.__version__}")
-    e2e, batch = end_to_end(spec, device, args.generations, args.population)
-    raw = raw_forward(spec, device, batch)
+    print(f"neuron {'compiled' if args.compile else 'not compiled'}")
+    e2e, steady, batch = end_to_end(spec, device, args.generations, args.population, args.compile)
+    raw = raw_forward(spec, device, batch, args.compile)
     naive = naive_loop(args.model, args.layer, device, args.population)
     print(f"(a) raw DCGAN + {spec} forward, batch {batch}: {raw:.1f} images/s")
-    print(f"(b) evolver run end to end: {e2e:.1f} images/s = {e2e / raw:.2f}x the raw forward")
+    print(f"(b) evolver run end to end: {e2e:.1f} images/s = {e2e / raw:.2f}x the raw forward; generations after "
+          f"the first, ask to tell: {steady:.1f} images/s = {steady / raw:.2f}x")
     print(f"(c) naive loop (fp32, NCHW, full network): {naive:.1f} images/s; evolver run is {e2e / naive:.2f}x it")
-    cut, full = cut_against_full(args.model, args.cut_layer, args.final_layer, device, args.population)
+    cut, full = cut_against_full(args.model, args.cut_layer, args.final_layer, device, args.population, args.compile)
     print(f"    {args.model}:{args.cut_layer} cut there: {cut:.1f} images/s; through {args.final_layer}: {full:.1f} "
           f"images/s ({cut / full:.2f}x)")
     if args.rss_generations:

@@ -2,10 +2,12 @@
 after another: images/s and wall time.
 
     python benchmarks/many_units.py [--units stimnet:relu4:unit0-63] [--generations 30]
+                                  [--weights random] [--device auto]
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import tempfile
 import time
 from pathlib import Path
@@ -22,18 +24,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--units", default="stimnet:relu4:unit0-63")
     parser.add_argument("--generations", type=int, default=30)
+    parser.add_argument("--weights", default=None, help="e.g. random, for a model whose weights are not here")
+    parser.add_argument("--device", default="auto")
     args = parser.parse_args()
     unit_set = UnitSpec.parse(args.units)
+    settings = {"device": args.device, **({"weights": args.weights} if args.weights else {})}
+    singles_of = [RunConfig(neuron=str(UnitSpec(unit_set.model, unit_set.layer, u, unit_set.position)),
+                            generations=args.generations, **settings) for u in unit_set.units]
     with tempfile.TemporaryDirectory() as tmp:
+        run(dataclasses.replace(singles_of[0], generations=2), out=Path(tmp) / "warm", progress=False)  # caches (bf16 verdict) and first kernels, for both
         started = time.perf_counter()
-        together = run_units(RunConfig(neuron=args.units, generations=args.generations), Path(tmp) / "set",
+        together = run_units(RunConfig(neuron=args.units, generations=args.generations, **settings), Path(tmp) / "set",
                              progress=False)
         set_seconds = time.perf_counter() - started
         set_images = images_shown(r.path for r in together)
         started = time.perf_counter()
-        singles = [run(RunConfig(neuron=str(UnitSpec(unit_set.model, unit_set.layer, u, unit_set.position)),
-                                 generations=args.generations), out=Path(tmp) / f"single{u}", progress=False)
-                   for u in unit_set.units]
+        singles = [run(config, out=Path(tmp) / f"single{i}", progress=False) for i, config in enumerate(singles_of)]
         single_seconds = time.perf_counter() - started
         single_images = images_shown(r.path for r in singles)
     print(f"{len(together)} units, {args.generations} generations each")

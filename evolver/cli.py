@@ -58,6 +58,8 @@ def main() -> None:
 @click.option("--seed", type=int, help="Seed of every random choice of the run (default 0).")
 @click.option("--device", help="auto (default), cpu or cuda.")
 @click.option("--precision", help="auto (default: bf16 where the hardware runs it natively), fp32 or bf16.")
+@click.option("--compile", is_flag=True, default=None, help="torch.compile the neuron's network: a compile of "
+              "10-30 s at the start (cached for later runs), then ~1.3x faster (resnet50 on CPU); for long runs.")
 @click.option("--out", type=click.Path(path_type=Path), help="Run folder (default runs/<time>-<name>).")
 @click.option("--noise", help="Noise model of a simulated neuron: poisson:max_rate=R[,reps=K], "
               "multiplicative:S or gaussian:sd=X.")

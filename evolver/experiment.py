@@ -26,6 +26,7 @@ from evolver.records import GENERATION_COLUMNS, SCORE_COLUMNS, RunDirectory, npy
 from evolver.reference import load_reference
 from neurons.noise import Noise
 from evolver_common import BadInput
+from evolver_common.compute import small_linear_algebra
 from evolver_common.memory import release_freed_memory
 
 # Independent random streams spawned from the run's seed, by purpose.
@@ -70,6 +71,7 @@ class RunConfig:
     interleave: int = 0  # reference images shown in every generation's block (XDream), needs `reference`
     device: str = "auto"
     precision: str = "auto"
+    compile: bool = False  # torch.compile the neuron's networks: faster after a compile at the start
 
     def __post_init__(self):
         if self.generations < 1:
@@ -109,6 +111,8 @@ class Loop:
         objective = f"-({config.neuron})" if config.minimize else config.neuron
         self.neuron = neuron or neurons.create(objective, weights=config.weights, device=config.device,
                                                precision=config.precision)
+        if config.compile and neuron is None:
+            self.neuron.compile()
         if self.neuron.outputs != 1:
             raise BadInput(f"The neuron '{config.neuron}' gives {self.neuron.outputs} responses per image (a set of "
                            "units) and an evolution needs one: wrap it in mean(...), max(...), min(...) or "
@@ -348,7 +352,7 @@ def _evolve(loop: Loop, directory: RunDirectory, state: dict[str, Any] | None, p
                desc="evolving", unit="gen", disable=not progress)
     # Generation g's records are written while generation g + 1 computes (the forward passes release
     # the GIL); one generation at most is in flight, so a killed run loses no more than before.
-    with ThreadPoolExecutor(max_workers=1) as writer:
+    with ThreadPoolExecutor(max_workers=1) as writer, small_linear_algebra():
         for gen in bar:
             if evolution.done():
                 break
@@ -375,11 +379,11 @@ def _evolve(loop: Loop, directory: RunDirectory, state: dict[str, Any] | None, p
 
 
 def run_units(config: RunConfig, out: str | Path | None = None, progress: bool = True,
-              batch: int = 512) -> list[RunResult]:
+              batch: int | None = None) -> list[RunResult]:
     """One independent evolution per unit of a unit set (`resnet50:layer4:unit0-63`), all in one batch.
 
     Every generation, each unit's optimizer proposes its population; the populations are rendered
-    and shown together (`batch` images at a time) and each unit's run is told its own unit's
+    and shown together (`batch` images at a time: 128 on a CPU, 512 on a GPU) and each unit's run is told its own unit's
     responses to its own images. Each unit gets an ordinary run folder, `out/unitN`, with its own
     config (the single unit's spec), resumable on its own as a single-unit run.
     """
@@ -391,8 +395,13 @@ def run_units(config: RunConfig, out: str | Path | None = None, progress: bool =
         raise BadInput("A unit set runs one evolution per unit; --minimize, --reference and --interleave work with "
                        "single units (or wrap the set: mean(...), onehot(...)).")
     shared = neurons.create(str(unit_set), weights=config.weights, device=config.device, precision=config.precision)
+    if config.compile:
+        shared.compile()
     generator = generators.create(config.generator, weights=config.generator_weights, device=config.device,
                                   precision=config.precision, **config.generator_options)
+    # 64 stimnet units × 40 codes on 2 CPU cores: 1,010 images/s in chunks of 128, 700 in chunks of 512
+    # (a chunk's activations stay in cache); a GPU wants the larger batches
+    batch = batch or (512 if shared.device.type == "cuda" else 128)
     out = Path(out or default_run_path(config))
     evolutions = []
     for unit in unit_set.units:
@@ -402,15 +411,18 @@ def run_units(config: RunConfig, out: str | Path | None = None, progress: bool =
         evolutions.append(_Evolution(loop, RunDirectory.create(out / f"unit{unit}", loop.record(), loop.columns()),
                                      None))
     bar = tqdm(range(config.generations), desc=f"evolving {len(evolutions)} units", unit="gen", disable=not progress)
-    with ThreadPoolExecutor(max_workers=1) as writer:
+    with ThreadPoolExecutor(max_workers=1) as writer, small_linear_algebra():
         for gen in bar:
             if all(e.done() for e in evolutions):
                 break
             started = time.perf_counter()
             proposals = [(e.loop.optimizer.ask(), e.loop.optimizer.parents()) for e in evolutions]
             codes = np.concatenate([c for c, _ in proposals])
-            images = torch.cat([generator.render(codes[i:i + batch]) for i in range(0, len(codes), batch)])
-            responses = np.concatenate([shared.respond(images[i:i + batch]) for i in range(0, len(images), batch)])
+            rendered, answered = [], []
+            for i in range(0, len(codes), batch):
+                rendered.append(generator.render(codes[i:i + batch]))
+                answered.append(shared.respond(rendered[-1]))
+            images, responses = torch.cat(rendered), np.concatenate(answered)
             seconds = (time.perf_counter() - started) / len(evolutions)
             start = 0
             for column, (evolution, (unit_codes, parents)) in enumerate(zip(evolutions, proposals)):

@@ -43,3 +43,14 @@ def autocast(precision: str, device: torch.device) -> contextlib.AbstractContext
     if precision == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def small_linear_algebra() -> contextlib.AbstractContextManager:
+    """One BLAS thread for the optimizers' small matrices (a 100×100 eigh is ~1 ms on one thread).
+
+    OpenBLAS's threads spin after each call and fight torch's OpenMP threads for the cores: on 2
+    cores, a DCGAN → stimnet run took twice as long with them (benchmarks/loop_speed.py).
+    """
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1, user_api="blas")

@@ -45,6 +45,10 @@ class Neuron(abc.ABC):
         """As `__call__`, with the run's id of each image, for neurons that pass them on (a rig)."""
         return self(images)
 
+    def compile(self) -> None:
+        """Compile the networks behind the neuron (torch.compile) for the rest of its life; a no-op for
+        neurons without one. Called by runs asked for `--compile`."""
+
     def differentiable(self, images: torch.Tensor) -> torch.Tensor:
         """Responses (n,) as a tensor with autograd, for white-box references; not every neuron has one."""
         raise BadInput(f"The neuron {self.spec} is not differentiable: gradient ascent needs a model neuron.")

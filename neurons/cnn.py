@@ -1,6 +1,7 @@
 """A unit of a CNN as a neuron: the network cut after the unit's layer, read at one position."""
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,8 +107,27 @@ class ModelReader:
         """Each layer's activations for `images` (n, 3, H, W) in [0, 1]: name -> (n, C[, H', W']) float32."""
         images = images.to(self.device, torch.float32).contiguous(memory_format=torch.channels_last)
         with autocast(self.precision, self.device):
-            outputs = self.network(images)
+            try:
+                outputs = self.network(images)
+            except torch._dynamo.exc.TorchDynamoException as error:  # compiles lazily, on each new shape
+                self._uncompile(error)
+                outputs = self.network(images)
         return {name: out.float() for name, out in outputs.items()}
+
+    def compile(self) -> None:
+        """torch.compile the network (inductor, weights frozen as constants): each conv, its bias, ReLU
+        and residual add become one kernel. resnet50, batch 40, bf16 on 2 cores: 32 → 41 images/s,
+        after a compile of ~15 s on the first batch of each new size (cached on disk for later runs)."""
+        if not hasattr(self, "eager"):
+            self.eager = self.network
+            self.network = torch.compile(self.eager, options={"freezing": True})
+
+    def _uncompile(self, error: Exception) -> None:
+        if not hasattr(self, "eager"):
+            raise error
+        warnings.warn(f"torch.compile failed for {self.model} ({type(error).__name__}: {str(error)[:300]}); "
+                      "running it uncompiled.", stacklevel=3)
+        self.network = self.eager
 
 
 def check_units(unit: UnitSpec, shape: tuple[int, ...]) -> None:
@@ -173,6 +193,9 @@ class CNNUnit(Neuron):
     def __call__(self, images: torch.Tensor) -> np.ndarray:
         with torch.no_grad():
             return self.differentiable(images).double().cpu().numpy()
+
+    def compile(self) -> None:
+        self.reader.compile()
 
 
 @dataclass(frozen=True)

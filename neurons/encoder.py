@@ -194,6 +194,9 @@ class Encoder(Neuron):
     def parse(cls, spec: str) -> EncoderSpec:
         return EncoderSpec.parse(spec)
 
+    def compile(self) -> None:
+        self.extractor.reader.compile()
+
     @classmethod
     def outputs_of(cls, spec: str) -> int:
         return EncoderSpec.parse(spec).outputs

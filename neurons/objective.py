@@ -341,6 +341,12 @@ class Objective(Neuron):
         self.device = next((p.device for p in parts if p.device.type != "cpu"), parts[0].device)
         self.precision = next((p.precision for p in parts if p.precision != "fp32"), "fp32")
 
+    def compile(self) -> None:
+        for reader in self.readers.values():
+            reader.compile()
+        for neuron in self.neurons.values():
+            neuron.compile()
+
     def differentiable(self, images: torch.Tensor) -> torch.Tensor:
         layers = {model: reader.read(images) for model, reader in self.readers.items()}
         return self._evaluate(self.tree, images, layers)

@@ -115,3 +115,21 @@ def test_sphere_cma_keeps_codes_on_the_sphere_and_decays_its_step():
     norms = np.linalg.norm(opt.ask(), axis=1)
     np.testing.assert_allclose(norms, norms[0], rtol=1e-5)
     assert opt.angle() < opt.params.angle_start
+
+
+def test_a_runs_optimizer_does_its_linear_algebra_on_one_blas_thread(tmp, monkeypatch):
+    """Spinning BLAS threads fought torch's for the cores (a run took 2.8x as long); see small_linear_algebra."""
+    from threadpoolctl import threadpool_info
+
+    from evolver import RunConfig, run
+
+    cmaes, threads = optimizers.get("cmaes"), []
+    tell = cmaes.tell
+
+    def counting_tell(self, codes, scores):
+        threads.extend(pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas")
+        return tell(self, codes, scores)
+
+    monkeypatch.setattr(cmaes, "tell", counting_tell)
+    run(RunConfig(neuron="stimnet:relu3:unit2", optimizer="cmaes", generations=3), out=tmp / "run", progress=False)
+    assert threads and set(threads) == {1}

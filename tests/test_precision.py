@@ -56,3 +56,33 @@ def test_auto_precision_records_its_check(tmp, monkeypatch):
     else:
         assert neuron.reader.precision_check is None and neuron.precision == "fp32"
     assert neurons.create("resnet18:layer3:unit5", weights="random", precision="fp32").reader.precision_check is None
+
+
+def test_a_compiled_neuron_answers_as_the_eager_one_and_a_run_records_it(tmp):
+    from evolver import RunConfig, run
+
+    images = torch.rand(6, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    eager = neurons.create("stimnet:relu3:unit2", precision="fp32")
+    compiled = neurons.create("stimnet:relu3:unit2", precision="fp32")
+    compiled.compile()
+    assert compiled.reader.network is not compiled.reader.eager
+    assert compiled(images) == pytest.approx(eager(images), rel=1e-4, abs=1e-5)
+    result = run(RunConfig(neuron="stimnet:relu3:unit2", generations=2, compile=True, precision="fp32"),
+                 out=tmp / "run", progress=False)
+    assert json.loads((result.path / "config.json").read_text())["run"]["compile"] is True
+
+
+def test_a_failed_compile_warns_and_runs_uncompiled(monkeypatch):
+    def broken(network, **options):
+        def fail(images):
+            raise torch._dynamo.exc.TorchDynamoException("no C++ compiler")
+        return fail
+
+    monkeypatch.setattr(torch, "compile", broken)
+    images = torch.rand(3, 3, 64, 64)
+    neuron = neurons.create("stimnet:relu3:unit2", precision="fp32")
+    expected = neuron(images)
+    neuron.compile()
+    with pytest.warns(UserWarning, match="torch.compile failed for stimnet.*no C\\+\\+ compiler"):
+        assert neuron(images) == pytest.approx(expected)
+    assert neuron.reader.network is neuron.reader.eager
