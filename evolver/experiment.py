@@ -383,8 +383,8 @@ def run_units(config: RunConfig, out: str | Path | None = None, progress: bool =
     """One independent evolution per unit of a unit set (`resnet50:layer4:unit0-63`), all in one batch.
 
     Every generation, each unit's optimizer proposes its population; the populations are rendered
-    and shown together (`batch` images at a time: 128 on a CPU, 512 on a GPU) and each unit's run is told its own unit's
-    responses to its own images. Each unit gets an ordinary run folder, `out/unitN`, with its own
+    and shown together (`batch` images at a time: 128 on a CPU, 512 on a GPU) and each unit's run
+    is told its own unit's responses to its own images. Each unit gets an ordinary run folder, `out/unitN`, with its own
     config (the single unit's spec), resumable on its own as a single-unit run.
     """
     from neurons.cnn import CNNUnit

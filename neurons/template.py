@@ -53,6 +53,10 @@ class Template(Neuron):
         # A path may itself hold ':'; MODEL and LAYER are the last two fields when there are more.
         return (":".join(parts[1:-2]), parts[-2:]) if len(parts) >= 4 else (":".join(parts[1:]), None)
 
+    def compile(self) -> None:
+        if self.reader is not None:
+            self.reader.compile()
+
     def _features(self, images: torch.Tensor) -> torch.Tensor:
         if self.reader is None:
             return images.float().flatten(1)

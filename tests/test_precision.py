@@ -3,6 +3,7 @@ import json
 import pytest
 import torch
 from torch import nn
+from torchvision.utils import save_image
 
 import neurons
 from evolver_common.compute import bf16_is_native
@@ -86,3 +87,12 @@ def test_a_failed_compile_warns_and_runs_uncompiled(monkeypatch):
     with pytest.warns(UserWarning, match="torch.compile failed for stimnet.*no C\\+\\+ compiler"):
         assert neuron(images) == pytest.approx(expected)
     assert neuron.reader.network is neuron.reader.eager
+
+
+def test_composites_and_templates_compile_the_networks_they_read(tmp):
+    save_image(torch.rand(3, 16, 16), tmp / "target.png")
+    composite = neurons.create("stimnet:relu3:unit2 - 0.5*stimnet:relu4:unit1 + v1:complex:ori=30")
+    template = neurons.create(f"template:{tmp / 'target.png'}:stimnet:relu2")
+    for neuron, readers in ((composite, composite.readers.values()), (template, [template.reader])):
+        neuron.compile()  # lazy: nothing compiles before the first images
+        assert all(reader.eager is not None and reader.network is not reader.eager for reader in readers)
