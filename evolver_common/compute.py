@@ -46,11 +46,12 @@ def autocast(precision: str, device: torch.device) -> contextlib.AbstractContext
 
 
 def small_linear_algebra() -> contextlib.AbstractContextManager:
-    """One BLAS thread for the optimizers' small matrices (a 100×100 eigh is ~1 ms on one thread).
+    """One OpenBLAS thread for the optimizers' small matrices (a 100×100 eigh is ~1 ms on one thread).
 
     OpenBLAS's threads spin after each call and fight torch's OpenMP threads for the cores: on 2
-    cores, a DCGAN → stimnet run took twice as long with them (benchmarks/loop_speed.py).
+    cores, a DCGAN → stimnet run took 2.8× as long with them. An MKL is left alone: where numpy has
+    one, torch's matrix products may share it.
     """
-    from threadpoolctl import threadpool_limits
+    from threadpoolctl import ThreadpoolController
 
-    return threadpool_limits(limits=1, user_api="blas")
+    return ThreadpoolController().select(internal_api="openblas").limit(limits=1)

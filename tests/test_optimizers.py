@@ -127,7 +127,7 @@ def test_a_runs_optimizer_does_its_linear_algebra_on_one_blas_thread(tmp, monkey
     tell = cmaes.tell
 
     def counting_tell(self, codes, scores):
-        threads.extend(pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas")
+        threads.extend(pool["num_threads"] for pool in threadpool_info() if pool["internal_api"] == "openblas")
         return tell(self, codes, scores)
 
     monkeypatch.setattr(cmaes, "tell", counting_tell)
