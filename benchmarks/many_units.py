@@ -2,7 +2,7 @@
 after another: images/s and wall time.
 
     python benchmarks/many_units.py [--units stimnet:relu4:unit0-63] [--generations 30]
-                                  [--weights random] [--device auto]
+                                  [--weights W] [--device auto]
 """
 from __future__ import annotations
 
@@ -32,10 +32,11 @@ def main() -> None:
     singles_of = [RunConfig(neuron=str(UnitSpec(unit_set.model, unit_set.layer, u, unit_set.position)),
                             generations=args.generations, **settings) for u in unit_set.units]
     with tempfile.TemporaryDirectory() as tmp:
-        run(dataclasses.replace(singles_of[0], generations=2), out=Path(tmp) / "warm", progress=False)  # caches (bf16 verdict) and first kernels, for both
+        # the bf16 verdict cached and the first kernels run before either side is timed
+        run(dataclasses.replace(singles_of[0], generations=2), out=Path(tmp) / "warm", progress=False)
         started = time.perf_counter()
-        together = run_units(RunConfig(neuron=args.units, generations=args.generations, **settings), Path(tmp) / "set",
-                             progress=False)
+        together = run_units(RunConfig(neuron=args.units, generations=args.generations, **settings),
+                             Path(tmp) / "set", progress=False)
         set_seconds = time.perf_counter() - started
         set_images = images_shown(r.path for r in together)
         started = time.perf_counter()
