@@ -306,9 +306,10 @@ class _Evolution:
         loop.optimizer.tell(codes, scores)
         ids = self.ids(len(codes))
         top = int(np.nanargmax(scores)) if np.isfinite(scores).any() else None
+        top_image = to_uint8(images[top]) if top is not None else None
         if top is not None and (self.best is None or scores[top] > self.best["score"]):
             self.best = {"score": float(scores[top]), "generation": gen, "image_id": int(ids[top]),
-                         "code": codes[top].copy(), "image": to_uint8(images[top])}
+                         "code": codes[top].copy(), "image": top_image}
         if self.first_best is None:
             self.first_best = float(scores[top]) if top is not None else float("nan")
         if np.isfinite(clean).any():
@@ -322,7 +323,7 @@ class _Evolution:
         lineage = [";".join(str(state["told_first_id"] + p) for p in ps) for ps in parents] if parents \
             else [""] * len(codes)
         records = Records(
-            gen=gen, codes=codes.astype(np.float32), top_image=to_uint8(images[top]) if top is not None else None,
+            gen=gen, codes=codes.astype(np.float32), top_image=top_image,
             generation_row=tuple(row), references=references, best=best,
             score_rows=[(gen, int(i), lin, float(s), *([float(c)] if loop.noise else []))
                         for i, lin, s, c in zip(ids, lineage, scores, clean)])
@@ -384,8 +385,8 @@ def run_units(config: RunConfig, out: str | Path | None = None, progress: bool =
 
     Every generation, each unit's optimizer proposes its population; the populations are rendered
     and shown together (`batch` images at a time: 128 on a CPU, 512 on a GPU) and each unit's run
-    is told its own unit's responses to its own images. Each unit gets an ordinary run folder, `out/unitN`, with its own
-    config (the single unit's spec), resumable on its own as a single-unit run.
+    is told its own unit's responses to its own images. Each unit gets an ordinary run folder,
+    `out/unitN`, with its own config (the single unit's spec), resumable on its own as a single-unit run.
     """
     from neurons.cnn import CNNUnit
     from neurons.spec import UnitSpec

@@ -118,7 +118,8 @@ class ModelReader:
     def compile(self) -> None:
         """torch.compile the network (inductor, weights frozen as constants): each conv, its bias, ReLU
         and residual add become one kernel. resnet50, batch 40, bf16 on 2 cores: 32 → 41 images/s,
-        after a compile of ~15 s on the first batch of each new size (cached on disk for later runs)."""
+        after a compile on the first batch of each new size (~25 s the first time, ~10 s from
+        inductor's disk cache)."""
         if self.eager is None:
             self.eager = self.network
             self.network = torch.compile(self.eager, options={"freezing": True})

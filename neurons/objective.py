@@ -342,9 +342,7 @@ class Objective(Neuron):
         self.precision = next((p.precision for p in parts if p.precision != "fp32"), "fp32")
 
     def compile(self) -> None:
-        for reader in self.readers.values():
-            reader.compile()
-        for neuron in self.neurons.values():
+        for neuron in self.neurons.values():  # CNN units compile the reader they share, once
             neuron.compile()
 
     def differentiable(self, images: torch.Tensor) -> torch.Tensor:
