@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -95,6 +96,12 @@ def _cell_config(config: BenchConfig, neuron: str, optimizer: str, seed: int, no
 def _normalise(table: pd.DataFrame) -> pd.DataFrame:
     final = table.loc[table.groupby(["neuron", "optimizer", "seed", "noise"])["gen"].idxmax()]
     unit_best = final.groupby("neuron")["best_clean"].max()
+    signed = sorted(final.loc[final["best_clean"] < 0, "neuron"].unique())
+    if signed:
+        warnings.warn(f"Units {', '.join(signed)} ended some runs with a negative best response, so their "
+                      "normalised scores (a fraction of the unit's best over all runs) are not fractions and "
+                      "their means are not comparable with other units'. Benchmark units that cannot respond "
+                      "below zero (after a ReLU) or compare their best_clean responses directly.", stacklevel=3)
     table["normalised"] = table["best_clean"] / table["neuron"].map(unit_best)
     gradient = final[final["optimizer"] == REFERENCE_OPTIMIZER].groupby("neuron")["best_clean"].mean()
     table["vs_gradient"] = table["best_clean"] / table["neuron"].map(gradient) if len(gradient) else np.nan

@@ -1,9 +1,12 @@
 """Measure the objectives beyond one unit on the bundled DCGAN.
 
-    python scripts/check_objectives.py [--optimizer cmaes] [--generations 60]
+    python scripts/check_objectives.py [--optimizer cmaes] [--v1-optimizers sphere-cma cmaes] [--generations 100]
 
 1. V1 cells: complex cells at 6 orientations (0°–150°) × 3 spatial frequencies; each evolved best
-   image's dominant Fourier orientation against the cell's preference (pass: within ±15°).
+   image's dominant Fourier orientation against the cell's preference (pass: within ±15°), and the
+   best code's norm over the prior's mean norm. One table per optimizer of `--v1-optimizers`:
+   CMA-ES lets codes grow to several times the prior's norm, where the DCGAN draws saturated
+   tiles rather than gratings; `sphere-cma` keeps every code at the prior's norm.
 2. Template: a corpus stimulus as pixel target; the pixel correlation and SSIM of the evolved best
    image, beside the best of the first generation.
 3. Population (one-hot) control: onehot(stimnet:relu4:unit0-15, 6): the target unit and the mean of
@@ -36,14 +39,17 @@ def best_image(path: Path) -> torch.Tensor:
 
 
 def v1_table(folder: Path, optimizer: str, generations: int) -> list[dict]:
+    prior_norm = float(np.linalg.norm(generators.create("dcgan").sample(1000, np.random.default_rng(0)), axis=1).mean())
     rows = []
     for sf in FREQUENCIES:
         for ori in ORIENTATIONS:
             result = run(RunConfig(neuron=f"v1:complex:ori={ori}:sf={sf}", optimizer=optimizer,
-                                   generations=generations), out=folder / f"v1-{ori}-{sf}", progress=False)
+                                   generations=generations), out=folder / f"v1-{optimizer}-{ori}-{sf}", progress=False)
             found = float(dominant_orientation(best_image(result.path))[0])
-            rows.append({"ori": ori, "sf": sf, "evolved_ori": round(found, 1),
-                         "error": round(float(orientation_error(found, ori)), 1), "response": round(result.best, 4)})
+            code_norm = float(np.linalg.norm(np.load(result.path / "best_code.npy"))) / prior_norm
+            rows.append({"optimizer": optimizer, "ori": ori, "sf": sf, "evolved_ori": round(found, 1),
+                         "error": round(float(orientation_error(found, ori)), 1), "response": round(result.best, 4),
+                         "code_norm_over_prior": round(code_norm, 2)})
             print(rows[-1], flush=True)
     return rows
 
@@ -79,13 +85,16 @@ def population_figures(folder: Path, optimizer: str, generations: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--optimizer", default="cmaes")
-    parser.add_argument("--generations", type=int, default=60)
+    parser.add_argument("--v1-optimizers", nargs="+", default=["sphere-cma", "cmaes"])
+    parser.add_argument("--generations", type=int, default=100)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        rows = v1_table(folder, args.optimizer, args.generations)
-        within = sum(r["error"] <= 15 for r in rows)
-        print(f"V1: {within}/{len(rows)} evolved images within ±15° of the cell's orientation")
+        for optimizer in args.v1_optimizers:
+            rows = v1_table(folder, optimizer, args.generations)
+            within = sum(r["error"] <= 15 for r in rows)
+            print(f"V1, {optimizer}: {within}/{len(rows)} evolved images within ±15° of the cell's orientation; "
+                  f"best codes {np.median([r['code_norm_over_prior'] for r in rows]):.1f}× the prior's norm (median)")
         print("template:", template_figures(folder, args.optimizer, args.generations))
         print("population:", population_figures(folder, args.optimizer, args.generations))
 

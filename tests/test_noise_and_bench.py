@@ -81,3 +81,15 @@ def test_bench_grid_tables_and_normalisation(tmp):
         assert (tmp / name).is_file()
     again, _ = bench(config, tmp, progress=False)  # finished runs are reused, not rerun
     pd.testing.assert_frame_equal(table, again)
+
+
+def test_bench_warns_when_a_units_normalised_score_is_not_a_fraction():
+    from evolver.bench import _normalise
+    rows = [(neuron, optimizer, best) for neuron, bests in {"net:relu:unit0": (2.0, 1.0),
+                                                             "net:logits:unit3": (0.5, -1.5)}.items()
+            for optimizer, best in zip(("cmaes", "ga"), bests)]
+    table = pd.DataFrame([{"gen": 0, "images": 40, "best_clean": best, "neuron": neuron, "optimizer": optimizer,
+                           "seed": 0, "noise": "none"} for neuron, optimizer, best in rows])
+    with pytest.warns(UserWarning, match="net:logits:unit3 ended some runs with a negative best"):
+        normalised = _normalise(table)
+    assert normalised["normalised"].tolist() == [1.0, 0.5, 1.0, -3.0]

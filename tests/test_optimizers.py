@@ -110,6 +110,26 @@ def test_cmaes_on_long_codes_runs_the_separable_variant():
     assert make("cmaes").describe()["name"] == "cmaes"
 
 
+def step_size(opt) -> float:
+    return opt.strategy.sigma if hasattr(opt, "strategy") else opt.state["sigma"]
+
+
+def silent_until_far(codes):
+    """A unit silent within 5 prior s.d. of the zero code, where the CMA-ES searches start."""
+    return np.maximum(np.linalg.norm(codes, axis=1) - 5 * np.sqrt(DIM), 0)
+
+
+@pytest.mark.parametrize("name", ["cmaes", "sep-cmaes"])
+def test_cmaes_widens_its_step_on_a_plateau_until_the_unit_answers(name):
+    opt = make(name)
+    start = step_size(opt)
+    codes = opt.ask()
+    opt.tell(codes, np.zeros(len(codes)))
+    assert step_size(opt) > start  # a silent generation: no ranking, so the step grows
+    _, best = run(name, silent_until_far, images=1000)
+    assert best > 0
+
+
 def test_sphere_cma_keeps_codes_on_the_sphere_and_decays_its_step():
     opt, _ = run("sphere-cma", on_sphere_objective, images=400)
     norms = np.linalg.norm(opt.ask(), axis=1)

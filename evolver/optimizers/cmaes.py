@@ -39,6 +39,14 @@ def _start(params: CMAParams, code_dim: int, sample: Sampler, rng: np.random.Gen
     return centroid, params.sigma0 or float(prior.std())
 
 
+def flat_fitness(scores: np.ndarray) -> bool:
+    """Whether every score of a generation is the same, e.g. a unit silent for every image shown: the
+    ranking carries no signal, and the step size must grow to find where the landscape slopes (pycma
+    grows it by exp(0.2 + cs / damps) when the best ties the quarter-rank; ties of the whole
+    generation only, here, because bf16 responses tie among the best near convergence)."""
+    return bool(np.ptp(scores) == 0)
+
+
 def _check(name: str, params: CMAParams) -> None:
     if params.start not in ("zero", "sample"):
         raise BadInput(f"Invalid parameters for optimizer '{name}': start={params.start!r} (must be 'zero' or 'sample').")
@@ -82,6 +90,8 @@ class CMAES(Optimizer):
                 self.population = self._generate()
                 return
             self.strategy.update(ranked)
+            if flat_fitness(scores[valid]):
+                self.strategy.sigma *= math.exp(0.2 + self.strategy.cs / self.strategy.damps)
         self.population = self._generate()
 
     def state_dict(self) -> dict[str, Any]:
@@ -167,6 +177,8 @@ class SepCMAES(Optimizer):
         s["diag"] = ((1 - self.c1 - self.cmu) * s["diag"] + self.c1 * s["pc"] ** 2
                      + self.cmu * self.weights @ steps**2)
         s["sigma"] *= math.exp(self.cs / self.ds * (np.linalg.norm(s["ps"]) / self.chi - 1))
+        if flat_fitness(scores[valid]):
+            s["sigma"] *= math.exp(0.2 + self.cs / self.ds)
 
     def state_dict(self) -> dict[str, Any]:
         return {"state": {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in self.state.items()},
