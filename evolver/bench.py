@@ -102,6 +102,10 @@ def _normalise(table: pd.DataFrame) -> pd.DataFrame:
                       "normalised scores (a fraction of the unit's best over all runs) are not fractions and "
                       "their means are not comparable with other units'. Benchmark units that cannot respond "
                       "below zero (after a ReLU) or compare their best_clean responses directly.", stacklevel=3)
+    silent = sorted(unit_best.index[unit_best == 0])
+    if silent:
+        warnings.warn(f"Units {', '.join(silent)} never responded in any run: their normalised scores are "
+                      "undefined (0 / 0) and left out of the summary's means.", stacklevel=3)
     table["normalised"] = table["best_clean"] / table["neuron"].map(unit_best)
     gradient = final[final["optimizer"] == REFERENCE_OPTIMIZER].groupby("neuron")["best_clean"].mean()
     table["vs_gradient"] = table["best_clean"] / table["neuron"].map(gradient) if len(gradient) else np.nan

@@ -4,7 +4,7 @@ import pytest
 
 from conftest import UNIT, evolver_cli
 from evolver import RunConfig, run
-from evolver.bench import BenchConfig, bench
+from evolver.bench import BenchConfig, _normalise, bench
 from evolver_common import BadInput
 from neurons.noise import Noise
 
@@ -84,12 +84,17 @@ def test_bench_grid_tables_and_normalisation(tmp):
 
 
 def test_bench_warns_when_a_units_normalised_score_is_not_a_fraction():
-    from evolver.bench import _normalise
     rows = [(neuron, optimizer, best) for neuron, bests in {"net:relu:unit0": (2.0, 1.0),
-                                                             "net:logits:unit3": (0.5, -1.5)}.items()
+                                                             "net:logits:unit3": (0.5, -1.5),
+                                                             "net:relu:unit9": (0.0, 0.0)}.items()
             for optimizer, best in zip(("cmaes", "ga"), bests)]
     table = pd.DataFrame([{"gen": 0, "images": 40, "best_clean": best, "neuron": neuron, "optimizer": optimizer,
                            "seed": 0, "noise": "none"} for neuron, optimizer, best in rows])
-    with pytest.warns(UserWarning, match="net:logits:unit3 ended some runs with a negative best"):
+    with pytest.warns(UserWarning) as warned:
         normalised = _normalise(table)
-    assert normalised["normalised"].tolist() == [1.0, 0.5, 1.0, -3.0]
+    messages = [str(w.message) for w in warned]
+    assert len(messages) == 2
+    assert messages[0].startswith("Units net:logits:unit3 ended some runs with a negative best response")
+    assert messages[1].startswith("Units net:relu:unit9 never responded in any run")
+    assert normalised["normalised"].tolist()[:4] == [1.0, 0.5, 1.0, -3.0]
+    assert normalised["normalised"].iloc[4:].isna().all()
