@@ -9,7 +9,8 @@
 2. Ground truth: for every class unit of stimnet, a 100-generation evolution (default optimizer)
    through the bundled DCGAN; its best image is classified by stimnet and by an independent classifier (checknet:
    another architecture and seed, trained here only for this check), and its response is
-   compared with the best response among 10,000 corpus images.
+   compared with the best response among 10,000 corpus images. Beside it, how often the two
+   classifiers agree on random samples of the generator: the independent check's ceiling.
 With --write-card the figures go into generators/weights/dcgan.json under "quality". --weights
 measures a candidate generator (e.g. a train-gan output) instead of the bundled one.
 """
@@ -64,10 +65,20 @@ def generator_quality(stimnet, weights: str) -> dict:
     }
 
 
-def ground_truth(generations: int, weights: str) -> list[dict]:
+def classifiers_agreement(checknet, logits, weights: str) -> float:
+    """The share of random samples of the generator that checknet and stimnet put in the same
+    family: the ceiling of the independent check, for images of this generator."""
+    dcgan = generators.create("dcgan", weights=weights)
+    samples = batched(dcgan.render, torch.as_tensor(dcgan.sample(SAMPLES, np.random.default_rng(1))))
+    independent = batched(lambda x: checknet(normalise(x)).argmax(1), samples)
+    return round((independent == batched(lambda x: logits(x).argmax(1), samples)).float().mean().item(), 4)
+
+
+def ground_truth(generations: int, weights: str) -> tuple[list[dict], float]:
     checknet = train_classifier("checknet", steps=800, seed=7, corpus_seed=77, progress=False)
     corpus = stimuli(10_000, 3003).images
     logits = neurons.create("stimnet:classifier:0").activations
+    agreement = classifiers_agreement(checknet, logits, weights)
     best_corpus = batched(logits, corpus).amax(0)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -83,7 +94,7 @@ def ground_truth(generations: int, weights: str) -> list[dict]:
                 "independent_says": FAMILIES[independent],
                 "best_response": round(result.best, 3), "best_corpus_response": round(best_corpus[unit].item(), 3),
             })
-    return rows
+    return rows, agreement
 
 
 def main() -> None:
@@ -102,7 +113,7 @@ def main() -> None:
     print(json.dumps(quality, indent=2))
     if args.quality_only:
         return
-    rows = ground_truth(args.generations, args.weights)
+    rows, agreement = ground_truth(args.generations, args.weights)
     print(f"\n{'class':<13} {'stimnet says':<13} {'independent':<13} {'best evolved':>12} {'best corpus':>12}")
     for r in rows:
         print(f"{r['class']:<13} {r['stimnet_says']:<13} {r['independent_says']:<13} "
@@ -111,6 +122,7 @@ def main() -> None:
         "stimnet_agrees": sum(r["stimnet_says"] == r["class"] for r in rows),
         "independent_agrees": sum(r["independent_says"] == r["class"] for r in rows),
         "evolved_beats_best_corpus": sum(r["best_response"] > r["best_corpus_response"] for r in rows),
+        "independent_agrees_with_stimnet_on_random_samples": agreement,
         "classes": len(rows), "generations": args.generations, "optimizer": RunConfig().optimizer,
     }
     print(json.dumps(summary), f"\n{time.time() - started:.0f} s")
