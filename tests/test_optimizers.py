@@ -115,7 +115,8 @@ def step_size(opt) -> float:
 
 
 def silent_until_far(codes):
-    """A unit silent within 5 prior s.d. of the zero code, where the CMA-ES searches start."""
+    """A unit silent for every code shorter than 5 times the prior's typical norm (sqrt(DIM)): silent
+    around the zero code, where the CMA-ES searches start."""
     return np.maximum(np.linalg.norm(codes, axis=1) - 5 * np.sqrt(DIM), 0)
 
 
