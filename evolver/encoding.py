@@ -207,7 +207,7 @@ def write_fit(model: EncodingModel, out: str | Path) -> None:
     model.save(out)
     write_atomic(out / "scores.csv", voxel_table(model.info).to_csv(index=False).encode())
     write_atomic(out / "rois.csv", roi_summary(model.info).to_csv(index=False).encode())
-    write_atomic(out / "report.html", report_figure(model.info).to_html(include_plotlyjs="cdn").encode())
+    write_atomic(out / "report.html", report_figure(model.info).to_html(include_plotlyjs=True).encode())
 
 
 # ------------------------------------------------------------------------------------ simulated subject
