@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from evolver import optimizers
+from evolver.optimizers.cmaes import flat_fitness
 from evolver_common import BadInput
 
 DIM = 30
@@ -127,6 +128,7 @@ def test_cmaes_widens_its_step_on_a_plateau_until_the_unit_answers(name):
     codes = opt.ask()
     opt.tell(codes, np.zeros(len(codes)))
     assert step_size(opt) > start  # a silent generation: no ranking, so the step grows
+    assert not flat_fitness(np.array([0.0])) and flat_fitness(np.zeros(2))  # one answer alone is no plateau
     _, best = run(name, silent_until_far, images=1000)
     assert best > 0
 

@@ -43,8 +43,9 @@ def flat_fitness(scores: np.ndarray) -> bool:
     """Whether every score of a generation is the same, e.g. a unit silent for every image shown: the
     ranking carries no signal, and the step size must grow to find where the landscape slopes (pycma
     grows it by exp(0.2 + cs / damps) when the best ties the quarter-rank; ties of the whole
-    generation only, here, because bf16 responses tie among the best near convergence)."""
-    return bool(np.ptp(scores) == 0)
+    generation only, here, because bf16 responses tie among the best near convergence). One score
+    alone (the others missing) is no plateau."""
+    return len(scores) > 1 and bool(np.ptp(scores) == 0)
 
 
 def _check(name: str, params: CMAParams) -> None:
