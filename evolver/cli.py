@@ -218,6 +218,12 @@ def list_generators() -> None:
 @click.option("--loss", default="bce", show_default=True, help="bce (the DCGAN recipe) or hinge (SNGAN, BigGAN).")
 @click.option("--spectral-norm", is_flag=True, help="Spectrally normalise D's convs and drop its batch norm (SNGAN).")
 @click.option("--minibatch-std", is_flag=True, help="Give D a minibatch standard-deviation map (ProGAN).")
+@click.option("--guidance", type=float, default=0.0, show_default=True,
+              help="Weight of a corpus classifier's log Inception score of each batch of fakes in G's loss: "
+                   "against mode dropping, families confidently drawn and evenly spread (procedural data; 0 = off).")
+@click.option("--guide-steps", type=int, default=800, show_default=True,
+              help="Training steps of the guide classifier (--guidance), trained at the start.")
+@click.option("--init-from", default="", help="Start G, D and the average G from another training's checkpoint.pt.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the weights, noise and corpus.")
 @click.option("--sample-every", type=int, default=250, show_default=True, help="Steps between sample grids.")
 @click.option("--checkpoint-every", type=int, default=250, show_default=True, help="Steps between checkpoints.")

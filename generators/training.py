@@ -4,7 +4,10 @@ The standard recipe: N(0, 0.02) initialisation, BCE on logits, the discriminator
 real then a fake batch, the generator on fakes labelled real, Adam 2e-4 with beta1 0.5. Each
 addition sits behind an option and is recorded: several D updates per G step, an exponential
 moving average of G's weights (the average is what is saved), orthogonal initialisation and
-orthogonal regularisation (Brock et al. 2019).
+orthogonal regularisation (Brock et al. 2019); classifier guidance against mode dropping (a
+classifier trained on the corpus rewards batches of fakes whose families are confidently named and
+evenly spread: the log Inception score, as in the class-balancing GAN of Rangwani et al. 2021);
+and a warm start from another training's checkpoint.
 """
 from __future__ import annotations
 
@@ -26,15 +29,17 @@ from safetensors.torch import save as safetensors_bytes
 from torch import nn
 from tqdm.auto import tqdm
 
-from evolver_common import BadInput, autocast, resolve_device, resolve_precision, seeded_init, write_atomic
+from evolver_common import (BadInput, apply_state_dict, autocast, resolve_device, resolve_precision, seeded_init,
+                            write_atomic)
 from generators.dcgan import (calibrate_batch_norm, dcgan_discriminator, dcgan_init, dcgan_network,
                              spectrally_normalise)
-from generators.stimuli import corpus_batch
+from generators.stimuli import FAMILIES, corpus_batch, stimuli
+from neurons.stimnet import accuracy, build, normalise, train_classifier
 
 PROCEDURAL = "procedural"
 # What a resumed training must share with the checkpoint (steps, logging and device may change).
 RECIPE = ("data", "batch_size", "lr", "beta1", "d_steps", "ema", "ortho_init", "ortho_reg", "loss", "spectral_norm",
-          "minibatch_std", "seed")
+          "minibatch_std", "guidance", "guide_steps", "seed")
 LOSSES = ("bce", "hinge")
 
 
@@ -54,6 +59,9 @@ class GANTrainingConfig:
     loss: str = "bce"  # or "hinge" (Lim & Ye 2017; SNGAN, BigGAN)
     spectral_norm: bool = False  # D's convs spectrally normalised, its batch norm removed
     minibatch_std: bool = False  # D sees a minibatch standard-deviation map
+    guidance: float = 0.0  # weight of the guide classifier's log Inception score in G's loss; 0 = off
+    guide_steps: int = 800  # training steps of the guide classifier
+    init_from: str = ""  # another training's checkpoint.pt whose G, D and average G this one starts from
     seed: int = 0
     sample_every: int = 250
     checkpoint_every: int = 250
@@ -139,8 +147,17 @@ def orthogonal_penalty(network: nn.Module) -> torch.Tensor:
     return total
 
 
+def log_inception_score(logits: torch.Tensor) -> torch.Tensor:
+    """H(mean prediction) - mean H(prediction) over a batch of class logits (n, k), in nats: high
+    when each image is confidently one class and the batch covers the classes evenly (at most log k)."""
+    log_p = logits.float().log_softmax(1)
+    p = log_p.exp()
+    mean = p.mean(0)
+    return -(mean * mean.clamp_min(1e-12).log()).sum() + (p * log_p).sum(1).mean()
+
+
 class GANTrainer:
-    """Holds G, D, their optimisers and the EMA copy; `step()` does one G update."""
+    """Holds G, D, the guide classifier (with --guidance), their optimisers and the EMA copy; `step()` does one G update."""
 
     def __init__(self, config: GANTrainingConfig):
         if config.loss not in LOSSES:
@@ -159,6 +176,11 @@ class GANTrainer:
                             nn.init.orthogonal_(m.weight)
             if config.spectral_norm:
                 spectrally_normalise(self.d)  # the power iteration's start vector is drawn here, seeded
+        if config.guidance and config.data != PROCEDURAL:
+            raise BadInput(f"--guidance needs family labels, which only --data {PROCEDURAL} has; "
+                           f"drop --guidance to train on {config.data}.")
+        self.guide = build("guidenet", len(FAMILIES)).eval().requires_grad_(False) if config.guidance else None
+        self.guide_accuracy = None
         self.g.to(self.device, memory_format=torch.channels_last)
         self.d.to(self.device, memory_format=torch.channels_last)
         self.ema = copy.deepcopy(self.g).eval().requires_grad_(False) if config.ema else None
@@ -167,6 +189,18 @@ class GANTrainer:
         self.opt_d = torch.optim.Adam(self.d.parameters(), lr=config.lr, betas=betas)
         self.noise = torch.Generator().manual_seed(config.seed + 1)
         self.done = 0
+        self.averaged = 0  # updates the average of G has seen, a warm start's included
+
+    def train_guide(self) -> None:
+        """Train the guide: a classifier of the corpus's families with an architecture of its own, so
+        the generator is not shaped by stimnet (the ground-truth neuron) or checknet (its judge)."""
+        trained = train_classifier("guidenet", steps=self.config.guide_steps, seed=self.config.seed + 11,
+                                   corpus_seed=self.config.seed + 1000, progress=False)
+        self.guide.load_state_dict(trained.state_dict())
+        self.guide.to(self.device, memory_format=torch.channels_last)
+        test = stimuli(2000, 999)
+        self.guide_accuracy = round(accuracy(lambda x: self.guide(normalise(x.to(self.device))).cpu(),
+                                             test.images, test.family), 4)
 
     def _codes(self, n: int) -> torch.Tensor:
         return torch.randn(n, 100, 1, 1, generator=self.noise).to(self.device)
@@ -196,7 +230,10 @@ class GANTrainer:
             loss_d.backward()
             self.opt_d.step()
         with autocast(self.precision, self.device):
-            loss_g = self._loss_g(self.d(self.g(self._codes(self.config.batch_size))).float())
+            fake = self.g(self._codes(self.config.batch_size))
+            loss_g = self._loss_g(self.d(fake).float())
+            if self.guide is not None:
+                loss_g = loss_g - self.config.guidance * log_inception_score(self.guide(normalise((fake + 1) / 2)))
         if self.config.ortho_reg:
             loss_g = loss_g + self.config.ortho_reg * orthogonal_penalty(self.g)
         self.opt_g.zero_grad(set_to_none=True)
@@ -211,7 +248,8 @@ class GANTrainer:
     def _update_ema(self) -> None:
         # Warm-up (as TensorFlow's num_updates): early on the average would be mostly the
         # random initialisation, so the decay grows with the step count up to --ema.
-        decay = min(self.config.ema, (1 + self.done) / (10 + self.done))
+        decay = min(self.config.ema, (1 + self.averaged) / (10 + self.averaged))
+        self.averaged += 1
         for avg, live in zip(self.ema.state_dict().values(), self.g.state_dict().values()):
             if avg.dtype.is_floating_point:
                 avg.lerp_(live, 1 - decay)
@@ -239,9 +277,12 @@ class GANTrainer:
         return images.clamp(0, 1).cpu()
 
     def state_dict(self) -> dict:
-        return {"g": self.g.state_dict(), "d": self.d.state_dict(), "opt_g": self.opt_g.state_dict(),
-                "opt_d": self.opt_d.state_dict(), "ema": self.ema.state_dict() if self.ema is not None else {},
-                "noise": self.noise.get_state(), "done": self.done}
+        state = {"g": self.g.state_dict(), "d": self.d.state_dict(), "opt_g": self.opt_g.state_dict(),
+                 "opt_d": self.opt_d.state_dict(), "ema": self.ema.state_dict() if self.ema is not None else {},
+                 "noise": self.noise.get_state(), "done": self.done, "averaged": self.averaged}
+        if self.guide is not None:
+            state |= {"guide": self.guide.state_dict(), "guide_accuracy": self.guide_accuracy}
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         self.g.load_state_dict(state["g"])
@@ -250,8 +291,26 @@ class GANTrainer:
         self.opt_d.load_state_dict(state["opt_d"])
         if self.ema is not None:
             self.ema.load_state_dict(state["ema"])
+        if self.guide is not None:
+            self.guide.load_state_dict(state["guide"])
+            self.guide.to(self.device, memory_format=torch.channels_last)
+            self.guide_accuracy = state["guide_accuracy"]
         self.noise.set_state(state["noise"])
         self.done = state["done"]
+        self.averaged = state.get("averaged", self.done)  # older checkpoints: no warm start, one update a step
+
+    def start_from(self, checkpoint: Path) -> None:
+        """Take G, D and the average G (G itself where the checkpoint kept none) from another
+        training's checkpoint; optimisers, noise and step count start afresh."""
+        if not checkpoint.is_file():
+            raise BadInput(f"--init-from {checkpoint}: no such file. Give the checkpoint.pt of an earlier "
+                           "`evolver train-gan` run.")
+        saved = torch.load(checkpoint, map_location="cpu", weights_only=True)["trainer"]
+        apply_state_dict(self.g, saved["g"], f"{checkpoint} (G)")
+        apply_state_dict(self.d, saved["d"], f"{checkpoint} (D; its discriminator options must match these)")
+        if self.ema is not None:
+            apply_state_dict(self.ema, saved["ema"] or saved["g"], f"{checkpoint} (average G)")
+            self.averaged = saved.get("averaged", saved["done"]) if saved["ema"] else 0
 
 
 def train_gan(config: GANTrainingConfig, out: str | Path, resume: bool = False, progress: bool = True) -> Path:
@@ -267,7 +326,8 @@ def train_gan(config: GANTrainingConfig, out: str | Path, resume: bool = False, 
         if not checkpoint.is_file():
             raise BadInput(f"--resume: {checkpoint} does not exist; train without --resume to start.")
         saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        recorded = json.loads(saved["config"])
+        # A checkpoint from before an option existed was trained with that option's default.
+        recorded = {**dataclasses.asdict(GANTrainingConfig()), **json.loads(saved["config"])}
         differs = {k: (v, recorded.get(k)) for k, v in dataclasses.asdict(config).items()
                    if k in RECIPE and recorded.get(k) != v}
         if differs:
@@ -276,6 +336,11 @@ def train_gan(config: GANTrainingConfig, out: str | Path, resume: bool = False, 
         trainer.load_state_dict(saved["trainer"])
     elif checkpoint.exists():
         raise BadInput(f"{out} already holds a training run; add --resume to continue it or choose another --out.")
+    else:
+        if config.init_from:
+            trainer.start_from(Path(config.init_from))
+        if trainer.guide is not None:
+            trainer.train_guide()
     (out / "samples").mkdir(parents=True, exist_ok=True)
     fixed_codes = torch.randn(64, 100, 1, 1, generator=torch.Generator().manual_seed(config.seed + 2))
     batches = _batches(config, trainer.done * config.d_steps)
@@ -308,6 +373,7 @@ def train_gan(config: GANTrainingConfig, out: str | Path, resume: bool = False, 
         "corpus_seed": config.seed if config.data == PROCEDURAL else None, "precision": trainer.precision,
         "seconds_last_session": round(time.time() - started, 1),
         "saved": "moving average of G, batch-norm statistics recomputed for it" if trainer.ema is not None else "G",
+        **({"guide_held_out_accuracy": trainer.guide_accuracy} if trainer.guide is not None else {}),
     }
     write_atomic(card_path, (json.dumps(card, indent=2) + "\n").encode())
     return weights

@@ -21,6 +21,8 @@ ARCHITECTURES = {
     "stimnet": {"blocks": [(32, 5, 2), (64, 3, 1), "pool", (128, 3, 1), "pool", (128, 3, 1)], "norm": "batch"},
     # the independent check: wider kernels, strided convs instead of pooling, group norm
     "checknet": {"blocks": [(48, 5, 2), (96, 5, 2), (192, 3, 2), (192, 3, 1)], "norm": "group"},
+    # train-gan's guide against mode dropping: small kernels at full resolution, three poolings
+    "guidenet": {"blocks": [(32, 3, 1), "pool", (64, 3, 1), "pool", (128, 3, 1), "pool", (192, 3, 1)], "norm": "batch"},
 }
 INPUT = {"size": 64, "mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25)}
 

@@ -10,7 +10,9 @@ from torch import nn
 import generators
 from evolver_common import BadInput
 from generators.dcgan import MinibatchStd, dcgan_discriminator, spectrally_normalise
-from generators.training import GANTrainingConfig, orthogonal_penalty, train_gan
+from generators.stimuli import corpus_batch
+from generators.training import GANTrainer, GANTrainingConfig, log_inception_score, orthogonal_penalty, train_gan
+from neurons.stimnet import normalise
 
 SMALL = dict(batch_size=8, sample_every=2, checkpoint_every=2, precision="fp32")
 
@@ -62,6 +64,77 @@ def test_discriminator_variants_train_resume_and_are_recorded(tmp, flags):
     assert generators.create("dcgan", weights=weights).render(np.zeros((1, 100), np.float32)).isfinite().all()
     with pytest.raises(BadInput, match="spectral_norm|minibatch_std"):
         train_gan(GANTrainingConfig(steps=4, **SMALL), tmp / "gan", resume=True, progress=False)
+
+
+
+def test_a_checkpoint_older_than_an_option_resumes_with_its_default(tmp):
+    """The bundled generator's checkpoint was written before --loss, --spectral-norm and
+    --minibatch-std existed; it was trained with their defaults and must resume."""
+    train_gan(GANTrainingConfig(steps=2, **SMALL), tmp / "gan", progress=False)
+    checkpoint = tmp / "gan" / "checkpoint.pt"
+    saved = torch.load(checkpoint, weights_only=True)
+    recorded = json.loads(saved["config"])
+    for option in ("loss", "spectral_norm", "minibatch_std"):
+        del recorded[option]
+    torch.save({**saved, "config": json.dumps(recorded)}, checkpoint)
+    train_gan(GANTrainingConfig(steps=3, **SMALL), tmp / "gan", resume=True, progress=False)
+    assert json.loads((tmp / "gan" / "card.json").read_text())["steps"] == 3
+    with pytest.raises(BadInput, match="loss='hinge' \\(checkpoint 'bce'\\)"):
+        train_gan(GANTrainingConfig(steps=4, loss="hinge", **SMALL), tmp / "gan", resume=True, progress=False)
+
+def test_log_inception_score_rewards_confident_and_evenly_spread_families():
+    confident = torch.eye(4) * 50  # four images, each surely another family
+    assert log_inception_score(confident).item() == pytest.approx(np.log(4), abs=1e-4)
+    assert log_inception_score(confident[[0, 0, 0, 0]]).item() == pytest.approx(0, abs=1e-4)  # one family only
+    assert log_inception_score(torch.zeros(4, 4)).item() == pytest.approx(0, abs=1e-6)  # no family named
+
+
+def test_guidance_raises_the_guides_score_of_the_fakes():
+    """One G step with the guidance term dominant must move G up the guide's log Inception score."""
+    trainer = GANTrainer(GANTrainingConfig(guidance=1000, guide_steps=30, lr=1e-3, batch_size=32, precision="fp32"))
+    trainer.train_guide()
+    codes = torch.randn(64, 100, 1, 1, generator=torch.Generator().manual_seed(5))
+
+    def score() -> float:
+        with torch.no_grad():
+            return log_inception_score(trainer.guide(normalise(trainer.g(codes) * 0.5 + 0.5))).item()
+
+    before = score()
+    real = (corpus_batch(0, 32, k).images for k in range(10))
+    for _ in range(3):
+        trainer.step(real)
+    assert score() > before + 0.05
+
+
+def test_guided_training_resumes_exactly_and_records_its_guide(tmp):
+    guided = dict(guidance=0.5, guide_steps=3, **SMALL)
+    whole = train_gan(GANTrainingConfig(steps=3, **guided), tmp / "whole", progress=False)
+    train_gan(GANTrainingConfig(steps=2, **guided), tmp / "parts", progress=False)
+    parts = train_gan(GANTrainingConfig(steps=3, **guided), tmp / "parts", resume=True, progress=False)
+    a, b = load_file(str(whole)), load_file(str(parts))
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+    card = json.loads((tmp / "parts" / "card.json").read_text())
+    assert card["config"]["guidance"] == 0.5 and 0 <= card["guide_held_out_accuracy"] <= 1
+    with pytest.raises(BadInput, match="guidance=0.0 \\(checkpoint 0.5\\)"):
+        train_gan(GANTrainingConfig(steps=4, **SMALL), tmp / "parts", resume=True, progress=False)
+    with pytest.raises(BadInput, match="--guidance needs family labels"):
+        train_gan(GANTrainingConfig(data=str(tmp), steps=1, guidance=1, **SMALL), tmp / "folder", progress=False)
+
+
+def test_init_from_starts_from_another_trainings_generator(tmp):
+    source = train_gan(GANTrainingConfig(steps=2, ema=0.9, **SMALL), tmp / "source", progress=False)
+    checkpoint = tmp / "source" / "checkpoint.pt"
+    started = train_gan(GANTrainingConfig(steps=0, ema=0.9, init_from=str(checkpoint), **SMALL),
+                        tmp / "started", progress=False)
+    a, b = load_file(str(source)), load_file(str(started))
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+    with pytest.raises(BadInput, match="do not match"):
+        train_gan(GANTrainingConfig(steps=1, spectral_norm=True, init_from=str(checkpoint), **SMALL), tmp / "sn",
+                  progress=False)
+    with pytest.raises(BadInput, match="--init-from .*no such file"):
+        train_gan(GANTrainingConfig(steps=1, init_from=str(tmp / "nope.pt"), **SMALL), tmp / "nope", progress=False)
 
 
 def test_minibatch_std_map_is_zero_for_identical_images_and_not_for_varied_ones():
