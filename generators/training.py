@@ -305,7 +305,11 @@ class GANTrainer:
         if not checkpoint.is_file():
             raise BadInput(f"--init-from {checkpoint}: no such file. Give the checkpoint.pt of an earlier "
                            "`evolver train-gan` run.")
-        saved = torch.load(checkpoint, map_location="cpu", weights_only=True)["trainer"]
+        try:
+            saved = torch.load(checkpoint, map_location="cpu", weights_only=True)["trainer"]
+        except Exception as err:  # any unreadable or foreign file is the user's to replace
+            raise BadInput(f"--init-from {checkpoint} is not a train-gan checkpoint ({type(err).__name__}: {err}); "
+                           "give the checkpoint.pt of an earlier `evolver train-gan` run.") from None
         apply_state_dict(self.g, saved["g"], f"{checkpoint} (G)")
         apply_state_dict(self.d, saved["d"], f"{checkpoint} (D; its discriminator options must match these)")
         if self.ema is not None:

@@ -66,7 +66,6 @@ def test_discriminator_variants_train_resume_and_are_recorded(tmp, flags):
         train_gan(GANTrainingConfig(steps=4, **SMALL), tmp / "gan", resume=True, progress=False)
 
 
-
 def test_a_checkpoint_older_than_an_option_resumes_with_its_default(tmp):
     """The bundled generator's checkpoint was written before --loss, --spectral-norm and
     --minibatch-std existed; it was trained with their defaults and must resume."""
@@ -82,6 +81,7 @@ def test_a_checkpoint_older_than_an_option_resumes_with_its_default(tmp):
     with pytest.raises(BadInput, match="loss='hinge' \\(checkpoint 'bce'\\)"):
         train_gan(GANTrainingConfig(steps=4, loss="hinge", **SMALL), tmp / "gan", resume=True, progress=False)
 
+
 def test_log_inception_score_rewards_confident_and_evenly_spread_families():
     confident = torch.eye(4) * 50  # four images, each surely another family
     assert log_inception_score(confident).item() == pytest.approx(np.log(4), abs=1e-4)
@@ -90,7 +90,7 @@ def test_log_inception_score_rewards_confident_and_evenly_spread_families():
 
 
 def test_guidance_raises_the_guides_score_of_the_fakes():
-    """One G step with the guidance term dominant must move G up the guide's log Inception score."""
+    """Three G steps with the guidance term dominant must move G up the guide's log Inception score."""
     trainer = GANTrainer(GANTrainingConfig(guidance=1000, guide_steps=30, lr=1e-3, batch_size=32, precision="fp32"))
     trainer.train_guide()
     codes = torch.randn(64, 100, 1, 1, generator=torch.Generator().manual_seed(5))
@@ -135,6 +135,9 @@ def test_init_from_starts_from_another_trainings_generator(tmp):
                   progress=False)
     with pytest.raises(BadInput, match="--init-from .*no such file"):
         train_gan(GANTrainingConfig(steps=1, init_from=str(tmp / "nope.pt"), **SMALL), tmp / "nope", progress=False)
+    (tmp / "weights.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(BadInput, match="--init-from .*is not a train-gan checkpoint"):
+        train_gan(GANTrainingConfig(steps=1, init_from=str(tmp / "weights.pt"), **SMALL), tmp / "bad", progress=False)
 
 
 def test_minibatch_std_map_is_zero_for_identical_images_and_not_for_varied_ones():
