@@ -179,6 +179,7 @@ class GANTrainer:
         if config.guidance and config.data != PROCEDURAL:
             raise BadInput(f"--guidance needs family labels, which only --data {PROCEDURAL} has; "
                            f"drop --guidance to train on {config.data}.")
+        # trained by train_guide() on a fresh start, loaded from the checkpoint on a resume
         self.guide = build("guidenet", len(FAMILIES)).eval().requires_grad_(False) if config.guidance else None
         self.guide_accuracy = None
         self.g.to(self.device, memory_format=torch.channels_last)
@@ -194,9 +195,8 @@ class GANTrainer:
     def train_guide(self) -> None:
         """Train the guide: a classifier of the corpus's families with an architecture of its own, so
         the generator is not shaped by stimnet (the ground-truth neuron) or checknet (its judge)."""
-        trained = train_classifier("guidenet", steps=self.config.guide_steps, seed=self.config.seed + 11,
-                                   corpus_seed=self.config.seed + 1000, progress=False)
-        self.guide.load_state_dict(trained.state_dict())
+        self.guide = train_classifier("guidenet", steps=self.config.guide_steps, seed=self.config.seed + 11,
+                                      corpus_seed=self.config.seed + 1000, progress=False).requires_grad_(False)
         self.guide.to(self.device, memory_format=torch.channels_last)
         test = stimuli(2000, 999)
         self.guide_accuracy = round(accuracy(lambda x: self.guide(normalise(x.to(self.device))).cpu(),
