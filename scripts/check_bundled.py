@@ -1,16 +1,17 @@
 """Measure the bundled world: generator quality and the ground truth of stimnet's class units.
 
-    python scripts/check_bundled.py [--write-card] [--weights PATH --quality-only]
+    python scripts/check_bundled.py [--write-card] [--weights PATH --quality-only] [--optimizer NAME]
 
 1. Generator quality: the Fréchet distance between bundled-DCGAN images and corpus images in
    stimnet's penultimate features (`flatten`, 128-d), beside the same distance for an untrained
    DCGAN and for a second corpus sample (the floor), and the share of generated images that
    stimnet classifies with confidence > 0.9.
-2. Ground truth: for every class unit of stimnet, a 100-generation evolution (default optimizer)
-   through the bundled DCGAN; its best image is classified by stimnet and by an independent classifier (checknet:
-   another architecture and seed, trained here only for this check), and its response is
-   compared with the best response among 10,000 corpus images. Beside it, how often the two
-   classifiers agree on random samples of the generator: the independent check's ceiling.
+2. Ground truth: for every class unit of stimnet, a 100-generation evolution (the default
+   optimizer, or --optimizer) through the bundled DCGAN; its best image is classified by stimnet
+   and by an independent classifier (checknet: another architecture and seed, trained here only
+   for this check), and its response is compared with the best response among 10,000 corpus
+   images. Beside it, how often the two classifiers agree on random samples of the generator:
+   the independent check's ceiling.
 With --write-card the figures go into generators/weights/dcgan.json under "quality". --weights
 measures a candidate generator (e.g. a train-gan output) instead of the bundled one.
 """
@@ -74,7 +75,7 @@ def classifiers_agreement(checknet, logits, weights: str) -> float:
     return round((independent == batched(lambda x: logits(x).argmax(1), samples)).float().mean().item(), 4)
 
 
-def ground_truth(generations: int, weights: str) -> tuple[list[dict], float]:
+def ground_truth(generations: int, weights: str, optimizer: str) -> tuple[list[dict], float]:
     checknet = train_classifier("checknet", steps=800, seed=7, corpus_seed=77, progress=False)
     corpus = stimuli(10_000, 3003).images
     logits = neurons.create("stimnet:classifier:0").activations
@@ -84,7 +85,7 @@ def ground_truth(generations: int, weights: str) -> tuple[list[dict], float]:
     with tempfile.TemporaryDirectory() as tmp:
         for unit, family in enumerate(FAMILIES):
             result = run(RunConfig(neuron=f"stimnet:classifier:unit{unit}", generations=generations, seed=unit,
-                                   generator_weights=weights), out=f"{tmp}/{family}", progress=False)
+                                   optimizer=optimizer, generator_weights=weights), out=f"{tmp}/{family}", progress=False)
             code = np.load(result.path / "best_code.npy")[None]
             image = generators.create("dcgan", weights=weights).render(code)
             with torch.no_grad():
@@ -101,6 +102,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--generations", type=int, default=100)
     parser.add_argument("--weights", default="pretrained", help="DCGAN weights: pretrained (the bundled) or a PATH.")
+    parser.add_argument("--optimizer", default=RunConfig().optimizer, help="The ground-truth evolutions' optimizer.")
     parser.add_argument("--quality-only", action="store_true", help="Skip the ground-truth evolutions.")
     parser.add_argument("--write-card", action="store_true")
     args = parser.parse_args()
@@ -113,7 +115,7 @@ def main() -> None:
     print(json.dumps(quality, indent=2))
     if args.quality_only:
         return
-    rows, agreement = ground_truth(args.generations, args.weights)
+    rows, agreement = ground_truth(args.generations, args.weights, args.optimizer)
     print(f"\n{'class':<13} {'stimnet says':<13} {'independent':<13} {'best evolved':>12} {'best corpus':>12}")
     for r in rows:
         print(f"{r['class']:<13} {r['stimnet_says']:<13} {r['independent_says']:<13} "
@@ -123,7 +125,7 @@ def main() -> None:
         "independent_agrees": sum(r["independent_says"] == r["class"] for r in rows),
         "evolved_beats_best_corpus": sum(r["best_response"] > r["best_corpus_response"] for r in rows),
         "independent_agrees_with_stimnet_on_random_samples": agreement,
-        "classes": len(rows), "generations": args.generations, "optimizer": RunConfig().optimizer,
+        "classes": len(rows), "generations": args.generations, "optimizer": args.optimizer,
     }
     print(json.dumps(summary), f"\n{time.time() - started:.0f} s")
     if args.write_card:
