@@ -27,7 +27,8 @@ import torch
 
 import generators
 import neurons
-from evolver import RunConfig, run
+from evolver import RunConfig, optimizers, run
+from evolver_common import BadInput
 from generators.dcgan import BUNDLED_WEIGHTS
 from generators.quality import frechet_distance
 from generators.stimuli import FAMILIES, stimuli
@@ -110,6 +111,10 @@ def main() -> None:
         parser.error("--write-card writes the bundled generator's card; it measures only --weights pretrained.")
     if args.write_card and args.quality_only:
         parser.error("--write-card records the ground truth too; drop --quality-only.")
+    try:
+        optimizers.get(args.optimizer)  # before the quality figures, not after them
+    except BadInput as err:
+        parser.error(str(err))
     started = time.time()
     quality = generator_quality(neurons.create("stimnet:flatten:0"), args.weights)
     print(json.dumps(quality, indent=2))
