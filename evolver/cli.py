@@ -223,6 +223,10 @@ def list_generators() -> None:
                    "against mode dropping, families confidently drawn and evenly spread (procedural data; 0 = off).")
 @click.option("--guide-steps", type=int, default=800, show_default=True,
               help="Training steps of the guide classifier (--guidance), trained at the start.")
+@click.option("--conditional", is_flag=True,
+              help="A conditional DCGAN (as AC-GAN): G takes class weights beside its noise (the corpus's families, "
+                   "the folder's classes), a class head on D learns to name real images and G to have its fakes "
+                   "named as asked; codes gain one logit per class.")
 @click.option("--init-from", default="", help="Start G, D and the average G from another training's checkpoint.pt.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the weights, noise and corpus.")
 @click.option("--sample-every", type=int, default=250, show_default=True, help="Steps between sample grids.")

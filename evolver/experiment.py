@@ -33,12 +33,12 @@ from evolver_common.memory import release_freed_memory
 OPTIMIZER_STREAM, NOISE_STREAM = 0, 1
 
 # The bundled world: stimnet's "star" unit, whose preferred stimulus is known; its evolved image
-# drives it 5x above the best of 10,000 corpus images and stimnet calls it a star
+# drives it 4x above the best of 10,000 corpus images and stimnet calls it a star
 # (generators/weights/dcgan.json, "ground_truth").
 DEFAULT_NEURON = "stimnet:classifier:unit7"
 
 # Chosen by `evolver bench` (README, "Choosing the default optimizer"): best mean normalised score on
-# the bundled DCGAN both noise-free and under multiplicative noise.
+# the bundled DCGAN (the unconditional one of the time) both noise-free and under multiplicative noise.
 DEFAULT_OPTIMIZER = "cmaes"
 
 # Images whose responses did not come back are shown again (up to REPRESENTATIONS more blocks),

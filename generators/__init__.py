@@ -90,7 +90,8 @@ def create(name: str, **options) -> Generator:
     return factory(**options)
 
 
-register(GeneratorEntry("dcgan", DCGAN, "100", DCGAN.image_size, dcgan.weights_location))
+register(GeneratorEntry("dcgan", DCGAN, f"{dcgan.bundled_code_dim()} bundled (100 random)", DCGAN.image_size,
+                        dcgan.weights_location))
 for variant in deepsim.VARIANTS:
     register(GeneratorEntry(f"deepsim-{variant}", functools.partial(deepsim.DeePSiM, variant),
                             str(deepsim.code_dim(variant)), deepsim.DeePSiM.image_size,

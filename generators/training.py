@@ -7,7 +7,9 @@ moving average of G's weights (the average is what is saved), orthogonal initial
 orthogonal regularisation (Brock et al. 2019); classifier guidance against mode dropping (a
 classifier trained on the corpus rewards batches of fakes whose families are confidently named and
 evenly spread: the log Inception score, as in the class-balancing GAN of Rangwani et al. 2021);
-and a warm start from another training's checkpoint.
+class conditioning (G takes class weights beside its noise; an auxiliary head on D's last features
+learns the classes of real images, and G is trained to have its fakes named as their class weights
+say: AC-GAN, Odena et al. 2017); and a warm start from another training's checkpoint.
 """
 from __future__ import annotations
 
@@ -31,15 +33,15 @@ from tqdm.auto import tqdm
 
 from evolver_common import (BadInput, apply_state_dict, autocast, resolve_device, resolve_precision, seeded_init,
                             write_atomic)
-from generators.dcgan import (calibrate_batch_norm, dcgan_discriminator, dcgan_init, dcgan_network,
-                             spectrally_normalise)
+from generators.dcgan import (CLASS_INPUT_NORM, NOISE_DIM, calibrate_batch_norm, class_logits, dcgan_discriminator,
+                             dcgan_init, dcgan_network, network_input, spectrally_normalise)
 from generators.stimuli import FAMILIES, corpus_batch, stimuli
 from neurons.stimnet import accuracy, build, normalise, train_classifier
 
 PROCEDURAL = "procedural"
 # What a resumed training must share with the checkpoint (steps, logging and device may change).
 RECIPE = ("data", "batch_size", "lr", "beta1", "d_steps", "ema", "ortho_init", "ortho_reg", "loss", "spectral_norm",
-          "minibatch_std", "guidance", "guide_steps", "seed")
+          "minibatch_std", "guidance", "guide_steps", "conditional", "seed")
 LOSSES = ("bce", "hinge")
 
 
@@ -61,6 +63,7 @@ class GANTrainingConfig:
     minibatch_std: bool = False  # D sees a minibatch standard-deviation map
     guidance: float = 0.0  # weight of the guide classifier's log Inception score in G's loss; 0 = off
     guide_steps: int = 800  # training steps of the guide classifier
+    conditional: bool = False  # G takes class weights (the corpus's families, the folder's classes); D names classes
     init_from: str = ""  # another training's checkpoint.pt whose G, D and average G this one starts from
     seed: int = 0
     sample_every: int = 250
@@ -88,7 +91,7 @@ def _png_bytes(grid: torch.Tensor) -> bytes:
     return buffer.getvalue()
 
 
-def _image_folder(folder: str, batch_size: int, seed: int, start: int, workers: int) -> Iterator[torch.Tensor]:
+def _image_folder_dataset(folder: str) -> torchvision.datasets.ImageFolder:
     path = Path(folder)
     if not path.is_dir():
         raise BadInput(f"--data {folder}: no such folder. Give '{PROCEDURAL}' or a folder of class subfolders of "
@@ -96,16 +99,27 @@ def _image_folder(folder: str, batch_size: int, seed: int, start: int, workers: 
     transform = torchvision.transforms.Compose([
         torchvision.transforms.Resize(64), torchvision.transforms.CenterCrop(64), torchvision.transforms.ToTensor()])
     try:
-        dataset = torchvision.datasets.ImageFolder(str(path), transform=transform)
+        return torchvision.datasets.ImageFolder(str(path), transform=transform)
     except (FileNotFoundError, RuntimeError) as err:
         raise BadInput(f"--data {folder} is not an image folder: {err}") from None
+
+
+def class_names(config: GANTrainingConfig) -> tuple[str, ...]:
+    """The classes a conditional generator is trained on (none for an unconditional one)."""
+    if not config.conditional:
+        return ()
+    return FAMILIES if config.data == PROCEDURAL else tuple(_image_folder_dataset(config.data).classes)
+
+
+def _image_folder(folder: str, batch_size: int, seed: int, start: int,
+                  workers: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    dataset = _image_folder_dataset(folder)
     epoch = start
     while True:  # a resumed run starts a fresh shuffle, seeded by where it resumed
         shuffle = torch.Generator().manual_seed(seed * 100_003 + epoch)
         loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True,
                                              num_workers=workers, generator=shuffle)
-        for images, _ in loader:
-            yield images
+        yield from loader
         epoch += 1
 
 
@@ -116,24 +130,37 @@ class _CorpusStream(torch.utils.data.IterableDataset):
     def __init__(self, config: GANTrainingConfig, start: int):
         self.config, self.start = config, start
 
-    def __iter__(self) -> Iterator[torch.Tensor]:
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         info = torch.utils.data.get_worker_info()
         if info is not None:
             torch.set_num_threads(1)  # the workers, not threads inside each, share the cores
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
         for k in itertools.count(self.start + worker, workers):
-            yield corpus_batch(self.config.seed, self.config.batch_size, k).images
+            batch = corpus_batch(self.config.seed, self.config.batch_size, k)
+            yield batch.images, batch.family
 
 
-def _batches(config: GANTrainingConfig, start: int) -> Iterator[torch.Tensor]:
-    """Training images in [0, 1], (batch, 3, 64, 64), from batch `start` on, prepared by
-    `config.workers` processes (0: by this one)."""
+def _batches(config: GANTrainingConfig, start: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Training images in [0, 1], (batch, 3, 64, 64), and their class indices (batch,), from batch
+    `start` on, prepared by `config.workers` processes (0: by this one)."""
     if config.data != PROCEDURAL:
         return _image_folder(config.data, config.batch_size, config.seed, start, config.workers)
     stream = _CorpusStream(config, start)
     if config.workers == 0:
         return iter(stream)
     return iter(torch.utils.data.DataLoader(stream, batch_size=None, num_workers=config.workers, prefetch_factor=4))
+
+
+def draw_inputs(n: int, classes: int, noise: torch.Generator, family: torch.Tensor | None = None) -> torch.Tensor:
+    """Inputs (n, 100 + classes) of the network for codes drawn as `DCGAN.sample` draws them, from
+    `noise`; the classes are `family` (n,) if given, else drawn uniformly."""
+    codes = torch.randn(n, NOISE_DIM, generator=noise)
+    if not classes:
+        return codes
+    if family is None:
+        family = torch.randint(classes, (n,), generator=noise)
+    logits = class_logits(family, torch.randn(n, classes, generator=noise))
+    return network_input(torch.cat([codes, logits], 1), classes)
 
 
 def orthogonal_penalty(network: nn.Module) -> torch.Tensor:
@@ -157,7 +184,8 @@ def log_inception_score(logits: torch.Tensor) -> torch.Tensor:
 
 
 class GANTrainer:
-    """Holds G, D, the guide classifier (with --guidance), their optimisers and the EMA copy; `step()` does one G update."""
+    """Holds G, D (and its class head, with --conditional), the guide classifier (with --guidance), their
+    optimisers and the EMA copy; `step()` does one G update."""
 
     def __init__(self, config: GANTrainingConfig):
         if config.loss not in LOSSES:
@@ -165,8 +193,10 @@ class GANTrainer:
         self.config = config
         self.device = resolve_device(config.device)
         self.precision = resolve_precision(config.precision, self.device)
+        self.class_names = class_names(config)
+        self.classes = len(self.class_names)
         with seeded_init(config.seed):
-            self.g = dcgan_network()
+            self.g = dcgan_network(self.classes)
             self.d = dcgan_discriminator(batch_norm=not config.spectral_norm, minibatch_std=config.minibatch_std)
             for net in (self.g, self.d):
                 dcgan_init(net)
@@ -185,9 +215,13 @@ class GANTrainer:
         self.g.to(self.device, memory_format=torch.channels_last)
         self.d.to(self.device, memory_format=torch.channels_last)
         self.ema = copy.deepcopy(self.g).eval().requires_grad_(False) if config.ema else None
+        with seeded_init(config.seed + 4):
+            self.d_classes = nn.Linear(self.d[-2].in_channels * 16, self.classes).to(self.device) \
+                if self.classes else None
         betas = (config.beta1, 0.999)
         self.opt_g = torch.optim.Adam(self.g.parameters(), lr=config.lr, betas=betas)
-        self.opt_d = torch.optim.Adam(self.d.parameters(), lr=config.lr, betas=betas)
+        d_parameters = [*self.d.parameters(), *(self.d_classes.parameters() if self.d_classes is not None else ())]
+        self.opt_d = torch.optim.Adam(d_parameters, lr=config.lr, betas=betas)
         self.noise = torch.Generator().manual_seed(config.seed + 1)
         self.done = 0
         self.averaged = 0  # updates the average of G has seen, a warm start's included
@@ -202,8 +236,17 @@ class GANTrainer:
         self.guide_accuracy = round(accuracy(lambda x: self.guide(normalise(x.to(self.device))).cpu(),
                                              test.images, test.family), 4)
 
-    def _codes(self, n: int) -> torch.Tensor:
-        return torch.randn(n, 100, 1, 1, generator=self.noise).to(self.device)
+    def _inputs(self, n: int) -> torch.Tensor:
+        return draw_inputs(n, self.classes, self.noise).to(self.device)
+
+    def _discriminate(self, images: torch.Tensor, classes: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """D's logits (n,) for images (n, 3, 64, 64) in [-1, 1], and (conditional) the cross-entropy of its
+        class head against `classes`: indices (n,) or class weights (n, classes); else 0."""
+        if self.d_classes is None:
+            return self.d(images), torch.zeros(())
+        features = self.d[:-2](images)
+        named = F.cross_entropy(self.d_classes(features.flatten(1)).float(), classes)
+        return self.d[-2:](features), named
 
     def _loss_d(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
         if self.config.loss == "hinge":
@@ -217,21 +260,27 @@ class GANTrainer:
             return -fake.mean()
         return F.binary_cross_entropy_with_logits(fake, torch.ones_like(fake))
 
-    def step(self, real_batches: Iterator[torch.Tensor]) -> tuple[float, float]:
+    def step(self, real_batches: Iterator[tuple[torch.Tensor, torch.Tensor]]) -> tuple[float, float]:
         """One generator update after `d_steps` discriminator updates; returns (loss_d, loss_g)."""
         for _ in range(self.config.d_steps):
-            real = next(real_batches).to(self.device).contiguous(memory_format=torch.channels_last) * 2 - 1
+            real, labels = next(real_batches)
+            real = real.to(self.device).contiguous(memory_format=torch.channels_last) * 2 - 1
+            inputs = self._inputs(len(real))
             with autocast(self.precision, self.device):
-                logits_real = self.d(real)
+                logits_real, named_real = self._discriminate(real, labels.to(self.device))
                 with torch.no_grad():
-                    fake = self.g(self._codes(len(real)))
-                loss_d = self._loss_d(logits_real.float(), self.d(fake).float())
+                    fake = self.g(inputs[:, :, None, None])
+                # the class head learns from real images only, so that G cannot teach it a code of its own
+                loss_d = self._loss_d(logits_real.float(), self.d(fake).float()) + named_real
             self.opt_d.zero_grad(set_to_none=True)
             loss_d.backward()
             self.opt_d.step()
+        inputs = self._inputs(self.config.batch_size)
         with autocast(self.precision, self.device):
-            fake = self.g(self._codes(self.config.batch_size))
-            loss_g = self._loss_g(self.d(fake).float())
+            fake = self.g(inputs[:, :, None, None])
+            class_weights = inputs[:, NOISE_DIM:].float() / CLASS_INPUT_NORM  # summing to 1
+            logits_fake, named_fake = self._discriminate(fake, class_weights)
+            loss_g = self._loss_g(logits_fake.float()) + named_fake
             if self.guide is not None:
                 loss_g = loss_g - self.config.guidance * log_inception_score(self.guide(normalise((fake + 1) / 2)))
         if self.config.ortho_reg:
@@ -262,17 +311,18 @@ class GANTrainer:
         if self.ema is None:
             return self.g
         averaged = copy.deepcopy(self.ema)
-        codes = torch.randn(512, 100, generator=torch.Generator().manual_seed(self.config.seed + 3)).numpy()
-        calibrate_batch_norm(averaged, codes)
+        inputs = draw_inputs(512, self.classes, torch.Generator().manual_seed(self.config.seed + 3))
+        calibrate_batch_norm(averaged, inputs)
         return averaged
 
     @torch.no_grad()
-    def samples(self, codes: torch.Tensor) -> torch.Tensor:
-        """Images (n, 3, 64, 64) in [0, 1] from the saved generator, in eval mode."""
+    def samples(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Images (n, 3, 64, 64) in [0, 1] from the saved generator, in eval mode, for network inputs
+        (n, 100 + classes)."""
         g = self.final_generator()
         was_training = g.training
         g.eval()
-        images = (g(codes.to(self.device)).float() + 1) / 2
+        images = (g(inputs[:, :, None, None].to(self.device)).float() + 1) / 2
         g.train(was_training)
         return images.clamp(0, 1).cpu()
 
@@ -282,6 +332,8 @@ class GANTrainer:
                  "noise": self.noise.get_state(), "done": self.done, "averaged": self.averaged}
         if self.guide is not None:
             state |= {"guide": self.guide.state_dict(), "guide_accuracy": self.guide_accuracy}
+        if self.d_classes is not None:
+            state["d_classes"] = self.d_classes.state_dict()
         return state
 
     def load_state_dict(self, state: dict) -> None:
@@ -289,6 +341,8 @@ class GANTrainer:
         self.d.load_state_dict(state["d"])
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_d.load_state_dict(state["opt_d"])
+        if self.d_classes is not None:
+            self.d_classes.load_state_dict(state["d_classes"])
         if self.ema is not None:
             self.ema.load_state_dict(state["ema"])
         if self.guide is not None:
@@ -301,7 +355,8 @@ class GANTrainer:
 
     def start_from(self, checkpoint: Path) -> None:
         """Take G, D and the average G (G itself where the checkpoint kept none) from another
-        training's checkpoint; optimisers, noise and step count start afresh."""
+        training's checkpoint; optimisers, noise and step count start afresh. A conditional training
+        may start from an unconditional one: G's class inputs then start at zero, D's class head afresh."""
         if not checkpoint.is_file():
             raise BadInput(f"--init-from {checkpoint}: no such file. Give the checkpoint.pt of an earlier "
                            "`evolver train-gan` run.")
@@ -310,11 +365,21 @@ class GANTrainer:
         except Exception as err:  # any unreadable or foreign file is the user's to replace
             raise BadInput(f"--init-from {checkpoint} is not a train-gan checkpoint ({type(err).__name__}: {err}); "
                            "give the checkpoint.pt of an earlier `evolver train-gan` run.") from None
-        apply_state_dict(self.g, saved["g"], f"{checkpoint} (G)")
+        apply_state_dict(self.g, self._with_class_inputs(saved["g"]), f"{checkpoint} (G)")
         apply_state_dict(self.d, saved["d"], f"{checkpoint} (D; its discriminator options must match these)")
+        if self.d_classes is not None and "d_classes" in saved:
+            apply_state_dict(self.d_classes, saved["d_classes"], f"{checkpoint} (D's class head)")
         if self.ema is not None:
-            apply_state_dict(self.ema, saved["ema"] or saved["g"], f"{checkpoint} (average G)")
+            averaged = self._with_class_inputs(saved["ema"] or saved["g"])
+            apply_state_dict(self.ema, averaged, f"{checkpoint} (average G)")
             self.averaged = saved.get("averaged", saved["done"]) if saved["ema"] else 0
+
+    def _with_class_inputs(self, g_state: dict) -> dict:
+        """An unconditional G's state with zero weights added for this training's class inputs."""
+        first = g_state["0.weight"]
+        if not self.classes or first.shape[0] != NOISE_DIM:
+            return g_state
+        return {**g_state, "0.weight": torch.cat([first, first.new_zeros(self.classes, *first.shape[1:])])}
 
 
 def train_gan(config: GANTrainingConfig, out: str | Path, resume: bool = False, progress: bool = True) -> Path:
@@ -346,7 +411,10 @@ def train_gan(config: GANTrainingConfig, out: str | Path, resume: bool = False, 
         if trainer.guide is not None:
             trainer.train_guide()
     (out / "samples").mkdir(parents=True, exist_ok=True)
-    fixed_codes = torch.randn(64, 100, 1, 1, generator=torch.Generator().manual_seed(config.seed + 2))
+    # conditional: a row of 8 per class (of the first 16)
+    rows = min(trainer.classes, 16) or 8
+    fixed_inputs = draw_inputs(8 * rows, trainer.classes, torch.Generator().manual_seed(config.seed + 2),
+                               torch.arange(8 * rows) // 8 if trainer.classes else None)
     batches = _batches(config, trainer.done * config.d_steps)
     started = time.time()
     bar = tqdm(total=config.steps, initial=trainer.done, desc="train-gan", unit="step", disable=not progress)
@@ -357,7 +425,7 @@ def train_gan(config: GANTrainingConfig, out: str | Path, resume: bool = False, 
         bar.set_postfix(loss_d=f"{loss_d:.3f}", loss_g=f"{loss_g:.3f}")
         last = trainer.done == config.steps or time.time() > deadline
         if trainer.done % config.sample_every == 0 or last:
-            grid = torchvision.utils.make_grid(trainer.samples(fixed_codes), nrow=8, padding=1)
+            grid = torchvision.utils.make_grid(trainer.samples(fixed_inputs), nrow=8, padding=1)
             write_atomic(out / "samples" / f"step_{trainer.done:06d}.png", _png_bytes(grid))
         if trainer.done % config.checkpoint_every == 0 or last:
             state = {"trainer": trainer.state_dict(), "config": json.dumps(dataclasses.asdict(config))}
@@ -378,6 +446,7 @@ def train_gan(config: GANTrainingConfig, out: str | Path, resume: bool = False, 
         "seconds_last_session": round(time.time() - started, 1),
         "saved": "moving average of G, batch-norm statistics recomputed for it" if trainer.ema is not None else "G",
         **({"guide_held_out_accuracy": trainer.guide_accuracy} if trainer.guide is not None else {}),
+        **({"classes": list(trainer.class_names)} if trainer.classes else {}),
     }
     write_atomic(card_path, (json.dumps(card, indent=2) + "\n").encode())
     return weights

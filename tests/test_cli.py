@@ -13,6 +13,7 @@ import torch
 
 from conftest import UNIT, evolver_cli
 from evolver.records import RunDirectory
+from generators.dcgan import bundled_code_dim
 
 DESIGN_FILES = ("config.json", "generations.csv", "scores.csv", "codes", "images", "best.png", "best_code.npy",
                 "state", "trajectory.html")
@@ -33,7 +34,7 @@ def test_evolution_raises_the_unit_well_above_the_first_generation(tmp):
     scores = pd.read_csv(out / "scores.csv", keep_default_na=False)
     assert len(scores) == 600 and scores["image_id"].tolist() == list(range(600))
     assert len(list((out / "codes").glob("gen_*.npy"))) == 30
-    assert np.load(out / "codes" / "gen_0029.npy").shape == (20, 100)
+    assert np.load(out / "codes" / "gen_0029.npy").shape == (20, bundled_code_dim())
     config = json.loads((out / "config.json").read_text())
     assert config["resolved"]["optimizer"]["name"] == "cmaes"  # the default, chosen by evolver bench
     assert config["resolved"]["optimizer"]["params"]["population"] == 20
@@ -163,4 +164,4 @@ def test_layers_and_generators_listings():
     _bad_input("layers", "resnet1800", match="Unknown model")
     listing = evolver_cli("generators", check=True).stdout
     dcgan = next(line for line in listing.splitlines() if line.startswith("dcgan "))
-    assert "code 100" in dcgan and "64×64" in dcgan and "weights found" in dcgan
+    assert f"code {bundled_code_dim()} bundled" in dcgan and "64×64" in dcgan and "weights found" in dcgan

@@ -14,6 +14,7 @@ from evolver.decoding import DecodeOptions, decode, two_way_identification
 from evolver.encoding import (FitOptions, SubjectOptions, fit_encoder, noise_ceiling, pearson, simulate_subject,
                               write_fit, write_subject)
 from evolver_common import BadInput
+from generators.dcgan import bundled_code_dim
 from neurons.encoder import EncodingModel, FeatureSpec
 
 SMALL = dict(images=300, voxels=60, seed=0)
@@ -199,10 +200,10 @@ def test_decoding_identifies_held_out_codes_above_chance(tmp):
 
 
 def test_bad_decoding_input(subject, tmp):
-    with pytest.raises(BadInput, match="takes \\(N, 100\\)"):
+    with pytest.raises(BadInput, match=f"takes \\(N, {bundled_code_dim()}\\)"):
         decode(subject["responses"], np.zeros((300, 7), np.float32), None, tmp)
     with pytest.raises(BadInput, match="Responses for 300 images, 10 codes"):
-        decode(subject["responses"], np.zeros((10, 100), np.float32), None, tmp)
+        decode(subject["responses"], np.zeros((10, bundled_code_dim()), np.float32), None, tmp)
 
 
 # ------------------------------------------------------------------------------------ the command line

@@ -9,8 +9,8 @@ from torch import nn
 
 import generators
 from evolver_common import BadInput
-from generators.dcgan import MinibatchStd, dcgan_discriminator, spectrally_normalise
-from generators.stimuli import corpus_batch
+from generators.dcgan import CLASS_INPUT_NORM, MinibatchStd, dcgan_discriminator, network_input, spectrally_normalise
+from generators.stimuli import FAMILIES, corpus_batch
 from generators.training import GANTrainer, GANTrainingConfig, log_inception_score, orthogonal_penalty, train_gan
 from neurons.stimnet import normalise
 
@@ -100,7 +100,7 @@ def test_guidance_raises_the_guides_score_of_the_fakes():
             return log_inception_score(trainer.guide(normalise(trainer.g(codes) * 0.5 + 0.5))).item()
 
     before = score()
-    real = (corpus_batch(0, 32, k).images for k in range(10))
+    real = ((b.images, b.family) for b in (corpus_batch(0, 32, k) for k in range(10)))
     for _ in range(3):
         trainer.step(real)
     assert score() > before + 0.05
@@ -199,3 +199,68 @@ def test_bad_training_input(tmp):
         train_gan(GANTrainingConfig(steps=2, lr=1e-3, **SMALL), tmp / "c", resume=True, progress=False)
     with pytest.raises(BadInput, match="already holds a training run"):
         train_gan(GANTrainingConfig(steps=2, **SMALL), tmp / "c", progress=False)
+
+
+def test_conditional_training_resumes_exactly_and_saves_a_generator_with_class_logits(tmp):
+    conditional = dict(conditional=True, ema=0.5, **SMALL)
+    whole = train_gan(GANTrainingConfig(steps=3, **conditional), tmp / "whole", progress=False)
+    train_gan(GANTrainingConfig(steps=2, **conditional), tmp / "parts", progress=False)
+    parts = train_gan(GANTrainingConfig(steps=3, **conditional), tmp / "parts", resume=True, progress=False)
+    a, b = load_file(str(whole)), load_file(str(parts))
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+    card = json.loads((tmp / "parts" / "card.json").read_text())
+    assert card["config"]["conditional"] and card["classes"] == list(FAMILIES)
+    with Image.open(tmp / "parts" / "samples" / "step_000003.png") as grid:  # a row of 8 per class
+        assert grid.size == (1 + 8 * 65, 1 + len(FAMILIES) * 65)
+    generator = generators.create("dcgan", weights=parts)
+    assert generator.classes == len(FAMILIES) and generator.code_dim == 100 + len(FAMILIES)
+    codes = generator.sample(400, np.random.default_rng(0))
+    assert codes.shape == (400, 112)
+    weights = torch.as_tensor(codes[:, 100:]).softmax(1)  # the drawn class's logit is 4 above N(0, 1) noise
+    assert 0.6 < weights.max(1).values.mean() < 0.85 and np.abs(codes[:, :100].std() - 1) < 0.05
+    assert np.bincount(codes[:, 100:].argmax(1), minlength=12).min() > 15  # each class about 1 / 12 of codes
+    extreme = np.concatenate([codes[:2, :100], np.full((2, 12), 1e4, np.float32) * np.eye(2, 12)], 1)
+    assert generator.render(extreme).isfinite().all()
+    with pytest.raises(BadInput, match="conditional=False \\(checkpoint True\\)"):
+        train_gan(GANTrainingConfig(steps=4, ema=0.5, **SMALL), tmp / "parts", resume=True, progress=False)
+
+
+def test_network_input_softmaxes_only_the_class_logits():
+    codes = torch.cat([torch.randn(5, 100), torch.randn(5, 3) * 100], 1)
+    inputs = network_input(codes, 3)
+    assert torch.equal(inputs[:, :100], codes[:, :100])
+    torch.testing.assert_close(inputs[:, 100:].sum(1), torch.full((5,), CLASS_INPUT_NORM))
+    assert torch.equal(network_input(codes[:, :100], 0), codes[:, :100])
+
+
+def test_conditional_training_starts_from_an_unconditional_one_as_it_was(tmp):
+    """G's class inputs start at zero: the warm-started G draws the unconditional G's images whatever the
+    class, D scores them as before; then the class inputs learn."""
+    train_gan(GANTrainingConfig(steps=2, ema=0.9, **SMALL), tmp / "source", progress=False)
+    checkpoint = tmp / "source" / "checkpoint.pt"
+    source = GANTrainer(GANTrainingConfig(ema=0.9, **SMALL))
+    source.start_from(checkpoint)
+    started = GANTrainer(GANTrainingConfig(ema=0.9, conditional=True, **SMALL))
+    started.start_from(checkpoint)
+    noise = torch.randn(4, 100)
+    inputs = torch.cat([noise, torch.eye(12)[[0, 3, 7, 11]]], 1)
+    torch.testing.assert_close(started.samples(inputs), source.samples(noise), rtol=0, atol=1e-6)
+    images = torch.rand(4, 3, 64, 64) * 2 - 1
+    logits, named = started._discriminate(images, torch.tensor([0, 3, 7, 11]))
+    torch.testing.assert_close(logits, source.d(images), rtol=0, atol=1e-6)
+    assert named.item() > 0
+    started.step((b.images, b.family) for b in (corpus_batch(0, 8, k) for k in range(2)))
+    assert started.g[0].weight[100:].abs().max() > 0
+
+
+def test_conditional_training_on_a_folder_takes_its_classes(tmp):
+    rng = np.random.default_rng(0)
+    for name in ("cats", "dogs", "owls"):
+        (tmp / "images" / name).mkdir(parents=True)
+        for i in range(4):
+            Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(tmp / "images" / name / f"{i}.png")
+    config = GANTrainingConfig(data=str(tmp / "images"), steps=2, conditional=True, **{**SMALL, "batch_size": 4})
+    weights = train_gan(config, tmp / "gan", progress=False)
+    assert json.loads((tmp / "gan" / "card.json").read_text())["classes"] == ["cats", "dogs", "owls"]
+    assert generators.create("dcgan", weights=weights).code_dim == 103
