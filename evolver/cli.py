@@ -109,10 +109,11 @@ def _is_unit_set(neuron: str) -> bool:
 
 
 def _summarise(result) -> None:
-    gain = result.best / result.first_best if result.first_best else float("nan")
+    # a ratio means nothing when the first best is zero or negative (a logit, a correlation)
+    gain = f" ({result.best / result.first_best:.2f}x)" if result.first_best > 0 else ""
     click.echo(
         f"\nBest response {result.best:.4g} (generation {result.best_generation}); the first generation's "
-        f"best was {result.first_best:.4g} ({gain:.2f}x).\n"
+        f"best was {result.first_best:.4g}{gain}.\n"
         f"Run folder: {result.path}\n"
         f"  trajectory.html   the response trajectory (open in a browser)\n"
         f"  best.png, best_code.npy   the best image and its code\n"

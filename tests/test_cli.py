@@ -4,6 +4,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -165,3 +166,13 @@ def test_layers_and_generators_listings():
     listing = evolver_cli("generators", check=True).stdout
     dcgan = next(line for line in listing.splitlines() if line.startswith("dcgan "))
     assert f"code {bundled_code_dim()} bundled" in dcgan and "64×64" in dcgan and "weights found" in dcgan
+
+
+@pytest.mark.parametrize("first_best, gain", [(2.0, " (36.00x)"), (-0.22, ""), (0.0, "")])
+def test_summary_gives_a_gain_only_over_a_positive_first_best(capsys, first_best, gain):
+    from types import SimpleNamespace
+
+    from evolver.cli import _summarise
+
+    _summarise(SimpleNamespace(best=72.0, first_best=first_best, best_generation=198, path=Path("run"), notes=[]))
+    assert f"the first generation's best was {first_best:.4g}{gain}.\n" in capsys.readouterr().out

@@ -76,8 +76,10 @@ def test_template_recognises_its_target_and_moves_towards_it(tmp):
     assert quality["pixel_correlation"][0] == pytest.approx(result.best, abs=0.02)  # the PNG is the best image
     first = reconstruction_quality(generators.create("dcgan").render(np.load(result.path / "codes" / "gen_0000.npy")),
                                    target)
+    # moving towards the target is the objective's pixel correlation rising; SSIM is not asserted, as it
+    # may fall meanwhile (scripts/check_objectives.py: 0.67 -> 0.52 over 100 generations; the match is
+    # in layout and colour, not in fine structure)
     assert result.best > first["pixel_correlation"].max() + 0.03
-    assert quality["ssim"][0] > first["ssim"].mean()
 
 
 def test_template_in_a_cnn_layer(tmp, images):
