@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -28,14 +29,21 @@ def test_trains_saves_a_loadable_generator_and_a_card(tmp):
     assert sorted(p.name for p in (tmp / "gan" / "samples").iterdir()) == ["step_000002.png", "step_000003.png"]
 
 
-def test_resumed_training_equals_uninterrupted_training(tmp):
-    whole = train_gan(GANTrainingConfig(steps=4, ema=0.5, **SMALL), tmp / "whole", progress=False)
-    train_gan(GANTrainingConfig(steps=2, ema=0.5, **SMALL), tmp / "parts", progress=False)
-    parts = train_gan(GANTrainingConfig(steps=4, ema=0.5, **SMALL), tmp / "parts", resume=True, progress=False)
+def assert_resumed_equals_uninterrupted(tmp, steps: int, **options) -> Path:
+    """Train `steps` at once and in two parts (resumed after 2) with `options`; the saved generators
+    must be bit-identical. Returns the resumed training's weights."""
+    whole = train_gan(GANTrainingConfig(steps=steps, **options, **SMALL), tmp / "whole", progress=False)
+    train_gan(GANTrainingConfig(steps=2, **options, **SMALL), tmp / "parts", progress=False)
+    parts = train_gan(GANTrainingConfig(steps=steps, **options, **SMALL), tmp / "parts", resume=True, progress=False)
     a, b = load_file(str(whole)), load_file(str(parts))
     assert a.keys() == b.keys()
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+    return parts
+
+
+def test_resumed_training_equals_uninterrupted_training(tmp):
+    assert_resumed_equals_uninterrupted(tmp, 4, ema=0.5)
 
 
 def test_workers_prepare_the_same_stream_as_one_process(tmp):
@@ -107,13 +115,7 @@ def test_guidance_raises_the_guides_score_of_the_fakes():
 
 
 def test_guided_training_resumes_exactly_and_records_its_guide(tmp):
-    guided = dict(guidance=0.5, guide_steps=3, **SMALL)
-    whole = train_gan(GANTrainingConfig(steps=3, **guided), tmp / "whole", progress=False)
-    train_gan(GANTrainingConfig(steps=2, **guided), tmp / "parts", progress=False)
-    parts = train_gan(GANTrainingConfig(steps=3, **guided), tmp / "parts", resume=True, progress=False)
-    a, b = load_file(str(whole)), load_file(str(parts))
-    for key in a:
-        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+    assert_resumed_equals_uninterrupted(tmp, 3, guidance=0.5, guide_steps=3)
     card = json.loads((tmp / "parts" / "card.json").read_text())
     assert card["config"]["guidance"] == 0.5 and 0 <= card["guide_held_out_accuracy"] <= 1
     with pytest.raises(BadInput, match="guidance=0.0 \\(checkpoint 0.5\\)"):
@@ -202,13 +204,7 @@ def test_bad_training_input(tmp):
 
 
 def test_conditional_training_resumes_exactly_and_saves_a_generator_with_class_logits(tmp):
-    conditional = dict(conditional=True, ema=0.5, **SMALL)
-    whole = train_gan(GANTrainingConfig(steps=3, **conditional), tmp / "whole", progress=False)
-    train_gan(GANTrainingConfig(steps=2, **conditional), tmp / "parts", progress=False)
-    parts = train_gan(GANTrainingConfig(steps=3, **conditional), tmp / "parts", resume=True, progress=False)
-    a, b = load_file(str(whole)), load_file(str(parts))
-    for key in a:
-        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+    parts = assert_resumed_equals_uninterrupted(tmp, 3, conditional=True, ema=0.5)
     card = json.loads((tmp / "parts" / "card.json").read_text())
     assert card["config"]["conditional"] and card["classes"] == list(FAMILIES)
     with Image.open(tmp / "parts" / "samples" / "step_000003.png") as grid:  # a row of 8 per class
