@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from torch import nn
 from torch.nn import functional as F
 
@@ -130,11 +130,13 @@ def weights_location() -> tuple[str, bool]:
 
 def bundled_code_dim() -> int:
     """The code length of the bundled weights (100, plus one per class of a conditional DCGAN), read
-    from the file's header without loading the weights; 100 when they are missing."""
-    if not BUNDLED_WEIGHTS.is_file():
+    from the file's header without loading the weights; 100 when they are missing or unreadable
+    (loading them then says what is wrong)."""
+    try:
+        with safe_open(str(BUNDLED_WEIGHTS), "pt") as weights:
+            return weights.get_slice("0.weight").get_shape()[0]
+    except (OSError, SafetensorError):
         return NOISE_DIM
-    with safe_open(str(BUNDLED_WEIGHTS), "pt") as weights:
-        return weights.get_slice("0.weight").get_shape()[0]
 
 
 class DCGAN(Generator):

@@ -71,3 +71,13 @@ def test_missing_and_unreadable_weights_files(tmp):
 def test_unknown_generator_lists_the_valid_ones():
     with pytest.raises(BadInput, match=r"closest: dcgan.*Valid generators: .*dcgan"):
         generators.create("dcgam")
+
+
+def test_bundled_code_length_is_read_from_the_header_and_falls_back_to_100(tmp, monkeypatch):
+    from generators import dcgan
+
+    assert dcgan.bundled_code_dim() == generators.create("dcgan").code_dim
+    (tmp / "broken.safetensors").write_bytes(b"not safetensors")
+    for path in (tmp / "missing.safetensors", tmp / "broken.safetensors"):
+        monkeypatch.setattr(dcgan, "BUNDLED_WEIGHTS", path)
+        assert dcgan.bundled_code_dim() == 100
