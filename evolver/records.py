@@ -155,6 +155,8 @@ class RunDirectory:
             with open(self.path / name, "rb") as f:
                 header = len(f.readline())
             os.truncate(self.path / name, state["table_bytes"][name] if state else header)
+        for partial in self.path.rglob(".*.tmp"):  # files a kill caught inside write_atomic
+            partial.unlink()
         return state
 
     def table(self, name: str) -> pd.DataFrame:

@@ -32,8 +32,10 @@ def test_uncommitted_rows_are_invisible_and_rolled_back(tmp):
     run.append_rows("generations.csv", [(1, 2, 2.0, 0.5, 0.1, 2.0, 0.01)])
     with open(run.path / "scores.csv", "a") as f:
         f.write("1,2,0;1,0.")  # a row cut short by a kill
+    (run.path / ".best.png.x1y2.tmp").write_bytes(b"\x89PN")  # and a file it caught inside write_atomic
     assert run.table("generations.csv")["gen"].tolist() == [0]
     assert len(run.table("scores.csv")) == 2
     assert run.roll_back()["generation"] == 0
+    assert not list(run.path.rglob("*.tmp"))
     assert (run.path / "scores.csv").read_text().splitlines()[-1] == "0,1,,0.0"
     assert run.table("generations.csv")["best"].tolist() == [1.0]
