@@ -2,16 +2,18 @@
 # Train DCGAN recipes side by side on one GPU for MINUTES each, then measure every candidate with
 # scripts/check_bundled.py --quality-only. The bundled generator is chosen from these figures.
 #
-#   MINUTES=5 DEVICE=cuda OUT=/tmp/candidates bash scripts/train_dcgan_candidates.sh \
+#   MINUTES=5 DEVICE=cuda WORKERS=4 OUT=/tmp/candidates bash scripts/train_dcgan_candidates.sh \
 #       base: "snh:--loss hinge --spectral-norm" "mbstd:--minibatch-std"
 #
-# Each argument is NAME:FLAGS, FLAGS being added to the common recipe below. Each training runs
-# `evolver train-gan` with 4 processes preparing the corpus (the stream is the same as with none).
+# Each argument is NAME:FLAGS, FLAGS being added to the common recipe below (a flag given again there
+# wins, e.g. --seed). Each training runs `evolver train-gan` with WORKERS processes preparing the
+# corpus (the stream is the same as with none): keep NAMES x (WORKERS + 1) within the machine's cores.
 # Its folder runs/gpu-NAME holds the generator, the card (with the exact command) and the sample
 # grids; OUT receives NAME.safetensors, NAME.png (the last grid) and summary.txt.
 set -u
 MINUTES=${MINUTES:-5}
 DEVICE=${DEVICE:-cuda}
+WORKERS=${WORKERS:-4}
 OUT=${OUT:-runs/candidates}
 mkdir -p "$OUT" runs
 export OMP_NUM_THREADS=1 PYTHONUNBUFFERED=1
@@ -22,7 +24,7 @@ for candidate in "$@"; do
   names+=("$name")
   # shellcheck disable=SC2086  # FLAGS are words on purpose
   python3 -m evolver train-gan --out "runs/gpu-$name" --steps 1000000 --ema 0.999 --seed 0 --device "$DEVICE" \
-    --workers 4 --max-minutes "$MINUTES" --checkpoint-every 1000000 --sample-every 5000 --quiet ${candidate#*:} \
+    --workers "$WORKERS" --max-minutes "$MINUTES" --checkpoint-every 1000000 --sample-every 5000 --quiet ${candidate#*:} \
     >"runs/gpu-$name.log" 2>&1 &
 done
 wait
