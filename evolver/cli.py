@@ -228,6 +228,10 @@ def list_generators() -> None:
               help="A conditional DCGAN (as AC-GAN): G takes class weights beside its noise (the corpus's families, "
                    "the folder's classes), a class head on D learns to name real images and G to have its fakes "
                    "named as asked; codes gain one logit per class.")
+@click.option("--conditioning", default="acgan", show_default=True,
+              help="How D takes the classes with --conditional: acgan (a class head named above) or projection "
+                   "(Miyato & Koyama 2018: D scores image and class together, matching each class's images; the "
+                   "same head's rows are the class embedding).")
 @click.option("--init-from", default="", help="Start G, D and the average G from another training's checkpoint.pt.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the weights, noise and corpus.")
 @click.option("--sample-every", type=int, default=250, show_default=True, help="Steps between sample grids.")

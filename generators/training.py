@@ -41,8 +41,11 @@ from neurons.stimnet import accuracy, build, normalise, train_classifier
 PROCEDURAL = "procedural"
 # What a resumed training must share with the checkpoint (steps, logging and device may change).
 RECIPE = ("data", "batch_size", "lr", "beta1", "d_steps", "ema", "ortho_init", "ortho_reg", "loss", "spectral_norm",
-          "minibatch_std", "guidance", "guide_steps", "conditional", "seed")
+          "minibatch_std", "guidance", "guide_steps", "conditional", "conditioning", "seed")
 LOSSES = ("bce", "hinge")
+# How D takes the classes: AC-GAN's class head (Odena et al. 2017), or the projection discriminator
+# (Miyato & Koyama 2018), which matches each class's distribution and so keeps the variety within a class
+CONDITIONINGS = ("acgan", "projection")
 
 
 @dataclass
@@ -64,6 +67,7 @@ class GANTrainingConfig:
     guidance: float = 0.0  # weight of the guide classifier's log Inception score in G's loss; 0 = off
     guide_steps: int = 800  # training steps of the guide classifier
     conditional: bool = False  # G takes class weights (the corpus's families, the folder's classes); D names classes
+    conditioning: str = "acgan"  # or "projection": how D takes the classes (CONDITIONINGS)
     init_from: str = ""  # another training's checkpoint.pt whose G, D and average G this one starts from
     seed: int = 0
     sample_every: int = 250
@@ -163,6 +167,11 @@ def draw_inputs(n: int, classes: int, noise: torch.Generator, family: torch.Tens
     return network_input(torch.cat([codes, logits], 1), classes)
 
 
+def class_weights(inputs: torch.Tensor) -> torch.Tensor:
+    """The class weights (n, classes), summing to 1, in network inputs (n, 100 + classes)."""
+    return inputs[:, NOISE_DIM:].float() / CLASS_INPUT_NORM
+
+
 def orthogonal_penalty(network: nn.Module) -> torch.Tensor:
     """BigGAN's orthogonal regulariser: sum over weights of ||W W^T * (1 - I)||_F^2."""
     total = 0.0
@@ -190,6 +199,9 @@ class GANTrainer:
     def __init__(self, config: GANTrainingConfig):
         if config.loss not in LOSSES:
             raise BadInput(f"--loss {config.loss}: unknown GAN loss. Valid losses: {', '.join(LOSSES)}.")
+        if config.conditioning not in CONDITIONINGS:
+            raise BadInput(f"--conditioning {config.conditioning}: unknown. Valid: {', '.join(CONDITIONINGS)} "
+                           "(it takes effect with --conditional).")
         self.config = config
         self.device = resolve_device(config.device)
         self.precision = resolve_precision(config.precision, self.device)
@@ -239,14 +251,19 @@ class GANTrainer:
     def _inputs(self, n: int) -> torch.Tensor:
         return draw_inputs(n, self.classes, self.noise).to(self.device)
 
-    def _discriminate(self, images: torch.Tensor, classes: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """D's logits (n,) for images (n, 3, 64, 64) in [-1, 1], and (conditional) the cross-entropy of its
-        class head against `classes`: indices (n,) or class weights (n, classes); else 0."""
+    def _discriminate(self, images: torch.Tensor, classes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """D's logits (n,) for images (n, 3, 64, 64) in [-1, 1] of `classes`: indices (n,) or class weights
+        (n, classes), unused unconditionally. And AC-GAN's cross-entropy of the class head against
+        them; 0 unconditionally or with the projection discriminator, whose logits add the projection
+        of D's features on the class weights' embedding (the same head's rows)."""
         if self.d_classes is None:
             return self.d(images), torch.zeros(())
         features = self.d[:-2](images)
-        named = F.cross_entropy(self.d_classes(features.flatten(1)).float(), classes)
-        return self.d[-2:](features), named
+        scores, class_logits = self.d[-2:](features), self.d_classes(features.flatten(1)).float()
+        if self.config.conditioning == "projection":
+            weights = classes if classes.ndim == 2 else F.one_hot(classes, self.classes).float()
+            return scores + (class_logits * weights).sum(1), torch.zeros(())
+        return scores, F.cross_entropy(class_logits, classes)
 
     def _loss_d(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
         if self.config.loss == "hinge":
@@ -270,16 +287,16 @@ class GANTrainer:
                 logits_real, named_real = self._discriminate(real, labels.to(self.device))
                 with torch.no_grad():
                     fake = self.g(inputs[:, :, None, None])
-                # the class head learns from real images only, so that G cannot teach it a code of its own
-                loss_d = self._loss_d(logits_real.float(), self.d(fake).float()) + named_real
+                # AC-GAN's class head learns from real images only, so that G cannot teach it a code of its own
+                logits_fake, _ = self._discriminate(fake, class_weights(inputs))
+                loss_d = self._loss_d(logits_real.float(), logits_fake.float()) + named_real
             self.opt_d.zero_grad(set_to_none=True)
             loss_d.backward()
             self.opt_d.step()
         inputs = self._inputs(self.config.batch_size)
         with autocast(self.precision, self.device):
             fake = self.g(inputs[:, :, None, None])
-            class_weights = inputs[:, NOISE_DIM:].float() / CLASS_INPUT_NORM  # summing to 1
-            logits_fake, named_fake = self._discriminate(fake, class_weights)
+            logits_fake, named_fake = self._discriminate(fake, class_weights(inputs))
             loss_g = self._loss_g(logits_fake.float()) + named_fake
             if self.guide is not None:
                 loss_g = loss_g - self.config.guidance * log_inception_score(self.guide(normalise((fake + 1) / 2)))

@@ -11,7 +11,8 @@
    and by an independent classifier (checknet: another architecture and seed, trained here only
    for this check), and its response is compared with the best response among 10,000 corpus
    images. Beside it, how often the two classifiers agree on random samples of the generator:
-   the independent check's ceiling.
+   the independent check's ceiling; and, per family, how often each names the generator's own
+   samples of that family as it (what an evolution through this generator can hope for).
 With --write-card the figures go into generators/weights/dcgan.json under "quality". --weights
 measures a candidate generator (e.g. a train-gan output) instead of the bundled one.
 """
@@ -29,7 +30,7 @@ import generators
 import neurons
 from evolver import RunConfig, optimizers, run
 from evolver_common import BadInput
-from generators.dcgan import BUNDLED_WEIGHTS
+from generators.dcgan import BUNDLED_WEIGHTS, NOISE_DIM
 from generators.quality import frechet_distance
 from generators.stimuli import FAMILIES, stimuli
 from neurons.stimnet import normalise, train_classifier
@@ -67,20 +68,30 @@ def generator_quality(stimnet, weights: str) -> dict:
     }
 
 
-def classifiers_agreement(checknet, logits, weights: str) -> float:
+def classifiers_agreement(checknet, logits, weights: str) -> tuple[float, dict[str, tuple[float, float]]]:
     """The share of random samples of the generator that checknet and stimnet put in the same
-    family: the ceiling of the independent check, for images of this generator."""
+    family: the ceiling of the independent check, for images of this generator. And, for a
+    conditional generator, per family: the shares of the samples asked for that family (their
+    largest class logit) that stimnet and that checknet name as it -- each family's own ceiling."""
     dcgan = generators.create("dcgan", weights=weights)
-    samples = batched(dcgan.render, torch.as_tensor(dcgan.sample(SAMPLES, np.random.default_rng(1))))
+    codes = torch.as_tensor(dcgan.sample(SAMPLES, np.random.default_rng(1)))
+    samples = batched(dcgan.render, codes)
     independent = batched(lambda x: checknet(normalise(x)).argmax(1), samples)
-    return round((independent == batched(lambda x: logits(x).argmax(1), samples)).float().mean().item(), 4)
+    named = batched(lambda x: logits(x).argmax(1), samples)
+    agreement = round((independent == named).float().mean().item(), 4)
+    if dcgan.code_dim == NOISE_DIM:
+        return agreement, {}
+    asked = codes[:, NOISE_DIM:].argmax(1)
+    shares = {family: tuple(round((said[asked == i] == i).float().mean().item(), 3) for said in (named, independent))
+              for i, family in enumerate(FAMILIES)}
+    return agreement, shares
 
 
 def ground_truth(generations: int, weights: str, optimizer: str) -> tuple[list[dict], float]:
     checknet = train_classifier("checknet", steps=800, seed=7, corpus_seed=77, progress=False)
     corpus = stimuli(10_000, 3003).images
     logits = neurons.create("stimnet:classifier:0").activations
-    agreement = classifiers_agreement(checknet, logits, weights)
+    agreement, sample_shares = classifiers_agreement(checknet, logits, weights)
     best_corpus = batched(logits, corpus).amax(0)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -95,6 +106,8 @@ def ground_truth(generations: int, weights: str, optimizer: str) -> tuple[list[d
                 "class": family, "stimnet_says": FAMILIES[logits(image).argmax(1).item()],
                 "independent_says": FAMILIES[independent],
                 "best_response": round(result.best, 3), "best_corpus_response": round(best_corpus[unit].item(), 3),
+                **({"samples_named_by_stimnet": sample_shares[family][0],
+                    "samples_named_by_independent": sample_shares[family][1]} if sample_shares else {}),
             })
     return rows, agreement
 
@@ -121,10 +134,12 @@ def main() -> None:
     if args.quality_only:
         return
     rows, agreement = ground_truth(args.generations, args.weights, args.optimizer)
-    print(f"\n{'class':<13} {'stimnet says':<13} {'independent':<13} {'best evolved':>12} {'best corpus':>12}")
+    print(f"\n{'class':<13} {'stimnet says':<13} {'independent':<13} {'best evolved':>12} {'best corpus':>12}"
+          f" {'samples named (stimnet, independent)':>38}")
     for r in rows:
         print(f"{r['class']:<13} {r['stimnet_says']:<13} {r['independent_says']:<13} "
-              f"{r['best_response']:>12.3f} {r['best_corpus_response']:>12.3f}")
+              f"{r['best_response']:>12.3f} {r['best_corpus_response']:>12.3f}"
+              f" {r.get('samples_named_by_stimnet', float('nan')):>27.3f} {r.get('samples_named_by_independent', float('nan')):>10.3f}")
     summary = {
         "stimnet_agrees": sum(r["stimnet_says"] == r["class"] for r in rows),
         "independent_agrees": sum(r["independent_says"] == r["class"] for r in rows),

@@ -260,3 +260,30 @@ def test_conditional_training_on_a_folder_takes_its_classes(tmp):
     weights = train_gan(config, tmp / "gan", progress=False)
     assert json.loads((tmp / "gan" / "card.json").read_text())["classes"] == ["cats", "dogs", "owls"]
     assert generators.create("dcgan", weights=weights).code_dim == 103
+
+
+def test_projection_discriminator_scores_image_and_class_together(tmp):
+    """Its logit is the unconditional score plus the projection of D's features on the class's embedding
+    (the head's rows): class weights give the weighted mix of the one-hot scores; no cross-entropy term."""
+    trainer = GANTrainer(GANTrainingConfig(conditional=True, conditioning="projection", **SMALL))
+    images = torch.rand(3, 3, 64, 64) * 2 - 1
+    with torch.no_grad():
+        unconditional = trainer.d(images)
+        one_hot = torch.stack([trainer._discriminate(images, torch.full((3,), c))[0] for c in range(12)], 1)
+        weights = torch.rand(3, 12).softmax(1)
+        mixed, named = trainer._discriminate(images, weights)
+    assert named.item() == 0
+    head = trainer.d_classes(trainer.d[:-2](images).flatten(1))
+    torch.testing.assert_close(one_hot, unconditional[:, None] + head)
+    torch.testing.assert_close(mixed, (one_hot * weights).sum(1))
+    assert one_hot.std(1).min() > 0  # the class changes the score
+
+
+def test_projection_conditional_training_resumes_exactly_and_is_recorded(tmp):
+    assert_resumed_equals_uninterrupted(tmp, 3, conditional=True, conditioning="projection", ema=0.5)
+    assert json.loads((tmp / "parts" / "card.json").read_text())["config"]["conditioning"] == "projection"
+    with pytest.raises(BadInput, match="conditioning='acgan' \\(checkpoint 'projection'\\)"):
+        train_gan(GANTrainingConfig(steps=4, conditional=True, ema=0.5, **SMALL), tmp / "parts", resume=True,
+                  progress=False)
+    with pytest.raises(BadInput, match="--conditioning auxiliary: unknown. Valid: acgan, projection"):
+        GANTrainer(GANTrainingConfig(conditional=True, conditioning="auxiliary", **SMALL))
