@@ -4,8 +4,9 @@
 
 1. Generator quality: the Fréchet distance between bundled-DCGAN images and corpus images in
    stimnet's penultimate features (`flatten`, 128-d), beside the same distance for an untrained
-   DCGAN and for a second corpus sample (the floor), and the share of generated images that
-   stimnet classifies with confidence > 0.9.
+   DCGAN and for a second corpus sample (the floor), the share of generated images that
+   stimnet classifies with confidence > 0.9, and how varied the images of one family are
+   (generated, grouped by stimnet's naming, against the corpus).
 2. Ground truth: for every class unit of stimnet, a 100-generation evolution (the default
    optimizer, or --optimizer) through the bundled DCGAN; its best image is classified by stimnet
    and by an independent classifier (checknet: another architecture and seed, trained here only
@@ -43,15 +44,25 @@ def batched(fn, images: torch.Tensor, batch: int = 500) -> torch.Tensor:
     return torch.cat([fn(images[i:i + batch]) for i in range(0, len(images), batch)])
 
 
+def within_family_spread(images: torch.Tensor, family: torch.Tensor, least: int = 20) -> float:
+    """How varied the images (n, 3, H, W) in [0, 1] of one family are: the mean RMS pixel distance of an
+    image from its family's mean image, averaged over the families of at least `least` images. A
+    generator that draws each family as a few images scores far under the corpus, whatever its
+    Frechet distance."""
+    spreads = [(group - group.mean(0)).pow(2).mean((1, 2, 3)).sqrt().mean().item()
+               for group in (images[family == f] for f in family.unique()) if len(group) >= least]
+    return round(float(np.mean(spreads)), 3)
+
+
 def generator_quality(stimnet, weights: str) -> dict:
     features = lambda images: batched(lambda x: stimnet.activations(x), images)  # noqa: E731
-    corpus_a, corpus_b = stimuli(SAMPLES, 2001).images, stimuli(SAMPLES, 2002).images
+    corpus_a, corpus_b = stimuli(SAMPLES, 2001), stimuli(SAMPLES, 2002).images
     rng = np.random.default_rng(0)
     trained = generators.create("dcgan", weights=weights)
     untrained = generators.create("dcgan", weights="random")
     generated = batched(trained.render, torch.as_tensor(trained.sample(SAMPLES, rng)))
     random_images = batched(untrained.render, torch.as_tensor(untrained.sample(SAMPLES, rng)))
-    reference = features(corpus_a)
+    reference = features(corpus_a.images)
     logits = neurons.create("stimnet:classifier:0").activations
     confidence = batched(lambda x: logits(x).softmax(1), generated).amax(1)
     predicted = batched(lambda x: logits(x).argmax(1), generated)
@@ -65,6 +76,8 @@ def generator_quality(stimnet, weights: str) -> dict:
         "share_classified_with_confidence_over_0.9": round((confidence > 0.9).float().mean().item(), 4),
         "generated_family_shares": {FAMILIES[i]: round((predicted == i).float().mean().item(), 4)
                                     for i in range(len(FAMILIES))},
+        "within_family_spread": {"generated_by_stimnet_family": within_family_spread(generated, predicted),
+                                 "corpus": within_family_spread(corpus_a.images, corpus_a.family)},
     }
 
 
