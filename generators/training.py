@@ -66,7 +66,7 @@ class GANTrainingConfig:
     minibatch_std: bool = False  # D sees a minibatch standard-deviation map
     guidance: float = 0.0  # weight of the guide classifier's log Inception score in G's loss; 0 = off
     guide_steps: int = 800  # training steps of the guide classifier
-    conditional: bool = False  # G takes class weights (the corpus's families, the folder's classes); D names classes
+    conditional: bool = False  # G takes class weights (the corpus's families, the folder's classes); so does D
     conditioning: str = "acgan"  # or "projection": how D takes the classes (CONDITIONINGS)
     init_from: str = ""  # another training's checkpoint.pt whose G, D and average G this one starts from
     seed: int = 0

@@ -150,9 +150,9 @@ def main() -> None:
     print(f"\n{'class':<13} {'stimnet says':<13} {'independent':<13} {'best evolved':>12} {'best corpus':>12}"
           f" {'samples named (stimnet, independent)':>38}")
     for r in rows:
+        shares = [r.get(f"samples_named_by_{by}", float("nan")) for by in ("stimnet", "independent")]
         print(f"{r['class']:<13} {r['stimnet_says']:<13} {r['independent_says']:<13} "
-              f"{r['best_response']:>12.3f} {r['best_corpus_response']:>12.3f}"
-              f" {r.get('samples_named_by_stimnet', float('nan')):>27.3f} {r.get('samples_named_by_independent', float('nan')):>10.3f}")
+              f"{r['best_response']:>12.3f} {r['best_corpus_response']:>12.3f} {shares[0]:>27.3f} {shares[1]:>10.3f}")
     summary = {
         "stimnet_agrees": sum(r["stimnet_says"] == r["class"] for r in rows),
         "independent_agrees": sum(r["independent_says"] == r["class"] for r in rows),

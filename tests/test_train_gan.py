@@ -262,7 +262,7 @@ def test_conditional_training_on_a_folder_takes_its_classes(tmp):
     assert generators.create("dcgan", weights=weights).code_dim == 103
 
 
-def test_projection_discriminator_scores_image_and_class_together(tmp):
+def test_projection_discriminator_scores_image_and_class_together():
     """Its logit is the unconditional score plus the projection of D's features on the class's embedding
     (the head's rows): class weights give the weighted mix of the one-hot scores; no cross-entropy term."""
     trainer = GANTrainer(GANTrainingConfig(conditional=True, conditioning="projection", **SMALL))
