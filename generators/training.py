@@ -259,11 +259,11 @@ class GANTrainer:
         if self.d_classes is None:
             return self.d(images), torch.zeros(())
         features = self.d[:-2](images)
-        scores, class_logits = self.d[-2:](features), self.d_classes(features.flatten(1)).float()
+        scores, head = self.d[-2:](features), self.d_classes(features.flatten(1)).float()
         if self.config.conditioning == "projection":
             weights = classes if classes.ndim == 2 else F.one_hot(classes, self.classes).float()
-            return scores + (class_logits * weights).sum(1), torch.zeros(())
-        return scores, F.cross_entropy(class_logits, classes)
+            return scores + (head * weights).sum(1), torch.zeros(())
+        return scores, F.cross_entropy(head, classes)
 
     def _loss_d(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
         if self.config.loss == "hinge":
