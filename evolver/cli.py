@@ -220,10 +220,14 @@ def list_generators() -> None:
 @click.option("--spectral-norm", is_flag=True, help="Spectrally normalise D's convs and drop its batch norm (SNGAN).")
 @click.option("--minibatch-std", is_flag=True, help="Give D a minibatch standard-deviation map (ProGAN).")
 @click.option("--guidance", type=float, default=0.0, show_default=True,
-              help="Weight of a corpus classifier's log Inception score of each batch of fakes in G's loss: "
-                   "against mode dropping, families confidently drawn and evenly spread (procedural data; 0 = off).")
+              help="Weight in G's loss of a corpus classifier's say on the fakes (procedural data; 0 = off): "
+                   "its log Inception score of each batch (against mode dropping: families confidently drawn and "
+                   "evenly spread); with --conditional its cross-entropy against each fake's class weights.")
 @click.option("--guide-steps", type=int, default=800, show_default=True,
               help="Training steps of the guide classifier (--guidance), trained at the start.")
+@click.option("--guide-radius", type=float, default=0.0, show_default=True,
+              help="Train the guide adversarially within this L2 radius (pixel units, images in [0, 1]) so that its "
+                   "gradients draw what it names rather than patterns that fool it (0 = plain training).")
 @click.option("--conditional", is_flag=True,
               help="A conditional DCGAN (as AC-GAN): G takes class weights beside its noise (the corpus's families, "
                    "the folder's classes), a class head on D learns to name real images and G to have its fakes "
@@ -232,7 +236,9 @@ def list_generators() -> None:
               help="How D takes the classes with --conditional: acgan (a class head named above) or projection "
                    "(Miyato & Koyama 2018: D scores image and class together, matching each class's images; the "
                    "same head's rows are the class embedding).")
-@click.option("--init-from", default="", help="Start G, D and the average G from another training's checkpoint.pt.")
+@click.option("--init-from", default="",
+              help="Start G, D and the average G from another training's checkpoint.pt, or G and its average from "
+                   "a saved generator (generator.safetensors, the bundled weights) with D afresh.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the weights, noise and corpus.")
 @click.option("--sample-every", type=int, default=250, show_default=True, help="Steps between sample grids.")
 @click.option("--checkpoint-every", type=int, default=250, show_default=True, help="Steps between checkpoints.")

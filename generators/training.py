@@ -9,7 +9,8 @@ classifier trained on the corpus rewards batches of fakes whose families are con
 evenly spread: the log Inception score, as in the class-balancing GAN of Rangwani et al. 2021);
 class conditioning (G takes class weights beside its noise; an auxiliary head on D's last features
 learns the classes of real images, and G is trained to have its fakes named as their class weights
-say: AC-GAN, Odena et al. 2017); and a warm start from another training's checkpoint.
+say: AC-GAN, Odena et al. 2017), where the guide then names each fake against its class weights;
+and a warm start from another training's checkpoint or saved generator.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import dataclasses
 import io
 import itertools
 import json
+import math
 import sys
 import time
 from collections.abc import Iterator
@@ -31,8 +33,8 @@ from safetensors.torch import save as safetensors_bytes
 from torch import nn
 from tqdm.auto import tqdm
 
-from evolver_common import (BadInput, apply_state_dict, autocast, resolve_device, resolve_precision, seeded_init,
-                            write_atomic)
+from evolver_common import (BadInput, apply_state_dict, autocast, load_state_file, resolve_device, resolve_precision,
+                            seeded_init, write_atomic)
 from generators.dcgan import (CLASS_INPUT_NORM, NOISE_DIM, calibrate_batch_norm, class_logits, dcgan_discriminator,
                              dcgan_init, dcgan_network, network_input, spectrally_normalise)
 from generators.stimuli import FAMILIES, corpus_batch, stimuli
@@ -41,7 +43,7 @@ from neurons.stimnet import accuracy, build, normalise, train_classifier
 PROCEDURAL = "procedural"
 # What a resumed training must share with the checkpoint (steps, logging and device may change).
 RECIPE = ("data", "batch_size", "lr", "beta1", "d_steps", "ema", "ortho_init", "ortho_reg", "loss", "spectral_norm",
-          "minibatch_std", "guidance", "guide_steps", "conditional", "conditioning", "seed")
+          "minibatch_std", "guidance", "guide_steps", "guide_radius", "conditional", "conditioning", "seed")
 LOSSES = ("bce", "hinge")
 # How D takes the classes: AC-GAN's class head (Odena et al. 2017), or the projection discriminator
 # (Miyato & Koyama 2018), which matches each class's distribution and so keeps the variety within a class
@@ -64,11 +66,12 @@ class GANTrainingConfig:
     loss: str = "bce"  # or "hinge" (Lim & Ye 2017; SNGAN, BigGAN)
     spectral_norm: bool = False  # D's convs spectrally normalised, its batch norm removed
     minibatch_std: bool = False  # D sees a minibatch standard-deviation map
-    guidance: float = 0.0  # weight of the guide classifier's log Inception score in G's loss; 0 = off
+    guidance: float = 0.0  # weight of the guide classifier's term in G's loss (GANTrainer._guide_loss); 0 = off
     guide_steps: int = 800  # training steps of the guide classifier
+    guide_radius: float = 0.0  # L2 radius (pixel units) of the guide's adversarial training; 0 = plain training
     conditional: bool = False  # G takes class weights (the corpus's families, the folder's classes); so does D
     conditioning: str = "acgan"  # or "projection": how D takes the classes (CONDITIONINGS)
-    init_from: str = ""  # another training's checkpoint.pt whose G, D and average G this one starts from
+    init_from: str = ""  # another training's checkpoint.pt (G, D, average G) or saved generator (G) to start from
     seed: int = 0
     sample_every: int = 250
     checkpoint_every: int = 250
@@ -202,6 +205,9 @@ class GANTrainer:
         if config.conditioning not in CONDITIONINGS:
             raise BadInput(f"--conditioning {config.conditioning}: unknown. Valid: {', '.join(CONDITIONINGS)} "
                            "(it takes effect with --conditional).")
+        if config.guide_radius < 0:
+            raise BadInput(f"--guide-radius {config.guide_radius}: the L2 radius of the guide's adversarial training "
+                           "cannot be negative; give 0 (plain training) or a positive radius in pixel units, e.g. 1.")
         self.config = config
         self.device = resolve_device(config.device)
         self.precision = resolve_precision(config.precision, self.device)
@@ -242,7 +248,8 @@ class GANTrainer:
         """Train the guide: a classifier of the corpus's families with an architecture of its own, so
         the generator is not shaped by stimnet (the ground-truth neuron) or checknet (its judge)."""
         self.guide = train_classifier("guidenet", steps=self.config.guide_steps, seed=self.config.seed + 11,
-                                      corpus_seed=self.config.seed + 1000, progress=False).requires_grad_(False)
+                                      corpus_seed=self.config.seed + 1000, robust_radius=self.config.guide_radius,
+                                      progress=False).requires_grad_(False)
         self.guide.to(self.device, memory_format=torch.channels_last)
         test = stimuli(2000, 999)
         self.guide_accuracy = round(accuracy(lambda x: self.guide(normalise(x.to(self.device))).cpu(),
@@ -264,6 +271,15 @@ class GANTrainer:
             weights = classes if classes.ndim == 2 else F.one_hot(classes, self.classes).float()
             return scores + (head * weights).sum(1), torch.zeros(())
         return scores, F.cross_entropy(head, classes)
+
+    def _guide_loss(self, fake: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+        """The guide's say on fakes (n, 3, 64, 64) in [-1, 1] drawn from network inputs (n, 100 + classes):
+        unconditionally minus the batch's log Inception score; conditionally the guide's cross-entropy
+        against each fake's class weights, so that every family is drawn as a third network names it."""
+        logits = self.guide(normalise((fake + 1) / 2)).float()
+        if self.classes:
+            return F.cross_entropy(logits, class_weights(inputs))
+        return -log_inception_score(logits)
 
     def _loss_d(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
         if self.config.loss == "hinge":
@@ -299,7 +315,7 @@ class GANTrainer:
             logits_fake, named_fake = self._discriminate(fake, class_weights(inputs))
             loss_g = self._loss_g(logits_fake.float()) + named_fake
             if self.guide is not None:
-                loss_g = loss_g - self.config.guidance * log_inception_score(self.guide(normalise((fake + 1) / 2)))
+                loss_g = loss_g + self.config.guidance * self._guide_loss(fake, inputs)
         if self.config.ortho_reg:
             loss_g = loss_g + self.config.ortho_reg * orthogonal_penalty(self.g)
         self.opt_g.zero_grad(set_to_none=True)
@@ -375,8 +391,11 @@ class GANTrainer:
         training's checkpoint; optimisers, noise and step count start afresh. A conditional training
         may start from an unconditional one: G's class inputs then start at zero, D's class head afresh."""
         if not checkpoint.is_file():
-            raise BadInput(f"--init-from {checkpoint}: no such file. Give the checkpoint.pt of an earlier "
-                           "`evolver train-gan` run.")
+            raise BadInput(f"--init-from {checkpoint}: no such file. Give the checkpoint.pt or generator.safetensors "
+                           "of an earlier `evolver train-gan` run.")
+        if checkpoint.suffix == ".safetensors":
+            self._start_from_generator(checkpoint)
+            return
         try:
             saved = torch.load(checkpoint, map_location="cpu", weights_only=True)["trainer"]
         except Exception as err:  # any unreadable or foreign file is the user's to replace
@@ -390,6 +409,15 @@ class GANTrainer:
             averaged = self._with_class_inputs(saved["ema"] or saved["g"])
             apply_state_dict(self.ema, averaged, f"{checkpoint} (average G)")
             self.averaged = saved.get("averaged", saved["done"]) if saved["ema"] else 0
+
+    def _start_from_generator(self, weights: Path) -> None:
+        """G and its average from a saved generator (a train-gan output, the bundled weights); D starts
+        afresh. The file is an average already, so the new one takes the full --ema decay at once."""
+        g_state = self._with_class_inputs(load_state_file(weights))
+        apply_state_dict(self.g, g_state, f"{weights} (G)")
+        if self.ema is not None:
+            apply_state_dict(self.ema, g_state, f"{weights} (average G)")
+            self.averaged = math.ceil((10 * self.config.ema - 1) / (1 - self.config.ema))
 
     def _with_class_inputs(self, g_state: dict) -> dict:
         """An unconditional G's state with zero weights added for this training's class inputs."""

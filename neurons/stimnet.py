@@ -56,9 +56,30 @@ def normalise(images: torch.Tensor) -> torch.Tensor:
     return (images - mean) / std
 
 
+def worst_nearby(network: nn.Module, images: torch.Tensor, family: torch.Tensor, radius: float,
+                 steps: int = 2) -> torch.Tensor:
+    """Images (n, 3, 64, 64) in [0, 1] within L2 distance `radius` (pixel units) of `images` that
+    `network` names worst: projected gradient ascent on its cross-entropy (Madry et al. 2018)."""
+    delta = torch.zeros_like(images, requires_grad=True)
+    for _ in range(steps):
+        loss = F.cross_entropy(network(normalise((images + delta).clamp(0, 1))).float(), family)
+        grad, = torch.autograd.grad(loss, delta)
+        delta = delta + 2 * radius / steps * grad / _l2(grad).clamp_min(1e-12)
+        delta = (delta * (radius / _l2(delta).clamp_min(radius))).detach().requires_grad_(True)
+    return (images + delta).clamp(0, 1).detach()
+
+
+def _l2(x: torch.Tensor) -> torch.Tensor:
+    return x.flatten(1).norm(dim=1).view(-1, *[1] * (x.ndim - 1))
+
+
 def train_classifier(architecture: str, steps: int, seed: int, corpus_seed: int, batch_size: int = 128,
-                     lr: float = 2e-3, progress: bool = True) -> nn.Sequential:
-    """Train `architecture` to name the family of corpus stimuli (AdamW, cosine schedule, bf16 where native)."""
+                     lr: float = 2e-3, robust_radius: float = 0.0, progress: bool = True) -> nn.Sequential:
+    """Train `architecture` to name the family of corpus stimuli (AdamW, cosine schedule, bf16 where native).
+
+    With `robust_radius` > 0 it is trained on the worst images within that L2 distance of each
+    stimulus instead (adversarial training): its input gradients then look like the features it
+    names (Santurkar et al. 2019), which a guide of a generator needs."""
     from tqdm.auto import tqdm
 
     from evolver_common import autocast, resolve_precision, seeded_init
@@ -75,8 +96,11 @@ def train_classifier(architecture: str, steps: int, seed: int, corpus_seed: int,
     bar = tqdm(range(steps), desc=f"train {architecture}", disable=not progress)
     for _ in bar:
         batch = next(stream)
+        images = batch.images.contiguous(memory_format=torch.channels_last)
         with autocast(precision, device):
-            logits = network(normalise(batch.images).contiguous(memory_format=torch.channels_last))
+            if robust_radius:
+                images = worst_nearby(network, images, batch.family, robust_radius)
+            logits = network(normalise(images))
         loss = F.cross_entropy(logits.float(), batch.family)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()

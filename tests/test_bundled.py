@@ -10,10 +10,10 @@ from safetensors.torch import save_file
 import generators
 import neurons
 from conftest import evolver_cli
-from evolver_common import BadInput
+from evolver_common import BadInput, seeded_init
 from generators.dcgan import BUNDLED_WEIGHTS
-from generators.stimuli import FAMILIES, stimuli
-from neurons.stimnet import WEIGHTS_DIR, accuracy, build
+from generators.stimuli import FAMILIES, corpus_batch, stimuli
+from neurons.stimnet import WEIGHTS_DIR, accuracy, build, normalise, worst_nearby
 
 
 def test_stimnet_ships_small_with_its_card_and_names_held_out_stimuli():
@@ -40,6 +40,22 @@ def test_stimnet_weights_that_do_not_match_are_listed(tmp):
     save_file(build("checknet").state_dict(), str(path))
     with pytest.raises(BadInput, match=r"do not match .*missing \(\d+\): conv1\.weight|wrong shape"):
         neurons.create("stimnet:classifier:0", weights=path)
+
+
+def test_worst_nearby_images_stay_within_the_radius_and_are_named_worse():
+    with seeded_init(0):
+        network = build("guidenet").eval().requires_grad_(False)
+    network.classifier.weight.mul_(100)  # an untrained network's logits, magnified so that they differ between images
+    batch = corpus_batch(0, 8, 0)
+    worse = worst_nearby(network, batch.images, batch.family, radius=1.0)
+    distance = (worse - batch.images).flatten(1).norm(dim=1)
+    assert (distance <= 1.0 + 1e-4).all() and (distance > 0.5).all() and worse.min() >= 0 and worse.max() <= 1
+
+    def loss(images: torch.Tensor) -> float:
+        with torch.no_grad():
+            return torch.nn.functional.cross_entropy(network(normalise(images)), batch.family).item()
+
+    assert loss(worse) > loss(batch.images) + 0.01
 
 
 def test_bundled_dcgan_ships_small_with_its_card_and_is_the_default():

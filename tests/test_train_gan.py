@@ -9,11 +9,12 @@ from safetensors.torch import load_file
 from torch import nn
 
 import generators
-from evolver_common import BadInput
+from evolver_common import BadInput, seeded_init
 from generators.dcgan import CLASS_INPUT_NORM, MinibatchStd, dcgan_discriminator, network_input, spectrally_normalise
 from generators.stimuli import FAMILIES, corpus_batch
-from generators.training import GANTrainer, GANTrainingConfig, log_inception_score, orthogonal_penalty, train_gan
-from neurons.stimnet import normalise
+from generators.training import (GANTrainer, GANTrainingConfig, class_weights, draw_inputs, log_inception_score,
+                                 orthogonal_penalty, train_gan)
+from neurons.stimnet import build, normalise
 
 SMALL = dict(batch_size=8, sample_every=2, checkpoint_every=2, precision="fp32")
 
@@ -114,12 +115,37 @@ def test_guidance_raises_the_guides_score_of_the_fakes():
     assert score() > before + 0.05
 
 
+def test_conditional_guidance_makes_the_guide_name_each_fake_as_asked():
+    """Conditionally the guide's term is its cross-entropy against each fake's class weights: six G
+    steps with it dominant must lower that cross-entropy on fresh codes. Any guide will do: an
+    untrained one keeps the test fast, its logits magnified so that they differ between images."""
+    trainer = GANTrainer(GANTrainingConfig(guidance=1000, conditional=True, lr=3e-4, batch_size=32, precision="fp32"))
+    with seeded_init(3):
+        trainer.guide = build("guidenet", len(FAMILIES)).eval().requires_grad_(False)
+    trainer.guide.classifier.weight.mul_(100)
+    inputs = draw_inputs(64, len(FAMILIES), torch.Generator().manual_seed(5))
+
+    def cross_entropy() -> float:
+        with torch.no_grad():
+            logits = trainer.guide(normalise(trainer.g(inputs[:, :, None, None]) * 0.5 + 0.5))
+        return torch.nn.functional.cross_entropy(logits, class_weights(inputs)).item()
+
+    before = cross_entropy()
+    real = ((b.images, b.family) for b in (corpus_batch(0, 32, k) for k in range(6)))
+    for _ in range(6):
+        trainer.step(real)
+    assert cross_entropy() < before - 0.3
+
+
 def test_guided_training_resumes_exactly_and_records_its_guide(tmp):
-    assert_resumed_equals_uninterrupted(tmp, 3, guidance=0.5, guide_steps=3)
+    assert_resumed_equals_uninterrupted(tmp, 3, guidance=0.5, guide_steps=3, guide_radius=0.5)
     card = json.loads((tmp / "parts" / "card.json").read_text())
-    assert card["config"]["guidance"] == 0.5 and 0 <= card["guide_held_out_accuracy"] <= 1
+    assert card["config"]["guidance"] == 0.5 and card["config"]["guide_radius"] == 0.5
+    assert 0 <= card["guide_held_out_accuracy"] <= 1
     with pytest.raises(BadInput, match="guidance=0.0 \\(checkpoint 0.5\\)"):
         train_gan(GANTrainingConfig(steps=4, **SMALL), tmp / "parts", resume=True, progress=False)
+    with pytest.raises(BadInput, match="--guide-radius -1.0: .* cannot be negative"):
+        GANTrainer(GANTrainingConfig(guidance=1, guide_radius=-1, **SMALL))
     with pytest.raises(BadInput, match="--guidance needs family labels"):
         train_gan(GANTrainingConfig(data=str(tmp), steps=1, guidance=1, **SMALL), tmp / "folder", progress=False)
 
@@ -135,6 +161,16 @@ def test_init_from_starts_from_another_trainings_generator(tmp):
     with pytest.raises(BadInput, match="do not match"):
         train_gan(GANTrainingConfig(steps=1, spectral_norm=True, init_from=str(checkpoint), **SMALL), tmp / "sn",
                   progress=False)
+    # from a saved generator: G and its average as saved (a full average: the decay at once), D afresh
+    from_file = GANTrainer(GANTrainingConfig(ema=0.9, **SMALL))
+    fresh_d = {k: v.clone() for k, v in from_file.d.state_dict().items()}
+    from_file.start_from(source)
+    for key, value in load_file(str(source)).items():  # saved as floats, batch-norm step counts included
+        torch.testing.assert_close(from_file.g.state_dict()[key], value, rtol=0, atol=0, check_dtype=False)
+        torch.testing.assert_close(from_file.ema.state_dict()[key], value, rtol=0, atol=0, check_dtype=False)
+    for key, value in from_file.d.state_dict().items():
+        torch.testing.assert_close(value, fresh_d[key], rtol=0, atol=0)
+    assert (1 + from_file.averaged) / (10 + from_file.averaged) >= 0.9
     with pytest.raises(BadInput, match="--init-from .*no such file"):
         train_gan(GANTrainingConfig(steps=1, init_from=str(tmp / "nope.pt"), **SMALL), tmp / "nope", progress=False)
     (tmp / "weights.pt").write_bytes(b"not a checkpoint")
