@@ -205,6 +205,9 @@ class GANTrainer:
         if config.conditioning not in CONDITIONINGS:
             raise BadInput(f"--conditioning {config.conditioning}: unknown. Valid: {', '.join(CONDITIONINGS)} "
                            "(it takes effect with --conditional).")
+        if not 0 <= config.ema < 1:
+            raise BadInput(f"--ema {config.ema}: the decay of G's moving average must be in [0, 1), e.g. 0.999 "
+                           "(0 = no average).")
         if config.guide_radius < 0:
             raise BadInput(f"--guide-radius {config.guide_radius}: the L2 radius of the guide's adversarial training "
                            "cannot be negative; give 0 (plain training) or a positive radius in pixel units, e.g. 1.")

@@ -144,8 +144,6 @@ def test_guided_training_resumes_exactly_and_records_its_guide(tmp):
     assert 0 <= card["guide_held_out_accuracy"] <= 1
     with pytest.raises(BadInput, match="guidance=0.0 \\(checkpoint 0.5\\)"):
         train_gan(GANTrainingConfig(steps=4, **SMALL), tmp / "parts", resume=True, progress=False)
-    with pytest.raises(BadInput, match="--guide-radius -1.0: .* cannot be negative"):
-        GANTrainer(GANTrainingConfig(guidance=1, guide_radius=-1, **SMALL))
     with pytest.raises(BadInput, match="--guidance needs family labels"):
         train_gan(GANTrainingConfig(data=str(tmp), steps=1, guidance=1, **SMALL), tmp / "folder", progress=False)
 
@@ -237,6 +235,10 @@ def test_bad_training_input(tmp):
         train_gan(GANTrainingConfig(steps=2, lr=1e-3, **SMALL), tmp / "c", resume=True, progress=False)
     with pytest.raises(BadInput, match="already holds a training run"):
         train_gan(GANTrainingConfig(steps=2, **SMALL), tmp / "c", progress=False)
+    with pytest.raises(BadInput, match="--ema 1.0: .* must be in \\[0, 1\\)"):
+        GANTrainer(GANTrainingConfig(ema=1.0, **SMALL))
+    with pytest.raises(BadInput, match="--guide-radius -1.0: .* cannot be negative"):
+        GANTrainer(GANTrainingConfig(guidance=1, guide_radius=-1.0, **SMALL))
 
 
 def test_conditional_training_resumes_exactly_and_saves_a_generator_with_class_logits(tmp):
