@@ -404,28 +404,31 @@ class GANTrainer:
         except Exception as err:  # any unreadable or foreign file is the user's to replace
             raise BadInput(f"--init-from {checkpoint} is not a train-gan checkpoint ({type(err).__name__}: {err}); "
                            "give the checkpoint.pt of an earlier `evolver train-gan` run.") from None
-        apply_state_dict(self.g, self._with_class_inputs(saved["g"]), f"{checkpoint} (G)")
+        apply_state_dict(self.g, self._with_class_inputs(saved["g"], checkpoint), f"{checkpoint} (G)")
         apply_state_dict(self.d, saved["d"], f"{checkpoint} (D; its discriminator options must match these)")
         if self.d_classes is not None and "d_classes" in saved:
             apply_state_dict(self.d_classes, saved["d_classes"], f"{checkpoint} (D's class head)")
         if self.ema is not None:
-            averaged = self._with_class_inputs(saved["ema"] or saved["g"])
+            averaged = self._with_class_inputs(saved["ema"] or saved["g"], checkpoint)
             apply_state_dict(self.ema, averaged, f"{checkpoint} (average G)")
             self.averaged = saved.get("averaged", saved["done"]) if saved["ema"] else 0
 
     def _start_from_generator(self, weights: Path) -> None:
         """G and its average from a saved generator (a train-gan output, the bundled weights); D starts
         afresh. The file is an average already, so the new one takes the full --ema decay at once."""
-        g_state = self._with_class_inputs(load_state_file(weights))
+        g_state = self._with_class_inputs(load_state_file(weights), weights)
         apply_state_dict(self.g, g_state, f"{weights} (G)")
         if self.ema is not None:
             apply_state_dict(self.ema, g_state, f"{weights} (average G)")
             self.averaged = math.ceil((10 * self.config.ema - 1) / (1 - self.config.ema))
 
-    def _with_class_inputs(self, g_state: dict) -> dict:
+    def _with_class_inputs(self, g_state: dict, source: Path) -> dict:
         """An unconditional G's state with zero weights added for this training's class inputs."""
-        first = g_state["0.weight"]
-        if not self.classes or first.shape[0] != NOISE_DIM:
+        first = g_state.get("0.weight")  # a foreign file without it: apply_state_dict lists what is missing
+        if first is not None and first.shape[0] > NOISE_DIM and not self.classes:
+            raise BadInput(f"--init-from {source}: its G is conditional ({first.shape[0] - NOISE_DIM} class inputs); "
+                           "add --conditional to train from it, or start from an unconditional training.")
+        if first is None or not self.classes or first.shape[0] != NOISE_DIM:
             return g_state
         return {**g_state, "0.weight": torch.cat([first, first.new_zeros(self.classes, *first.shape[1:])])}
 

@@ -169,6 +169,9 @@ def test_init_from_starts_from_another_trainings_generator(tmp):
     for key, value in from_file.d.state_dict().items():
         torch.testing.assert_close(value, fresh_d[key], rtol=0, atol=0)
     assert (1 + from_file.averaged) / (10 + from_file.averaged) >= 0.9
+    conditional = train_gan(GANTrainingConfig(steps=1, conditional=True, **SMALL), tmp / "conditional", progress=False)
+    with pytest.raises(BadInput, match="--init-from .*is conditional \\(12 class inputs\\); add --conditional"):
+        from_file.start_from(conditional)
     with pytest.raises(BadInput, match="--init-from .*no such file"):
         train_gan(GANTrainingConfig(steps=1, init_from=str(tmp / "nope.pt"), **SMALL), tmp / "nope", progress=False)
     (tmp / "weights.pt").write_bytes(b"not a checkpoint")
