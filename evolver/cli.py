@@ -236,6 +236,10 @@ def list_generators() -> None:
               help="How D takes the classes with --conditional: acgan (a class head named above) or projection "
                    "(Miyato & Koyama 2018: D scores image and class together, matching each class's images; the "
                    "same head's rows are the class embedding).")
+@click.option("--mode-seeking", type=float, default=0.0, show_default=True,
+              help="Weight in G's loss of MSGAN's mode-seeking term (Mao et al. 2019; 0 = off): pairs of codes that "
+                   "ask for the same class must give images as different as their noise, against each class being "
+                   "drawn as a few images.")
 @click.option("--init-from", default="",
               help="Start G, D and the average G from another training's checkpoint.pt, or G and its average from "
                    "a saved generator (generator.safetensors, the bundled weights) with D afresh.")

@@ -10,7 +10,8 @@ evenly spread: the log Inception score, as in the class-balancing GAN of Rangwan
 class conditioning (G takes class weights beside its noise; an auxiliary head on D's last features
 learns the classes of real images, and G is trained to have its fakes named as their class weights
 say: AC-GAN, Odena et al. 2017), where the guide then names each fake against its class weights;
-and a warm start from another training's checkpoint or saved generator.
+the mode-seeking regulariser against collapse within a class (MSGAN, Mao et al. 2019); and a warm
+start from another training's checkpoint or saved generator.
 """
 from __future__ import annotations
 
@@ -43,7 +44,8 @@ from neurons.stimnet import accuracy, build, normalise, train_classifier
 PROCEDURAL = "procedural"
 # What a resumed training must share with the checkpoint (steps, logging and device may change).
 RECIPE = ("data", "batch_size", "lr", "beta1", "d_steps", "ema", "ortho_init", "ortho_reg", "loss", "spectral_norm",
-          "minibatch_std", "guidance", "guide_steps", "guide_radius", "conditional", "conditioning", "seed")
+          "minibatch_std", "guidance", "guide_steps", "guide_radius", "conditional", "conditioning", "mode_seeking",
+          "seed")
 LOSSES = ("bce", "hinge")
 # How D takes the classes: AC-GAN's class head (Odena et al. 2017), or the projection discriminator
 # (Miyato & Koyama 2018), which matches each class's distribution and so keeps the variety within a class
@@ -71,6 +73,7 @@ class GANTrainingConfig:
     guide_radius: float = 0.0  # L2 radius (pixel units) of the guide's adversarial training; 0 = plain training
     conditional: bool = False  # G takes class weights (the corpus's families, the folder's classes); so does D
     conditioning: str = "acgan"  # or "projection": how D takes the classes (CONDITIONINGS)
+    mode_seeking: float = 0.0  # weight of the mode-seeking term in G's loss (mode_seeking_loss); 0 = off
     init_from: str = ""  # another training's checkpoint.pt (G, D, average G) or saved generator (G) to start from
     seed: int = 0
     sample_every: int = 250
@@ -195,6 +198,27 @@ def log_inception_score(logits: torch.Tensor) -> torch.Tensor:
     return -(mean * mean.clamp_min(1e-12).log()).sum() + (p * log_p).sum(1).mean()
 
 
+def paired_inputs(inputs: torch.Tensor) -> torch.Tensor:
+    """Network inputs (n, 100 + classes) whose second half takes the first half's class weights (its
+    noise stays its own): pairs of codes asking for the same thing, for mode_seeking_loss. With n odd
+    the last code stays as it is."""
+    half = len(inputs) // 2
+    paired = inputs.clone()
+    paired[half:2 * half, NOISE_DIM:] = inputs[:half, NOISE_DIM:]
+    return paired
+
+
+def mode_seeking_loss(fake: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+    """MSGAN's term (Mao et al. 2019) for fakes (n, 3, H, W) of paired_inputs (n, 100 + classes): the
+    inverse of how far apart the images of a pair are for how far apart their noise is (mean absolute
+    differences). It grows without bound as G draws the same image whatever the noise, which a
+    conditional GAN tends to, most with a projection discriminator."""
+    half = len(fake) // 2
+    images = (fake[:half].float() - fake[half:2 * half].float()).abs().mean()
+    noise = (inputs[:half, :NOISE_DIM].float() - inputs[half:2 * half, :NOISE_DIM].float()).abs().mean()
+    return 1 / (images / noise + 1e-5)
+
+
 class GANTrainer:
     """Holds G, D (and its class head, with --conditional), the guide classifier (with --guidance), their
     optimisers and the EMA copy; `step()` does one G update."""
@@ -211,6 +235,10 @@ class GANTrainer:
         if config.guide_radius < 0:
             raise BadInput(f"--guide-radius {config.guide_radius}: the L2 radius of the guide's adversarial training "
                            "cannot be negative; give 0 (plain training) or a positive radius in pixel units, e.g. 1.")
+        if config.mode_seeking < 0 or (config.mode_seeking and config.batch_size < 2):
+            raise BadInput(f"--mode-seeking {config.mode_seeking} with --batch-size {config.batch_size}: the weight "
+                           "must be 0 (off) or positive, e.g. 1 as MSGAN, and it pairs the batch's codes, so the "
+                           "batch needs at least 2.")
         self.config = config
         self.device = resolve_device(config.device)
         self.precision = resolve_precision(config.precision, self.device)
@@ -313,12 +341,16 @@ class GANTrainer:
             loss_d.backward()
             self.opt_d.step()
         inputs = self._inputs(self.config.batch_size)
+        if self.config.mode_seeking:
+            inputs = paired_inputs(inputs)
         with autocast(self.precision, self.device):
             fake = self.g(inputs[:, :, None, None])
             logits_fake, named_fake = self._discriminate(fake, class_weights(inputs))
             loss_g = self._loss_g(logits_fake.float()) + named_fake
             if self.guide is not None:
                 loss_g = loss_g + self.config.guidance * self._guide_loss(fake, inputs)
+            if self.config.mode_seeking:
+                loss_g = loss_g + self.config.mode_seeking * mode_seeking_loss(fake, inputs)
         if self.config.ortho_reg:
             loss_g = loss_g + self.config.ortho_reg * orthogonal_penalty(self.g)
         self.opt_g.zero_grad(set_to_none=True)

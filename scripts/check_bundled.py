@@ -1,6 +1,6 @@
 """Measure the bundled world: generator quality and the ground truth of stimnet's class units.
 
-    python scripts/check_bundled.py [--write-card] [--weights PATH --quality-only] [--optimizer NAME]
+    python scripts/check_bundled.py [--write-card] [--weights PATH --quality-only] [--optimizer NAME] [--seeds N]
 
 1. Generator quality: the Fréchet distance between bundled-DCGAN images and corpus images in
    stimnet's penultimate features (`flatten`, 128-d), beside the same distance for an untrained
@@ -8,7 +8,8 @@
    stimnet classifies with confidence > 0.9, and how varied the images of one family are
    (generated, grouped by stimnet's naming, against the corpus).
 2. Ground truth: for every class unit of stimnet, a 100-generation evolution (the default
-   optimizer, or --optimizer) through the bundled DCGAN; its best image is classified by stimnet
+   optimizer, or --optimizer; with --seeds N, N evolutions a unit from seeds unit + 100 k) through the bundled DCGAN;
+   its best image is classified by stimnet
    and by an independent classifier (checknet: another architecture and seed, trained here only
    for this check), and its response is compared with the best response among 10,000 corpus
    images. Beside it, how often the two classifiers agree on random samples of the generator:
@@ -20,7 +21,9 @@ measures a candidate generator (e.g. a train-gan output) instead of the bundled 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import sys
 import tempfile
 import time
 
@@ -100,23 +103,24 @@ def classifiers_agreement(checknet, logits, weights: str) -> tuple[float, dict[s
     return agreement, shares
 
 
-def ground_truth(generations: int, weights: str, optimizer: str) -> tuple[list[dict], float]:
+def ground_truth(generations: int, weights: str, optimizer: str, seeds: int) -> tuple[list[dict], float]:
     checknet = train_classifier("checknet", steps=800, seed=7, corpus_seed=77, progress=False)
     corpus = stimuli(10_000, 3003).images
     logits = neurons.create("stimnet:classifier:0").activations
     agreement, sample_shares = classifiers_agreement(checknet, logits, weights)
     best_corpus = batched(logits, corpus).amax(0)
+    dcgan = generators.create("dcgan", weights=weights)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for unit, family in enumerate(FAMILIES):
-            result = run(RunConfig(neuron=f"stimnet:classifier:unit{unit}", generations=generations, seed=unit,
-                                   optimizer=optimizer, generator_weights=weights), out=f"{tmp}/{family}", progress=False)
-            code = np.load(result.path / "best_code.npy")[None]
-            image = generators.create("dcgan", weights=weights).render(code)
+        for (unit, family), k in itertools.product(enumerate(FAMILIES), range(seeds)):
+            result = run(RunConfig(neuron=f"stimnet:classifier:unit{unit}", generations=generations,
+                                   seed=unit + 100 * k, optimizer=optimizer, generator_weights=weights),
+                         out=f"{tmp}/{family}-{k}", progress=False)
+            image = dcgan.render(np.load(result.path / "best_code.npy")[None])
             with torch.no_grad():
                 independent = checknet(normalise(image)).argmax(1).item()
             rows.append({
-                "class": family, "stimnet_says": FAMILIES[logits(image).argmax(1).item()],
+                "class": family, "seed": unit + 100 * k, "stimnet_says": FAMILIES[logits(image).argmax(1).item()],
                 "independent_says": FAMILIES[independent],
                 "best_response": round(result.best, 3), "best_corpus_response": round(best_corpus[unit].item(), 3),
                 **({"samples_named_by_stimnet": sample_shares[family][0],
@@ -130,11 +134,14 @@ def main() -> None:
     parser.add_argument("--generations", type=int, default=100)
     parser.add_argument("--weights", default="pretrained", help="DCGAN weights: pretrained (the bundled) or a PATH.")
     parser.add_argument("--optimizer", default=RunConfig().optimizer, help="The ground-truth evolutions' optimizer.")
+    parser.add_argument("--seeds", type=int, default=1, help="Evolutions a class unit (seeds unit + 100 k).")
     parser.add_argument("--quality-only", action="store_true", help="Skip the ground-truth evolutions.")
     parser.add_argument("--write-card", action="store_true")
     args = parser.parse_args()
     if args.write_card and args.weights != "pretrained":
         parser.error("--write-card writes the bundled generator's card; it measures only --weights pretrained.")
+    if args.seeds < 1:
+        parser.error(f"--seeds {args.seeds}: evolutions a class unit; give 1 or more.")
     if args.write_card and args.quality_only:
         parser.error("--write-card records the ground truth too; drop --quality-only.")
     try:
@@ -146,26 +153,27 @@ def main() -> None:
     print(json.dumps(quality, indent=2))
     if args.quality_only:
         return
-    rows, agreement = ground_truth(args.generations, args.weights, args.optimizer)
-    print(f"\n{'class':<13} {'stimnet says':<13} {'independent':<13} {'best evolved':>12} {'best corpus':>12}"
-          f" {'samples named (stimnet, independent)':>38}")
+    rows, agreement = ground_truth(args.generations, args.weights, args.optimizer, args.seeds)
+    print(f"\n{'class':<13} {'seed':>4} {'stimnet says':<13} {'independent':<13} {'best evolved':>12}"
+          f" {'best corpus':>12} {'samples named (stimnet, independent)':>38}")
     for r in rows:
         shares = [r.get(f"samples_named_by_{by}", float("nan")) for by in ("stimnet", "independent")]
-        print(f"{r['class']:<13} {r['stimnet_says']:<13} {r['independent_says']:<13} "
+        print(f"{r['class']:<13} {r['seed']:>4} {r['stimnet_says']:<13} {r['independent_says']:<13} "
               f"{r['best_response']:>12.3f} {r['best_corpus_response']:>12.3f} {shares[0]:>27.3f} {shares[1]:>10.3f}")
     summary = {
         "stimnet_agrees": sum(r["stimnet_says"] == r["class"] for r in rows),
         "independent_agrees": sum(r["independent_says"] == r["class"] for r in rows),
+        "both_agree": sum(r["stimnet_says"] == r["independent_says"] == r["class"] for r in rows),
         "evolved_beats_best_corpus": sum(r["best_response"] > r["best_corpus_response"] for r in rows),
         "independent_agrees_with_stimnet_on_random_samples": agreement,
-        "classes": len(rows), "generations": args.generations, "optimizer": args.optimizer,
+        "classes": len(FAMILIES), "evolutions": len(rows), "generations": args.generations, "optimizer": args.optimizer,
     }
     print(json.dumps(summary), f"\n{time.time() - started:.0f} s")
     if args.write_card:
         card_path = BUNDLED_WEIGHTS.with_suffix(".json")
         card = json.loads(card_path.read_text())
         card["quality"] = {**quality, "ground_truth": rows, "ground_truth_summary": summary,
-                           "measured_by": "python scripts/check_bundled.py --write-card"}
+                           "measured_by": " ".join(["python", *sys.argv])}
         card_path.write_text(json.dumps(card, indent=2) + "\n")
 
 

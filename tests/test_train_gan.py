@@ -9,11 +9,12 @@ from safetensors.torch import load_file
 from torch import nn
 
 import generators
+from conftest import evolver_cli
 from evolver_common import BadInput, seeded_init
 from generators.dcgan import CLASS_INPUT_NORM, MinibatchStd, dcgan_discriminator, network_input, spectrally_normalise
 from generators.stimuli import FAMILIES, corpus_batch
 from generators.training import (GANTrainer, GANTrainingConfig, class_weights, draw_inputs, log_inception_score,
-                                 orthogonal_penalty, train_gan)
+                                 mode_seeking_loss, orthogonal_penalty, paired_inputs, train_gan)
 from neurons.stimnet import build, normalise
 
 SMALL = dict(batch_size=8, sample_every=2, checkpoint_every=2, precision="fp32")
@@ -137,6 +138,53 @@ def test_conditional_guidance_makes_the_guide_name_each_fake_as_asked():
     assert cross_entropy() < before - 0.3
 
 
+def test_mode_seeking_pairs_codes_of_one_class_and_punishes_pairs_drawn_alike():
+    inputs = draw_inputs(6, len(FAMILIES), torch.Generator().manual_seed(0))
+    paired = paired_inputs(inputs)
+    assert torch.equal(paired[:3], inputs[:3]) and torch.equal(paired[3:, 100:], inputs[:3, 100:])
+    assert torch.equal(paired[3:, :100], inputs[3:, :100])
+    fake = torch.rand(6, 3, 8, 8)
+    by_hand = (fake[3:] - fake[:3]).abs().mean() / (paired[3:, :100] - paired[:3, :100]).abs().mean()
+    assert mode_seeking_loss(fake, paired).item() == pytest.approx(1 / by_hand.item(), rel=1e-4)
+    assert mode_seeking_loss(fake[[0, 1, 2, 0, 1, 2]], paired).item() == pytest.approx(1e5)
+    odd = draw_inputs(7, len(FAMILIES), torch.Generator().manual_seed(1))
+    assert torch.equal(paired_inputs(odd)[6], odd[6]) and torch.equal(paired_inputs(odd)[3:6, 100:], odd[:3, 100:])
+
+
+def test_mode_seeking_draws_the_codes_of_one_class_further_apart():
+    """With the mode-seeking term dominant, a few G steps must spread the images of codes that ask for
+    the same class (a fresh G draws them alike: its weights are small next to its batch norm)."""
+    trainer = GANTrainer(GANTrainingConfig(mode_seeking=100, conditional=True, conditioning="projection", lr=1e-3,
+                                           batch_size=32, precision="fp32"))
+    paired = paired_inputs(draw_inputs(64, len(FAMILIES), torch.Generator().manual_seed(5)))
+
+    def pair_distance() -> float:
+        with torch.no_grad():
+            fake = trainer.g(paired[:, :, None, None])
+        return (fake[:32] - fake[32:]).abs().mean().item()
+
+    before = pair_distance()
+    real = ((b.images, b.family) for b in (corpus_batch(0, 32, k) for k in range(4)))
+    for _ in range(4):
+        trainer.step(real)
+    assert pair_distance() > 1.2 * before
+
+
+def test_mode_seeking_training_resumes_exactly_and_is_recorded(tmp):
+    assert_resumed_equals_uninterrupted(tmp, 3, conditional=True, conditioning="projection", mode_seeking=1.0)
+    card = json.loads((tmp / "parts" / "card.json").read_text())
+    assert card["config"]["mode_seeking"] == 1.0
+    with pytest.raises(BadInput, match="mode_seeking=0.0 \\(checkpoint 1.0\\)"):
+        train_gan(GANTrainingConfig(steps=4, conditional=True, conditioning="projection", **SMALL), tmp / "parts",
+                  resume=True, progress=False)
+
+
+def test_the_command_line_refuses_a_negative_mode_seeking_weight_and_trains_nothing(tmp):
+    result = evolver_cli("train-gan", "--out", tmp / "gan", "--steps", 1, "--mode-seeking", -1)
+    assert result.returncode == 2 and "--mode-seeking -1.0 with --batch-size 128" in result.stderr, result.stderr
+    assert not (tmp / "gan").exists()
+
+
 def test_guided_training_resumes_exactly_and_records_its_guide(tmp):
     assert_resumed_equals_uninterrupted(tmp, 3, guidance=0.5, guide_steps=3, guide_radius=0.5)
     card = json.loads((tmp / "parts" / "card.json").read_text())
@@ -242,6 +290,8 @@ def test_bad_training_input(tmp):
         GANTrainer(GANTrainingConfig(ema=1.0, **SMALL))
     with pytest.raises(BadInput, match="--guide-radius -1.0: .* cannot be negative"):
         GANTrainer(GANTrainingConfig(guidance=1, guide_radius=-1.0, **SMALL))
+    with pytest.raises(BadInput, match="--mode-seeking -1.0 with --batch-size 8: .* 0 \\(off\\) or positive"):
+        GANTrainer(GANTrainingConfig(mode_seeking=-1.0, **SMALL))
 
 
 def test_conditional_training_resumes_exactly_and_saves_a_generator_with_class_logits(tmp):
