@@ -113,14 +113,15 @@ def ground_truth(generations: int, weights: str, optimizer: str, seeds: int) -> 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for (unit, family), k in itertools.product(enumerate(FAMILIES), range(seeds)):
-            result = run(RunConfig(neuron=f"stimnet:classifier:unit{unit}", generations=generations,
-                                   seed=unit + 100 * k, optimizer=optimizer, generator_weights=weights),
-                         out=f"{tmp}/{family}-{k}", progress=False)
+            seed = unit + 100 * k
+            result = run(RunConfig(neuron=f"stimnet:classifier:unit{unit}", generations=generations, seed=seed,
+                                   optimizer=optimizer, generator_weights=weights), out=f"{tmp}/{family}-{seed}",
+                         progress=False)
             image = dcgan.render(np.load(result.path / "best_code.npy")[None])
             with torch.no_grad():
                 independent = checknet(normalise(image)).argmax(1).item()
             rows.append({
-                "class": family, "seed": unit + 100 * k, "stimnet_says": FAMILIES[logits(image).argmax(1).item()],
+                "class": family, "seed": seed, "stimnet_says": FAMILIES[logits(image).argmax(1).item()],
                 "independent_says": FAMILIES[independent],
                 "best_response": round(result.best, 3), "best_corpus_response": round(best_corpus[unit].item(), 3),
                 **({"samples_named_by_stimnet": sample_shares[family][0],
