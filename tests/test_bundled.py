@@ -13,7 +13,7 @@ from conftest import evolver_cli
 from evolver_common import BadInput, seeded_init
 from generators.dcgan import BUNDLED_WEIGHTS
 from generators.stimuli import FAMILIES, corpus_batch, stimuli
-from neurons.stimnet import WEIGHTS_DIR, accuracy, build, normalise, worst_nearby
+from neurons.stimnet import WEIGHTS_DIR, accuracy, build, corrupt, normalise, train_classifier, worst_nearby
 
 
 def test_stimnet_ships_small_with_its_card_and_names_held_out_stimuli():
@@ -56,6 +56,24 @@ def test_worst_nearby_images_stay_within_the_radius_and_are_named_worse():
             return torch.nn.functional.cross_entropy(network(normalise(images)), batch.family).item()
 
     assert loss(worse) > loss(batch.images) + 0.01
+
+
+def test_corrupted_stimuli_stay_near_their_renderings_and_repeat_from_a_seed():
+    images = stimuli(64, 5).images
+    corrupted = corrupt(images, torch.Generator().manual_seed(0))
+    assert corrupted.shape == images.shape and corrupted.min() >= 0 and corrupted.max() <= 1
+    assert torch.equal(corrupted, corrupt(images, torch.Generator().manual_seed(0)))
+    change = (corrupted - images).abs().mean((1, 2, 3))
+    assert (change > 0.01).sum() >= 32 and change.max() < 0.2, change  # most touched, none beyond recognition
+
+
+def test_a_classifier_trained_on_corrupted_stimuli_learns_from_other_images():
+    def trained(corruptions: bool) -> torch.Tensor:
+        network = train_classifier("checknet", steps=2, seed=7, corpus_seed=77, batch_size=16,
+                                   corruptions=corruptions, progress=False)
+        return network.classifier.weight
+
+    assert torch.equal(trained(True), trained(True)) and not torch.equal(trained(True), trained(False))
 
 
 def test_bundled_dcgan_ships_small_with_its_card_and_is_the_default():
