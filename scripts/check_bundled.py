@@ -29,6 +29,8 @@ import json
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -40,7 +42,7 @@ from evolver import RunConfig, optimizers, run
 from evolver_common import BadInput
 from generators.dcgan import BUNDLED_WEIGHTS, NOISE_DIM
 from generators.quality import frechet_distance
-from generators.stimuli import FAMILIES, stimuli
+from generators.stimuli import FAMILIES, StimulusBatch, stimuli
 from neurons.stimnet import accuracy, blur, colour_wash, corrupt, normalise, train_classifier
 
 SAMPLES = 5000
@@ -113,7 +115,7 @@ def classifiers_agreement(checknet, logits, weights: str) -> tuple[float, dict[s
     return agreement, shares
 
 
-def robustness(logits, test) -> dict[str, float]:
+def robustness(logits: Callable[[torch.Tensor], torch.Tensor], test: StimulusBatch) -> dict[str, float]:
     """The share of held-out stimuli `test` that `logits` names right, clean and under one nuisance
     at a time at a fixed strength, and under `corrupt`'s mixture of them."""
     gen = torch.Generator().manual_seed(4242)
@@ -182,6 +184,9 @@ def main() -> None:
         parser.error(f"--seeds {args.seeds}: evolutions a class unit; give 1 or more.")
     if args.write_card and args.judge != "corrupted":
         parser.error("--write-card records the ground truth as the corruption-trained judge sees it; drop --judge.")
+    if args.grid and (args.quality_only or not Path(args.grid).parent.is_dir()):
+        parser.error(f"--grid {args.grid}: the evolved images need the ground truth (drop --quality-only) and an "
+                     "existing folder to go in.")
     if args.write_card and args.quality_only:
         parser.error("--write-card records the ground truth too; drop --quality-only.")
     try:
@@ -195,8 +200,6 @@ def main() -> None:
         return
     rows, images, agreement, judged_by = ground_truth(args.generations, args.weights, args.optimizer, args.seeds,
                                                       args.judge)
-    if args.grid:
-        torchvision.utils.save_image(images, args.grid, nrow=args.seeds, padding=1)
     print(f"\n{'class':<13} {'seed':>4} {'stimnet says':<13} {'independent':<13} {'best evolved':>12}"
           f" {'best corpus':>12} {'samples named (stimnet, independent)':>38}")
     for r in rows:
@@ -218,6 +221,8 @@ def main() -> None:
         card["quality"] = {**quality, "ground_truth": rows, "ground_truth_summary": summary,
                            "measured_by": " ".join(["python", *sys.argv])}
         card_path.write_text(json.dumps(card, indent=2) + "\n")
+    if args.grid:
+        torchvision.utils.save_image(images, args.grid, nrow=args.seeds, padding=1)
 
 
 if __name__ == "__main__":
