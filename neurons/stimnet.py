@@ -92,16 +92,19 @@ def corrupt(images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     a blur (a third) and a loss of contrast towards the image's mean (down to 0.5, a third)."""
     n = len(images)
 
+    def drawn(*shape: int) -> torch.Tensor:  # from `gen`, a CPU generator, whatever the images' device
+        return torch.rand(*shape, generator=gen).to(images.device)
+
     def chosen(share: float) -> torch.Tensor:
-        return (torch.rand(n, 1, 1, 1, generator=gen) < share).float()
+        return (drawn(n, 1, 1, 1) < share).float()
 
     def strength(high: float, low: float = 0.0) -> torch.Tensor:
-        return low + (high - low) * torch.rand(n, 1, 1, 1, generator=gen)
+        return low + (high - low) * drawn(n, 1, 1, 1)
 
     images = torch.lerp(images, blur(images), chosen(1 / 3))
     mean = images.mean((1, 2, 3), keepdim=True)
     images = torch.lerp(images, mean, chosen(1 / 3) * (1 - strength(1.0, 0.5)))
-    wash, noise = colour_wash(images, gen), torch.randn(images.shape, generator=gen)
+    wash, noise = colour_wash(images, gen), torch.randn(images.shape, generator=gen).to(images.device)
     images = images + chosen(0.5) * strength(0.2) * wash + chosen(0.5) * strength(0.08) * noise
     return images.clamp(0, 1)
 
