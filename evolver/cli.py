@@ -243,6 +243,9 @@ def list_generators() -> None:
 @click.option("--init-from", default="",
               help="Start G, D and the average G from another training's checkpoint.pt, or G and its average from "
                    "a saved generator (generator.safetensors, the bundled weights) with D afresh.")
+@click.option("--init-d-from", default="",
+              help="Then take D (and its class head) from another training's checkpoint.pt, so that a generator "
+                   "from --init-from meets a trained D rather than a fresh one.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the weights, noise and corpus.")
 @click.option("--sample-every", type=int, default=250, show_default=True, help="Steps between sample grids.")
 @click.option("--checkpoint-every", type=int, default=250, show_default=True, help="Steps between checkpoints.")

@@ -75,6 +75,7 @@ class GANTrainingConfig:
     conditioning: str = "acgan"  # or "projection": how D takes the classes (CONDITIONINGS)
     mode_seeking: float = 0.0  # weight of the mode-seeking term in G's loss (mode_seeking_loss); 0 = off
     init_from: str = ""  # another training's checkpoint.pt (G, D, average G) or saved generator (G) to start from
+    init_d_from: str = ""  # another training's checkpoint.pt to take D (and its class head) from
     seed: int = 0
     sample_every: int = 250
     checkpoint_every: int = 250
@@ -425,25 +426,27 @@ class GANTrainer:
         """Take G, D and the average G (G itself where the checkpoint kept none) from another
         training's checkpoint; optimisers, noise and step count start afresh. A conditional training
         may start from an unconditional one: G's class inputs then start at zero, D's class head afresh."""
-        if not checkpoint.is_file():
-            raise BadInput(f"--init-from {checkpoint}: no such file. Give the checkpoint.pt or generator.safetensors "
-                           "of an earlier `evolver train-gan` run.")
-        if checkpoint.suffix == ".safetensors":
+        if checkpoint.suffix == ".safetensors" and checkpoint.is_file():
             self._start_from_generator(checkpoint)
             return
-        try:
-            saved = torch.load(checkpoint, map_location="cpu", weights_only=True)["trainer"]
-        except Exception as err:  # any unreadable or foreign file is the user's to replace
-            raise BadInput(f"--init-from {checkpoint} is not a train-gan checkpoint ({type(err).__name__}: {err}); "
-                           "give the checkpoint.pt of an earlier `evolver train-gan` run.") from None
+        saved = _read_checkpoint(checkpoint, "--init-from", "checkpoint.pt or generator.safetensors")
         apply_state_dict(self.g, self._with_class_inputs(saved["g"], checkpoint), f"{checkpoint} (G)")
-        apply_state_dict(self.d, saved["d"], f"{checkpoint} (D; its discriminator options must match these)")
-        if self.d_classes is not None and "d_classes" in saved:
-            apply_state_dict(self.d_classes, saved["d_classes"], f"{checkpoint} (D's class head)")
+        self._take_discriminator(saved, checkpoint)
         if self.ema is not None:
             averaged = self._with_class_inputs(saved["ema"] or saved["g"], checkpoint)
             apply_state_dict(self.ema, averaged, f"{checkpoint} (average G)")
             self.averaged = saved.get("averaged", saved["done"]) if saved["ema"] else 0
+
+    def start_d_from(self, checkpoint: Path) -> None:
+        """Take D (and its class head) from another training's checkpoint, whatever G starts from: a
+        fresh D set against a trained G gives it no useful gradient until D has caught up, and
+        fine-tunes on 2 cores end before it has."""
+        self._take_discriminator(_read_checkpoint(checkpoint, "--init-d-from"), checkpoint)
+
+    def _take_discriminator(self, saved: dict, checkpoint: Path) -> None:
+        apply_state_dict(self.d, saved["d"], f"{checkpoint} (D; its discriminator options must match these)")
+        if self.d_classes is not None and "d_classes" in saved:
+            apply_state_dict(self.d_classes, saved["d_classes"], f"{checkpoint} (D's class head)")
 
     def _start_from_generator(self, weights: Path) -> None:
         """G and its average from a saved generator (a train-gan output, the bundled weights); D starts
@@ -463,6 +466,19 @@ class GANTrainer:
         if first is None or not self.classes or first.shape[0] != NOISE_DIM:
             return g_state
         return {**g_state, "0.weight": torch.cat([first, first.new_zeros(self.classes, *first.shape[1:])])}
+
+
+def _read_checkpoint(checkpoint: Path, option: str, accepted: str = "checkpoint.pt") -> dict:
+    """The trainer state of another `evolver train-gan` run's checkpoint.pt, named by `option`, which
+    also takes the files `accepted`."""
+    if not checkpoint.is_file():
+        raise BadInput(f"{option} {checkpoint}: no such file. Give the {accepted} of an earlier `evolver train-gan` "
+                       "run.")
+    try:
+        return torch.load(checkpoint, map_location="cpu", weights_only=True)["trainer"]
+    except Exception as err:  # any unreadable or foreign file is the user's to replace
+        raise BadInput(f"{option} {checkpoint} is not a train-gan checkpoint ({type(err).__name__}: {err}); "
+                       "give the checkpoint.pt of an earlier `evolver train-gan` run.") from None
 
 
 def train_gan(config: GANTrainingConfig, out: str | Path, resume: bool = False, progress: bool = True) -> Path:
@@ -491,6 +507,8 @@ def train_gan(config: GANTrainingConfig, out: str | Path, resume: bool = False, 
     else:
         if config.init_from:
             trainer.start_from(Path(config.init_from))
+        if config.init_d_from:
+            trainer.start_d_from(Path(config.init_d_from))
         if trainer.guide is not None:
             trainer.train_guide()
     (out / "samples").mkdir(parents=True, exist_ok=True)

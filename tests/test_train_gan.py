@@ -227,6 +227,27 @@ def test_init_from_starts_from_another_trainings_generator(tmp):
         train_gan(GANTrainingConfig(steps=1, init_from=str(tmp / "weights.pt"), **SMALL), tmp / "bad", progress=False)
 
 
+
+def test_init_d_from_takes_only_the_discriminator_of_another_training(tmp):
+    options = dict(conditional=True, conditioning="projection", ema=0.9, **SMALL)
+    train_gan(GANTrainingConfig(steps=2, **options), tmp / "source", progress=False)
+    saved = torch.load(tmp / "source" / "checkpoint.pt", weights_only=True)["trainer"]
+    trainer = GANTrainer(GANTrainingConfig(**options))
+    fresh_g = {k: v.clone() for k, v in trainer.g.state_dict().items()}
+    trainer.start_d_from(tmp / "source" / "checkpoint.pt")
+    for network, key in ((trainer.d, "d"), (trainer.d_classes, "d_classes")):
+        for name, value in network.state_dict().items():
+            torch.testing.assert_close(value, saved[key][name], rtol=0, atol=0)
+    for name, value in trainer.g.state_dict().items():
+        torch.testing.assert_close(value, fresh_g[name], rtol=0, atol=0)
+    started = train_gan(GANTrainingConfig(steps=1, init_d_from=str(tmp / "source" / "checkpoint.pt"), **options),
+                        tmp / "started", progress=False)
+    assert json.loads((started.parent / "card.json").read_text())["config"]["init_d_from"].endswith("checkpoint.pt")
+    with pytest.raises(BadInput, match="--init-d-from .*no such file"):
+        trainer.start_d_from(tmp / "nope.pt")
+    with pytest.raises(BadInput, match="checkpoint.pt \\(D; its discriminator options must match these\\) do not"):
+        GANTrainer(GANTrainingConfig(spectral_norm=True, **options)).start_d_from(tmp / "source" / "checkpoint.pt")
+
 def test_minibatch_std_map_is_zero_for_identical_images_and_not_for_varied_ones():
     same = MinibatchStd()(torch.ones(8, 2, 3, 3))
     assert same.shape == (8, 3, 3, 3) and same[:, 2].abs().max() == 0
