@@ -38,7 +38,8 @@ OPTIMIZER_STREAM, NOISE_STREAM = 0, 1
 DEFAULT_NEURON = "stimnet:classifier:unit7"
 
 # Chosen by `evolver bench` (README, "Choosing the default optimizer"): best mean normalised score on
-# the bundled DCGAN (the unconditional one of the time) both noise-free and under multiplicative noise.
+# the bundled DCGAN (the unconditional one of the time) both noise-free and under multiplicative noise;
+# on the conditional one that replaced it, still first noise-free and tied with the GA under noise.
 DEFAULT_OPTIMIZER = "cmaes"
 
 # Images whose responses did not come back are shown again (up to REPRESENTATIONS more blocks),
