@@ -469,8 +469,8 @@ class GANTrainer:
 
 
 def _read_checkpoint(checkpoint: Path, option: str, accepted: str = "checkpoint.pt") -> dict:
-    """The trainer state of another `evolver train-gan` run's checkpoint.pt, named by `option`, which
-    also takes the files `accepted`."""
+    """The trainer state of another `evolver train-gan` run's checkpoint.pt, given to `option`;
+    `accepted` names, for the error, the files that option takes."""
     if not checkpoint.is_file():
         raise BadInput(f"{option} {checkpoint}: no such file. Give the {accepted} of an earlier `evolver train-gan` "
                        "run.")
