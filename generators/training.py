@@ -440,7 +440,8 @@ class GANTrainer:
     def start_d_from(self, checkpoint: Path) -> None:
         """Take D (and its class head) from another training's checkpoint, whatever G starts from: a
         fresh D set against a trained G gives it no useful gradient until D has caught up, and
-        fine-tunes on 2 cores end before it has."""
+        fine-tunes on 2 cores end before it has. As with `start_from`, a class head this training
+        lacks (an unconditional one) is left out, and one the checkpoint lacks starts afresh."""
         self._take_discriminator(_read_checkpoint(checkpoint, "--init-d-from"), checkpoint)
 
     def _take_discriminator(self, saved: dict, checkpoint: Path) -> None:

@@ -243,6 +243,10 @@ def test_init_d_from_takes_only_the_discriminator_of_another_training(tmp):
     started = train_gan(GANTrainingConfig(steps=1, init_d_from=str(tmp / "source" / "checkpoint.pt"), **options),
                         tmp / "started", progress=False)
     assert json.loads((started.parent / "card.json").read_text())["config"]["init_d_from"].endswith("checkpoint.pt")
+    unconditional = GANTrainer(GANTrainingConfig(ema=0.9, **SMALL))  # takes D's trunk, leaves its class head out
+    unconditional.start_d_from(tmp / "source" / "checkpoint.pt")
+    for name, value in unconditional.d.state_dict().items():
+        torch.testing.assert_close(value, saved["d"][name], rtol=0, atol=0)
     with pytest.raises(BadInput, match="--init-d-from .*no such file"):
         trainer.start_d_from(tmp / "nope.pt")
     with pytest.raises(BadInput, match="checkpoint.pt \\(D; its discriminator options must match these\\) do not"):
