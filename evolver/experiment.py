@@ -39,7 +39,8 @@ DEFAULT_NEURON = "stimnet:classifier:unit7"
 
 # Chosen by `evolver bench` (README, "Choosing the default optimizer"): best mean normalised score on
 # the bundled DCGAN (the unconditional one of the time) both noise-free and under multiplicative noise;
-# on the conditional one that replaced it, still first noise-free and tied with the GA under noise.
+# on the H200 conditional one, still first noise-free and tied with the GA under noise; on the 2-core
+# conditional one bundled now, first in both again, from the zero code (its default start).
 DEFAULT_OPTIMIZER = "cmaes"
 
 # Images whose responses did not come back are shown again (up to REPRESENTATIONS more blocks),

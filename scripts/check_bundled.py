@@ -1,7 +1,7 @@
 """Measure the bundled world: generator quality and the ground truth of stimnet's class units.
 
-    python scripts/check_bundled.py [--write-card] [--weights PATH --quality-only] [--optimizer NAME] [--seeds N]
-                                    [--judge corrupted|clean] [--grid PNG]
+    python scripts/check_bundled.py [--write-card] [--weights PATH --quality-only] [--optimizer NAME]
+                                    [--param NAME=VALUE ...] [--seeds N] [--judge corrupted|clean] [--grid PNG]
 
 1. Generator quality: the Fréchet distance between bundled-DCGAN images and corpus images in
    stimnet's penultimate features (`flatten`, 128-d), beside the same distance for an untrained
@@ -9,7 +9,7 @@
    stimnet classifies with confidence > 0.9, and how varied the images of one family are
    (generated, grouped by stimnet's naming, against the corpus).
 2. Ground truth: for every class unit of stimnet, a 100-generation evolution (the default
-   optimizer, or --optimizer; with --seeds N, N evolutions a unit from seeds unit + 100 k)
+   optimizer, or --optimizer with its --param values; with --seeds N, N evolutions a unit from seeds unit + 100 k)
    through the bundled DCGAN; its best image is classified by stimnet and by an independent
    classifier (checknet: another architecture and seed, trained here only for this check, on
    corrupted stimuli so that a generator's faint noise and colour washes do not decide its
@@ -135,7 +135,7 @@ def independent_classifier(judge: str) -> tuple[torch.nn.Module, dict]:
                       "stimnet_held_out_accuracy": robustness(neurons.create("stimnet:classifier:0").activations, test)}
 
 
-def ground_truth(generations: int, weights: str, optimizer: str, seeds: int,
+def ground_truth(generations: int, weights: str, optimizer: str, params: dict[str, str], seeds: int,
                  judge: str) -> tuple[list[dict], torch.Tensor, float, dict]:
     """The rows of the ground-truth table, the evolved best images (units x seeds, 3, 64, 64) in
     [0, 1], the classifiers' agreement on random samples and the independent classifier's record."""
@@ -150,8 +150,8 @@ def ground_truth(generations: int, weights: str, optimizer: str, seeds: int,
         for (unit, family), k in itertools.product(enumerate(FAMILIES), range(seeds)):
             seed = unit + 100 * k
             result = run(RunConfig(neuron=f"stimnet:classifier:unit{unit}", generations=generations, seed=seed,
-                                   optimizer=optimizer, generator_weights=weights), out=f"{tmp}/{family}-{seed}",
-                         progress=False)
+                                   optimizer=optimizer, params=params, generator_weights=weights),
+                         out=f"{tmp}/{family}-{seed}", progress=False)
             image = dcgan.render(np.load(result.path / "best_code.npy")[None])
             images.append(image)
             with torch.no_grad():
@@ -171,6 +171,8 @@ def main() -> None:
     parser.add_argument("--generations", type=int, default=100)
     parser.add_argument("--weights", default="pretrained", help="DCGAN weights: pretrained (the bundled) or a PATH.")
     parser.add_argument("--optimizer", default=RunConfig().optimizer, help="The ground-truth evolutions' optimizer.")
+    parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                        help="A parameter of the optimizer (repeatable), e.g. start=prior.")
     parser.add_argument("--seeds", type=int, default=1, help="Evolutions a class unit (seeds unit + 100 k).")
     parser.add_argument("--judge", choices=list(JUDGES), default="corrupted",
                         help="The independent classifier's training: on corrupted stimuli, or clean ones (as before).")
@@ -189,8 +191,11 @@ def main() -> None:
                      "existing folder to go in.")
     if args.write_card and args.quality_only:
         parser.error("--write-card records the ground truth too; drop --quality-only.")
-    try:
-        optimizers.get(args.optimizer)  # before the quality figures, not after them
+    if any("=" not in p for p in args.param):
+        parser.error(f"--param takes NAME=VALUE, got {' '.join(p for p in args.param if '=' not in p)}.")
+    params = dict(p.split("=", 1) for p in args.param)
+    try:  # before the quality figures, not after them
+        optimizers.get(args.optimizer).parse_params(params)
     except BadInput as err:
         parser.error(str(err))
     started = time.time()
@@ -198,8 +203,8 @@ def main() -> None:
     print(json.dumps(quality, indent=2))
     if args.quality_only:
         return
-    rows, images, agreement, judged_by = ground_truth(args.generations, args.weights, args.optimizer, args.seeds,
-                                                      args.judge)
+    rows, images, agreement, judged_by = ground_truth(args.generations, args.weights, args.optimizer, params,
+                                                      args.seeds, args.judge)
     print(f"\n{'class':<13} {'seed':>4} {'stimnet says':<13} {'independent':<13} {'best evolved':>12}"
           f" {'best corpus':>12} {'samples named (stimnet, independent)':>38}")
     for r in rows:
@@ -213,6 +218,7 @@ def main() -> None:
         "evolved_beats_best_corpus": sum(r["best_response"] > r["best_corpus_response"] for r in rows),
         "independent_agrees_with_stimnet_on_random_samples": agreement, "independent_classifier": judged_by,
         "classes": len(FAMILIES), "evolutions": len(rows), "generations": args.generations, "optimizer": args.optimizer,
+        "params": params,
     }
     print(json.dumps(summary), f"\n{time.time() - started:.0f} s")
     if args.write_card:

@@ -1,5 +1,9 @@
 """The bundled world: stimnet and the DCGAN trained on the procedural corpus ship in the package."""
 import json
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -128,3 +132,12 @@ def test_evolving_a_class_unit_draws_that_class(tmp, family):
                  out=tmp / family, progress=False)
     image = generators.create("dcgan").render(np.load(result.path / "best_code.npy")[None])
     assert neurons.create("stimnet:classifier:0").activations(image).argmax(1).item() == unit
+
+
+@pytest.mark.parametrize("param, match", [("start=middle", "start='middle' .*zero, sample, prior"),
+                                          ("start", "--param takes NAME=VALUE, got start")])
+def test_the_ground_truth_check_refuses_bad_optimizer_parameters_before_measuring(param, match):
+    script = Path(__file__).parents[1] / "scripts" / "check_bundled.py"
+    result = subprocess.run([sys.executable, str(script), "--param", param], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 2 and re.search(match, result.stderr), result.stderr

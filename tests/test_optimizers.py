@@ -121,6 +121,38 @@ def silent_until_far(codes):
     return np.maximum(np.linalg.norm(codes, axis=1) - 5 * np.sqrt(DIM), 0)
 
 
+def centre(opt) -> np.ndarray:
+    return opt.strategy.centroid if hasattr(opt, "strategy") else opt.state["mean"]
+
+
+@pytest.mark.parametrize("name", ["cmaes", "sep-cmaes"])
+def test_cmaes_starts_from_the_best_of_the_generators_own_samples(name):
+    def far_prior(n, rng):  # the generator's codes, far from the zero code
+        return 5 + rng.standard_normal((n, DIM)).astype(np.float32)
+
+    opt = optimizers.create(name, code_dim=DIM, sample=far_prior, rng=np.random.default_rng(0), start="prior")
+    first = opt.ask()
+    assert first.mean() > 4  # the generator's samples, not the zero code's neighbours
+    opt.tell(first, np.full(len(first), np.nan))
+    np.testing.assert_array_equal(opt.ask(), first)  # no answer at all: shown again
+    scores = sphere(first)
+    scores[0] = np.nan
+    resumed = optimizers.create(name, code_dim=DIM, sample=far_prior, rng=np.random.default_rng(9), start="prior")
+    resumed.load_state_dict(opt.state_dict())
+    for search in (opt, resumed):
+        search.tell(first, scores)
+        np.testing.assert_array_equal(centre(search), first[np.nanargmax(scores)])
+    np.testing.assert_array_equal(opt.ask(), resumed.ask())
+    recorded_before_prior = opt.state_dict()
+    del recorded_before_prior["awaiting_prior"]
+    resumed.load_state_dict(recorded_before_prior)
+    np.testing.assert_array_equal(opt.ask(), resumed.ask())
+    zero = optimizers.create(name, code_dim=DIM, sample=far_prior, rng=np.random.default_rng(0))
+    assert zero.describe()["params"]["start"] == "zero" and abs(zero.ask().mean()) < 1  # the default
+    with pytest.raises(BadInput, match="start='middle' .*zero, sample, prior"):
+        make(name, start="middle")
+
+
 @pytest.mark.parametrize("name", ["cmaes", "sep-cmaes"])
 def test_cmaes_widens_its_step_on_a_plateau_until_the_unit_answers(name):
     opt = make(name)

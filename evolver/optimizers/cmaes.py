@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from deap import cma
@@ -20,13 +20,17 @@ from evolver.optimizers.base import Optimizer, Sampler
 from evolver_common import BadInput
 
 FULL_COVARIANCE_LIMIT = 1024  # `cmaes` on codes longer than this runs `sep-cmaes`
+STARTS = ("zero", "sample", "prior")
 
 
 @dataclass
 class CMAParams:
     """population: codes per generation (0 = CMA's default 4 + 3 ln n). sigma0: initial step size
-    (0 = the standard deviation of the generator's initial codes). start: 'zero' (the zero code,
-    as Wang & Ponce 2022) or 'sample' (the mean of a batch of the generator's initial codes)."""
+    (0 = the standard deviation of the generator's initial codes). start: 'zero' (the zero code, as
+    Wang & Ponce 2022), 'sample' (the mean of a batch of the generator's initial codes) or 'prior'
+    (the first generation is the generator's own samples and the search starts at the best of them,
+    as the GA starts from them; on the bundled conditional DCGAN, whose zero code is an even mixture
+    of every class, it scored below 'zero' in `evolver bench`: README, "Choosing the default optimizer")."""
 
     population: int = 0
     sigma0: float = 0.0
@@ -35,7 +39,7 @@ class CMAParams:
 
 def _start(params: CMAParams, code_dim: int, sample: Sampler, rng: np.random.Generator) -> tuple[np.ndarray, float]:
     prior = sample(256, rng).astype(np.float64)
-    centroid = np.zeros(code_dim) if params.start == "zero" else prior.mean(0)
+    centroid = prior.mean(0) if params.start == "sample" else np.zeros(code_dim)
     return centroid, params.sigma0 or float(prior.std())
 
 
@@ -49,34 +53,35 @@ def flat_fitness(scores: np.ndarray) -> bool:
 
 
 def _check(name: str, params: CMAParams) -> None:
-    if params.start not in ("zero", "sample"):
-        raise BadInput(f"Invalid parameters for optimizer '{name}': start={params.start!r} (must be 'zero' or 'sample').")
+    if params.start not in STARTS:
+        raise BadInput(f"Invalid parameters for optimizer '{name}': start={params.start!r} "
+                       f"(must be one of {', '.join(STARTS)}).")
     if params.population < 0 or params.population == 1 or params.sigma0 < 0:
         raise BadInput(f"Invalid parameters for optimizer '{name}': population must be 0 (default) or at least 2, "
                        f"sigma0 non-negative; got population={params.population}, sigma0={params.sigma0}.")
 
 
-class CMAES(Optimizer):
-    """CMA-ES with a full covariance matrix (DEAP's `cma.Strategy`, log-weighted recombination)."""
+class _CMA(Optimizer):
+    """What both CMA-ES variants share: their parameters, the start and the record.
 
-    name = "cmaes"
+    With start='prior' the first generation asked is `sample`'s, and the first `tell` moves the
+    search's mean to its best-scoring code, keeping the step size; a generation with no answer at
+    all is shown again. Subclasses keep their search state in `_search_state` and implement
+    `_generate` (a generation from the search state), `_recentre` (move its mean to a code) and
+    `_learn` (a CMA update from a told generation).
+    """
+
     Params = CMAParams
-    _STATE = ("centroid", "sigma", "pc", "ps", "C", "diagD", "B", "BD", "cond", "update_count")
+    _SEARCH_KEY: ClassVar[str]  # where the record keeps the search state (the key of runs made before 'prior')
 
-    def __init__(self, code_dim: int, sample: Sampler, rng: np.random.Generator, **params: Any):
-        super().__init__(code_dim, sample, rng, **params)
-        centroid, sigma = _start(self.params, code_dim, sample, rng)
-        options = {"lambda_": self.params.population} if self.params.population else {}
-        self.strategy = cma.Strategy(centroid=centroid, sigma=sigma, **options)
-        self.population = self._generate()
+    def _begin(self) -> None:
+        self.awaiting_prior = self.params.start == "prior"
+        population = self.sample(self._lambda(), self.rng) if self.awaiting_prior else self._generate()
+        self.population = np.asarray(population, dtype=np.float32)
 
     @classmethod
     def check_params(cls, params: CMAParams) -> None:
         _check(cls.name, params)
-
-    def _generate(self) -> np.ndarray:
-        with random_from(self.rng):
-            return np.array(self.strategy.generate(list), dtype=np.float32)
 
     def ask(self) -> np.ndarray:
         return self.population.copy()
@@ -84,26 +89,65 @@ class CMAES(Optimizer):
     def tell(self, codes: np.ndarray, scores: np.ndarray) -> None:
         scores = np.asarray(scores, dtype=np.float64)
         valid = np.flatnonzero(np.isfinite(scores))
-        if valid.size >= 2:  # a CMA update needs a ranking; otherwise show new samples
-            ranked = [_Scored(codes[i], scores[i]) for i in valid]
-            mu = self.strategy.mu
-            if len(ranked) < mu:  # too few answers for the recombination weights: keep the step, resample
-                self.population = self._generate()
-                return
-            self.strategy.update(ranked)
-            if flat_fitness(scores[valid]):
-                self.strategy.sigma *= math.exp(0.2 + self.strategy.cs / self.strategy.damps)
+        if not self.awaiting_prior:
+            self._learn(codes, scores, valid)
+        elif valid.size:
+            self._recentre(codes[valid[np.argmax(scores[valid])]].astype(np.float64))
+            self.awaiting_prior = False
+        else:
+            return
         self.population = self._generate()
 
     def state_dict(self) -> dict[str, Any]:
-        return {"strategy": {k: np.asarray(getattr(self.strategy, k)) for k in self._STATE},
+        return {self._SEARCH_KEY: self._search_state(), "awaiting_prior": self.awaiting_prior,
                 "population": self.population.copy(), "rng": self.rng.bit_generator.state}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        for key, value in state["strategy"].items():
-            setattr(self.strategy, key, value if np.ndim(value) else value.item())
+        self._load_search_state(state[self._SEARCH_KEY])
+        self.awaiting_prior = bool(state.get("awaiting_prior", False))  # runs made before 'prior' had begun
         self.population = np.asarray(state["population"], dtype=np.float32)
         self.rng.bit_generator.state = state["rng"]
+
+
+class CMAES(_CMA):
+    """CMA-ES with a full covariance matrix (DEAP's `cma.Strategy`, log-weighted recombination)."""
+
+    name = "cmaes"
+    _SEARCH_KEY = "strategy"
+    _STATE = ("centroid", "sigma", "pc", "ps", "C", "diagD", "B", "BD", "cond", "update_count")
+
+    def __init__(self, code_dim: int, sample: Sampler, rng: np.random.Generator, **params: Any):
+        super().__init__(code_dim, sample, rng, **params)
+        centroid, sigma = _start(self.params, code_dim, sample, rng)
+        options = {"lambda_": self.params.population} if self.params.population else {}
+        self.strategy = cma.Strategy(centroid=centroid, sigma=sigma, **options)
+        self._begin()
+
+    def _lambda(self) -> int:
+        return self.strategy.lambda_
+
+    def _generate(self) -> np.ndarray:
+        with random_from(self.rng):
+            return np.array(self.strategy.generate(list), dtype=np.float32)
+
+    def _recentre(self, code: np.ndarray) -> None:
+        self.strategy.centroid = code
+
+    def _learn(self, codes: np.ndarray, scores: np.ndarray, valid: np.ndarray) -> None:
+        # a CMA update needs a ranking of at least mu answers (the recombination weights); with fewer,
+        # the step is kept and new samples are shown
+        if valid.size < max(2, self.strategy.mu):
+            return
+        self.strategy.update([_Scored(codes[i], scores[i]) for i in valid])
+        if flat_fitness(scores[valid]):
+            self.strategy.sigma *= math.exp(0.2 + self.strategy.cs / self.strategy.damps)
+
+    def _search_state(self) -> dict[str, Any]:
+        return {k: np.asarray(getattr(self.strategy, k)) for k in self._STATE}
+
+    def _load_search_state(self, search: dict[str, Any]) -> None:
+        for key, value in search.items():
+            setattr(self.strategy, key, value if np.ndim(value) else value.item())
 
 
 class _Scored(list):
@@ -121,11 +165,11 @@ class _Scored(list):
         self.fitness = self._Fitness(float(score))
 
 
-class SepCMAES(Optimizer):
+class SepCMAES(_CMA):
     """Separable CMA-ES (Ros & Hansen 2008): a diagonal covariance, learning rate scaled by (n + 2) / 3."""
 
     name = "sep-cmaes"
-    Params = CMAParams
+    _SEARCH_KEY = "state"
 
     def __init__(self, code_dim: int, sample: Sampler, rng: np.random.Generator, **params: Any):
         super().__init__(code_dim, sample, rng, **params)
@@ -144,28 +188,22 @@ class SepCMAES(Optimizer):
         centroid, sigma = _start(self.params, n, sample, rng)
         self.state = {"mean": centroid, "sigma": sigma, "diag": np.ones(n), "ps": np.zeros(n), "pc": np.zeros(n),
                       "generation": 0}
-        self.population = self._generate()
+        self._begin()
 
-    @classmethod
-    def check_params(cls, params: CMAParams) -> None:
-        _check(cls.name, params)
+    def _lambda(self) -> int:
+        return self.lam
 
     def _generate(self) -> np.ndarray:
         s = self.state
         z = self.rng.standard_normal((self.lam, self.code_dim))
         return (s["mean"] + s["sigma"] * np.sqrt(s["diag"]) * z).astype(np.float32)
 
-    def ask(self) -> np.ndarray:
-        return self.population.copy()
+    def _recentre(self, code: np.ndarray) -> None:
+        self.state["mean"] = code
 
-    def tell(self, codes: np.ndarray, scores: np.ndarray) -> None:
-        scores = np.asarray(scores, dtype=np.float64)
-        valid = np.flatnonzero(np.isfinite(scores))
-        if valid.size >= self.mu:
-            self._update(codes, scores, valid)
-        self.population = self._generate()
-
-    def _update(self, codes: np.ndarray, scores: np.ndarray, valid: np.ndarray) -> None:
+    def _learn(self, codes: np.ndarray, scores: np.ndarray, valid: np.ndarray) -> None:
+        if valid.size < self.mu:
+            return
         s, n = self.state, self.code_dim
         best = valid[np.argsort(-scores[valid], kind="stable")[: self.mu]]
         steps = (codes[best].astype(np.float64) - s["mean"]) / s["sigma"]  # y_i = sqrt(diag) z_i
@@ -181,12 +219,9 @@ class SepCMAES(Optimizer):
         if flat_fitness(scores[valid]):
             s["sigma"] *= math.exp(0.2 + self.cs / self.ds)
 
-    def state_dict(self) -> dict[str, Any]:
-        return {"state": {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in self.state.items()},
-                "population": self.population.copy(), "rng": self.rng.bit_generator.state}
+    def _search_state(self) -> dict[str, Any]:
+        return {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in self.state.items()}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def _load_search_state(self, search: dict[str, Any]) -> None:
         self.state = {k: (np.asarray(v, dtype=np.float64) if isinstance(v, np.ndarray) else v)
-                      for k, v in state["state"].items()}
-        self.population = np.asarray(state["population"], dtype=np.float32)
-        self.rng.bit_generator.state = state["rng"]
+                      for k, v in search.items()}
