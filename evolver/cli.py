@@ -23,7 +23,8 @@ class BadInputAware(click.Group):
             ctx.exit(1)
 
 
-def _params(pairs: tuple[str, ...]) -> dict[str, str]:
+def parse_param_pairs(pairs: tuple[str, ...] | list[str]) -> dict[str, str]:
+    """Optimizer parameters from `--param NAME=VALUE` options."""
     params = {}
     for pair in pairs:
         name, sep, value = pair.partition("=")
@@ -75,7 +76,7 @@ def run(param_pairs, population, class_index, truncation, out, resume, quiet, **
     """Evolve codes for a neuron and record the run."""
     from evolver import experiment
 
-    params = _params(param_pairs)
+    params = parse_param_pairs(param_pairs)
     if population is not None:
         params["population"] = population
     requested = {k: v for k, v in options.items() if v is not None}
@@ -180,7 +181,7 @@ def bench(neurons, optimizers, seeds, noises, param_pairs, no_gradient, out, qui
         optimizer, sep, rest = pair.partition(":")
         if not sep:
             raise BadInput(f"--param takes OPTIMIZER:NAME=VALUE in evolver bench (e.g. ga:mutation_size=0.3), got '{pair}'.")
-        params.setdefault(optimizer, {}).update(_params((rest,)))
+        params.setdefault(optimizer, {}).update(parse_param_pairs((rest,)))
     config = BenchConfig(neurons=list(neurons), seeds=list(range(seeds)), params=params,
                          gradient_reference=not no_gradient, **options)
     if optimizers:

@@ -39,6 +39,7 @@ import torchvision
 import generators
 import neurons
 from evolver import RunConfig, optimizers, run
+from evolver.cli import parse_param_pairs
 from evolver_common import BadInput
 from generators.dcgan import BUNDLED_WEIGHTS, NOISE_DIM
 from generators.quality import frechet_distance
@@ -191,10 +192,8 @@ def main() -> None:
                      "existing folder to go in.")
     if args.write_card and args.quality_only:
         parser.error("--write-card records the ground truth too; drop --quality-only.")
-    if any("=" not in p for p in args.param):
-        parser.error(f"--param takes NAME=VALUE, got {' '.join(p for p in args.param if '=' not in p)}.")
-    params = dict(p.split("=", 1) for p in args.param)
     try:  # before the quality figures, not after them
+        params = parse_param_pairs(args.param)
         optimizers.get(args.optimizer).parse_params(params)
     except BadInput as err:
         parser.error(str(err))

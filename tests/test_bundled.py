@@ -135,7 +135,7 @@ def test_evolving_a_class_unit_draws_that_class(tmp, family):
 
 
 @pytest.mark.parametrize("param, match", [("start=middle", "start='middle' .*zero, sample, prior"),
-                                          ("start", "--param takes NAME=VALUE, got start")])
+                                          ("start", "--param takes NAME=VALUE .*got 'start'")])
 def test_the_ground_truth_check_refuses_bad_optimizer_parameters_before_measuring(param, match):
     script = Path(__file__).parents[1] / "scripts" / "check_bundled.py"
     result = subprocess.run([sys.executable, str(script), "--param", param], capture_output=True, text=True,

@@ -66,9 +66,9 @@ class _CMA(Optimizer):
 
     With start='prior' the first generation asked is `sample`'s, and the first `tell` moves the
     search's mean to its best-scoring code, keeping the step size; a generation with no answer at
-    all is shown again. Subclasses keep their search state in `_search_state` and implement
-    `_generate` (a generation from the search state), `_recentre` (move its mean to a code) and
-    `_learn` (a CMA update from a told generation).
+    all is shown again. Subclasses implement `_lambda` (codes a generation), `_generate` (a
+    generation from the search state), `_recentre` (move its mean to a code), `_learn` (a CMA
+    update from a told generation) and `_search_state` / `_load_search_state` (the record).
     """
 
     Params = CMAParams
