@@ -121,9 +121,10 @@ def test_the_readme_main_job_runs_on_the_defaults(tmp):
 
 
 # Classes whose evolved image (CMA-ES, the default) stimnet calls by its name from all three seeds of
-# generators/weights/dcgan.json's "ground_truth" (this test runs the seed = unit one); Gabors and
-# triangles pass from two seeds, checkerboards and dead leaves from one (issue 3).
-@pytest.mark.parametrize("family", ["grating", "bar", "blob", "circle", "square", "star", "cross", "pink_noise"])
+# generators/weights/dcgan.json's "ground_truth" (this test runs the seed = unit one) in bf16 and in fp32
+# (a CPU without bf16 runs fp32 by default); Gabors and triangles pass from two seeds, checkerboards and
+# dead leaves from one, and pink noise from all three in bf16 but not from seed = unit in fp32 (issue 3).
+@pytest.mark.parametrize("family", ["grating", "bar", "blob", "circle", "square", "star", "cross"])
 def test_evolving_a_class_unit_draws_that_class(tmp, family):
     from evolver import RunConfig, run
 
