@@ -1,4 +1,5 @@
 """The bundled world: stimnet and the DCGAN trained on the procedural corpus ship in the package."""
+import importlib.util
 import json
 import re
 import subprocess
@@ -142,3 +143,25 @@ def test_the_ground_truth_check_refuses_bad_optimizer_parameters_before_measurin
     result = subprocess.run([sys.executable, str(script), "--param", param], capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 2 and re.search(match, result.stderr), result.stderr
+
+
+def test_the_ground_truth_tally_counts_each_class_and_which_pass_in_most_of_their_evolutions():
+    script = Path(__file__).parents[1] / "scripts" / "check_bundled.py"
+    spec = importlib.util.spec_from_file_location("check_bundled", script)
+    check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(check)
+
+    def row(family, stimnet, independent, best):
+        return {"class": family, "stimnet_says": stimnet, "independent_says": independent,
+                "best_response": best, "best_corpus_response": 10.0}
+    rows = [row("bar", "bar", "bar", 12.0), row("bar", "bar", "bar", 9.0), row("bar", "bar", "gabor", 11.0),
+            row("star", "star", "dead_leaves", 40.0), row("cross", "cross", "cross", 10.0),
+            row("cross", "cross", "cross", 10.5)]
+    by_class = check.tally_by_class(rows)
+    assert by_class["bar"] == {"evolutions": 3, "stimnet_agrees": 3, "independent_agrees": 2, "both_agree": 2,
+                               "evolved_beats_best_corpus": 2}
+    assert by_class["grating"] == dict.fromkeys(by_class["bar"], 0)
+    assert check.tally(rows)["both_agree"] == 4 and check.tally(rows)["evolved_beats_best_corpus"] == 4
+    assert check.classes_passing_in_most_evolutions(by_class, "both_agree") == ["bar", "cross"]
+    # a tie (one of two) is not most, and a response equal to the corpus's best does not beat it
+    assert check.classes_passing_in_most_evolutions(by_class, "evolved_beats_best_corpus") == ["bar", "star"]
