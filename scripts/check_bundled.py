@@ -8,16 +8,17 @@
    DCGAN and for a second corpus sample (the floor), the share of generated images that
    stimnet classifies with confidence > 0.9, and how varied the images of one family are
    (generated, grouped by stimnet's naming, against the corpus).
-2. Ground truth: for every class unit of stimnet, a 100-generation evolution (the default
-   optimizer, or --optimizer with its --param values; with --seeds N, N evolutions a unit from seeds unit + 100 k)
-   through the bundled DCGAN; its best image is classified by stimnet and by an independent
-   classifier (checknet: another architecture and seed, trained here only for this check, on
-   corrupted stimuli so that a generator's faint noise and colour washes do not decide its
-   naming; --judge clean trains it on clean ones, as before), and its response is compared with
-   the best response among 10,000 corpus images. Beside it, how often the two classifiers agree
-   on random samples of the generator: the independent check's ceiling; per family, how often
-   each names the generator's own samples of that family as it (what an evolution through this
-   generator can hope for); and how well each names held-out stimuli, clean and under nuisances.
+2. Ground truth: for every class unit of stimnet, a 100-generation evolution (the default optimizer, or
+   --optimizer with its --param values; with --seeds N, N evolutions a unit from seeds unit + 100 k)
+   through the bundled DCGAN; its best image is classified by stimnet and by an independent classifier
+   (checknet: another architecture and seed, trained here only for this check, on corrupted stimuli so
+   that a generator's faint noise and colour washes do not decide its naming; --judge clean trains it on
+   clean ones, as before), and its response is compared with the best response among 10,000 corpus
+   images; the summary counts each class's evolutions and lists the classes that pass in most of them
+   (named by both classifiers; beating the corpus). Beside it, how often the two classifiers agree on
+   random samples of the generator: the independent check's ceiling; per family, how often each names
+   the generator's own samples of that family as it (what an evolution through this generator can hope
+   for); and how well each names held-out stimuli, clean and under nuisances.
 With --write-card the figures go into generators/weights/dcgan.json under "quality". --weights
 measures a candidate generator (e.g. a train-gan output) instead of the bundled one.
 """
