@@ -34,7 +34,8 @@ OPTIMIZER_STREAM, NOISE_STREAM = 0, 1
 
 # The bundled world: stimnet's "star" unit, whose preferred stimulus is known; its evolved images
 # drive it 3-4x above the best of 10,000 corpus images (CMA-ES, 100 generations); stimnet calls all of
-# them stars, an independent classifier most (generators/weights/dcgan.json, "ground_truth").
+# them stars, an independent classifier most (README, "The bundled world": the cmaes row of the ground-truth
+# table; the card's "ground_truth" now holds the GA's evolutions).
 DEFAULT_NEURON = "stimnet:classifier:unit7"
 
 # Chosen by `evolver bench` (README, "Choosing the default optimizer"): best mean normalised score on

@@ -121,10 +121,11 @@ def test_the_readme_main_job_runs_on_the_defaults(tmp):
     assert table["best_so_far"].iloc[-1] > table["best"].iloc[0]
 
 
-# Classes whose evolved image (CMA-ES, the default) stimnet calls by its name from all three seeds of
-# generators/weights/dcgan.json's "ground_truth" (this test runs the seed = unit one) in bf16 and in fp32
-# (a CPU without bf16 runs fp32 by default); Gabors and triangles pass from two seeds, checkerboards and
-# dead leaves from one, and pink noise from all three in bf16 but not from seed = unit in fp32 (issue 3).
+# Classes whose evolved image (CMA-ES, the default) stimnet calls by its name from all three seeds of the
+# CMA-ES ground truth (the README table's cmaes row; the card held it before b75a1e1, the GA's now; this
+# test runs the seed = unit one) in bf16 and in fp32 (a CPU without bf16 runs fp32 by default); Gabors
+# and triangles pass from two seeds, checkerboards and dead leaves from one, and pink noise from all three
+# in bf16 but not from seed = unit in fp32 (issue 3).
 @pytest.mark.parametrize("family", ["grating", "bar", "blob", "circle", "square", "star", "cross"])
 def test_evolving_a_class_unit_draws_that_class(tmp, family):
     from evolver import RunConfig, run
