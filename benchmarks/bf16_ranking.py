@@ -2,7 +2,7 @@
 unless bundled): mean Spearman of bf16 against fp32 responses and top-10 overlap on a probe
 population of 40 images, and the verdict.
 
-    python benchmarks/bf16_ranking.py [MODEL:LAYER ...] [--device auto|cpu|cuda]
+    python benchmarks/bf16_ranking.py [MODEL:LAYER ...] [--device auto|cpu|cuda] [--smoke]
 """
 from __future__ import annotations
 
@@ -23,7 +23,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("layers", nargs="*", default=LAYERS, metavar="MODEL:LAYER")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--smoke", action="store_true", help="stimnet's relu2 alone: checks that the benchmark runs")
     args = parser.parse_args()
+    if args.smoke:
+        args.layers = LAYERS[:1]
     device = resolve_device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(f"{name}; bf16 native here: {bf16_is_native(device)}")

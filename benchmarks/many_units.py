@@ -2,7 +2,7 @@
 after another: images/s and wall time.
 
     python benchmarks/many_units.py [--units stimnet:relu4:unit0-63] [--generations 30]
-                                  [--weights W] [--device auto]
+                                  [--weights W] [--device auto] [--smoke]
 """
 from __future__ import annotations
 
@@ -26,7 +26,11 @@ def main() -> None:
     parser.add_argument("--generations", type=int, default=30)
     parser.add_argument("--weights", default=None, help="e.g. random, for a model whose weights are not here")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--smoke", action="store_true", help="3 units, 2 generations: checks that the benchmark runs; "
+                        "its figures mean nothing")
     args = parser.parse_args()
+    if args.smoke:
+        args.units, args.generations = "stimnet:relu4:unit0-2", 2
     unit_set = UnitSpec.parse(args.units)
     settings = {"device": args.device, **({"weights": args.weights} if args.weights else {})}
     singles_of = [RunConfig(neuron=str(UnitSpec(unit_set.model, unit_set.layer, u, unit_set.position)),

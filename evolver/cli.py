@@ -10,7 +10,14 @@ from evolver_common import BadInput, RigError
 
 
 class BadInputAware(click.Group):
-    """Bad input exits with status 2 and its one-paragraph message; no traceback."""
+    """Bad input exits with status 2 and its one-paragraph message; no traceback. The command line as
+    typed is kept in the context's meta["command"], for the run's config.json (in-process callers too)."""
+
+    def make_context(self, info_name, args, parent=None, **extra) -> click.Context:
+        command = [info_name or self.name, *args]
+        ctx = super().make_context(info_name, args, parent, **extra)
+        ctx.meta["command"] = command
+        return ctx
 
     def invoke(self, ctx: click.Context):
         try:
@@ -76,6 +83,7 @@ def run(param_pairs, population, class_index, truncation, out, resume, quiet, **
     """Evolve codes for a neuron and record the run."""
     from evolver import experiment
 
+    command = click.get_current_context().meta["command"]
     params = parse_param_pairs(param_pairs)
     if population is not None:
         params["population"] = population
@@ -88,14 +96,16 @@ def run(param_pairs, population, class_index, truncation, out, resume, quiet, **
             raise BadInput("--out and --resume do not go together: a resumed run stays in its own folder.")
         result = experiment.resume(resume, progress=not quiet, params=params or None, **requested)
     elif _is_unit_set(requested.get("neuron", "")):
-        results = experiment.run_units(experiment.RunConfig(params=params, **requested), out=out, progress=not quiet)
+        results = experiment.run_units(experiment.RunConfig(params=params, **requested), out=out, progress=not quiet,
+                                       command=command)
         for result in results:
             click.echo(f"{result.path.name:>10}: best {result.best:.4g} (generation {result.best_generation}); "
                        f"first generation's best {result.first_best:.4g}")
         click.echo(f"\n{len(results)} runs, one a unit, in {results[0].path.parent}")
         return
     else:
-        result = experiment.run(experiment.RunConfig(params=params, **requested), out=out, progress=not quiet)
+        result = experiment.run(experiment.RunConfig(params=params, **requested), out=out, progress=not quiet,
+                                command=command)
     _summarise(result)
 
 

@@ -190,8 +190,9 @@ class Loop:
         if state.get("neuron"):
             self.neuron.load_state_dict(state["neuron"])
 
-    def record(self) -> dict[str, Any]:
-        """config.json: the request, and everything it resolved to."""
+    def record(self, command: list[str] | None = None) -> dict[str, Any]:
+        """config.json: the request, and everything it resolved to; `command` is the command line that
+        asked for it (default: this process's)."""
         return {
             "run": dataclasses.asdict(self.config),
             "resolved": {
@@ -207,7 +208,7 @@ class Loop:
                 "precision_check": getattr(getattr(self.neuron, "reader", None), "precision_check", None),
             },
             "versions": {"python": platform.python_version(), **_versions()},
-            "command": sys.argv,
+            "command": command or sys.argv,
             "created": datetime.datetime.now().isoformat(timespec="seconds"),
         }
 
@@ -242,10 +243,12 @@ def default_run_path(config: RunConfig, root: Path = Path("runs")) -> Path:
     return path
 
 
-def run(config: RunConfig, out: str | Path | None = None, progress: bool = True) -> RunResult:
-    """Evolve codes for `config.neuron` and record the run under `out` (default runs/<time>-<name>)."""
+def run(config: RunConfig, out: str | Path | None = None, progress: bool = True,
+        command: list[str] | None = None) -> RunResult:
+    """Evolve codes for `config.neuron` and record the run under `out` (default runs/<time>-<name>);
+    `command`, the command line that asked for it, goes to config.json (default: this process's)."""
     loop = Loop(config)
-    directory = RunDirectory.create(out or default_run_path(config), loop.record(), loop.columns())
+    directory = RunDirectory.create(out or default_run_path(config), loop.record(command), loop.columns())
     if loop.reference is not None:
         table = pd.DataFrame({"image": loop.reference_names, "score": loop.reference})
         directory.write_file("reference.csv", table.to_csv(index=False).encode())
@@ -383,7 +386,7 @@ def _evolve(loop: Loop, directory: RunDirectory, state: dict[str, Any] | None, p
 
 
 def run_units(config: RunConfig, out: str | Path | None = None, progress: bool = True,
-              batch: int | None = None) -> list[RunResult]:
+              batch: int | None = None, command: list[str] | None = None) -> list[RunResult]:
     """One independent evolution per unit of a unit set (`resnet50:layer4:unit0-63`), all in one batch.
 
     Every generation, each unit's optimizer proposes its population; the populations are rendered
@@ -412,7 +415,7 @@ def run_units(config: RunConfig, out: str | Path | None = None, progress: bool =
         single = UnitSpec(unit_set.model, unit_set.layer, unit, unit_set.position)
         loop = Loop(dataclasses.replace(config, neuron=str(single)), generator,
                     CNNUnit(single, reader=shared.reader))
-        evolutions.append(_Evolution(loop, RunDirectory.create(out / f"unit{unit}", loop.record(), loop.columns()),
+        evolutions.append(_Evolution(loop, RunDirectory.create(out / f"unit{unit}", loop.record(command), loop.columns()),
                                      None))
     bar = tqdm(range(config.generations), desc=f"evolving {len(evolutions)} units", unit="gen", disable=not progress)
     with ThreadPoolExecutor(max_workers=1) as writer, small_linear_algebra():

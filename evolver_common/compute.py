@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 
 import torch
 
@@ -29,13 +30,25 @@ def bf16_is_native(device: torch.device) -> bool:
     return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
 
 
+# Where set (fp32 or bf16), what `auto` means on this machine: runs the tests, or a lab's whole
+# pipeline, at one precision whatever the CPU, without changing any command.
+PRECISION_VARIABLE = "EVOLVER_PRECISION"
+
+
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """`auto` is bf16 where the hardware runs it natively (3-8x faster here), else fp32."""
+    """`auto` is bf16 where the hardware runs it natively (3-8x faster here), else fp32, unless the
+    EVOLVER_PRECISION environment variable names one."""
     if precision not in PRECISIONS:
         raise BadInput(f"Unknown precision '{precision}'. Valid precisions: {', '.join(PRECISIONS)}.")
-    if precision == "auto":
+    if precision != "auto":
+        return precision
+    forced = os.environ.get(PRECISION_VARIABLE, "").strip().lower()
+    if forced in ("", "auto"):
         return "bf16" if bf16_is_native(device) else "fp32"
-    return precision
+    if forced not in PRECISIONS:
+        raise BadInput(f"The environment variable {PRECISION_VARIABLE}={forced!r} is not a precision; set it to "
+                       "fp32 or bf16 (what --precision auto then means), or unset it.")
+    return forced
 
 
 def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:

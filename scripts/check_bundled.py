@@ -2,6 +2,7 @@
 
     python scripts/check_bundled.py [--write-card] [--weights PATH --quality-only] [--optimizer NAME]
                                     [--param NAME=VALUE ...] [--seeds N] [--judge corrupted|clean] [--grid PNG]
+                                    [--smoke]
 
 1. Generator quality: the Fréchet distance between bundled-DCGAN images and corpus images in
    stimnet's penultimate features (`flatten`, 128-d), beside the same distance for an untrained
@@ -31,6 +32,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +49,20 @@ from generators.quality import frechet_distance
 from generators.stimuli import FAMILIES, StimulusBatch, stimuli
 from neurons.stimnet import accuracy, blur, colour_wash, corrupt, normalise, train_classifier
 
-SAMPLES = 5000
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How much is measured; --smoke shrinks it to check that the script runs (its figures then mean nothing)."""
+
+    samples: int = 5000  # generator samples behind the quality figures and the classifiers' agreement
+    corpus: int = 10_000  # corpus images whose best response an evolved image is compared with
+    held_out: int = 2000  # held-out stimuli the classifiers are tested on
+    judge_steps: int | None = None  # the independent classifier's training steps (None: its JUDGES entry's)
+
+
+SMOKE = Sizes(samples=60, corpus=60, held_out=60, judge_steps=2)
+
 # The independent classifier's training. 'clean' was the judge until it proved to name a generator's
 # faint noise and colour washes rather than its shapes (README, ground truth); 'corrupted' judges now.
 JUDGES = {
@@ -71,14 +86,14 @@ def within_family_spread(images: torch.Tensor, family: torch.Tensor, least: int 
     return round(float(np.mean(spreads)), 3)
 
 
-def generator_quality(stimnet, weights: str) -> dict:
+def generator_quality(stimnet, weights: str, samples: int) -> dict:
     features = lambda images: batched(lambda x: stimnet.activations(x), images)  # noqa: E731
-    corpus_a, corpus_b = stimuli(SAMPLES, 2001), stimuli(SAMPLES, 2002).images
+    corpus_a, corpus_b = stimuli(samples, 2001), stimuli(samples, 2002).images
     rng = np.random.default_rng(0)
     trained = generators.create("dcgan", weights=weights)
     untrained = generators.create("dcgan", weights="random")
-    generated = batched(trained.render, torch.as_tensor(trained.sample(SAMPLES, rng)))
-    random_images = batched(untrained.render, torch.as_tensor(untrained.sample(SAMPLES, rng)))
+    generated = batched(trained.render, torch.as_tensor(trained.sample(samples, rng)))
+    random_images = batched(untrained.render, torch.as_tensor(untrained.sample(samples, rng)))
     reference = features(corpus_a.images)
     logits = neurons.create("stimnet:classifier:0").activations
     confidence = batched(lambda x: logits(x).softmax(1), generated).amax(1)
@@ -88,7 +103,7 @@ def generator_quality(stimnet, weights: str) -> dict:
             "bundled_dcgan_vs_corpus": round(frechet_distance(features(generated), reference), 3),
             "untrained_dcgan_vs_corpus": round(frechet_distance(features(random_images), reference), 3),
             "corpus_vs_corpus_floor": round(frechet_distance(features(corpus_b), reference), 3),
-            "samples": SAMPLES,
+            "samples": samples,
         },
         "share_classified_with_confidence_over_0.9": round((confidence > 0.9).float().mean().item(), 4),
         "generated_family_shares": {FAMILIES[i]: round((predicted == i).float().mean().item(), 4)
@@ -98,13 +113,13 @@ def generator_quality(stimnet, weights: str) -> dict:
     }
 
 
-def classifiers_agreement(checknet, logits, weights: str) -> tuple[float, dict[str, tuple[float, float]]]:
+def classifiers_agreement(checknet, logits, weights: str, samples: int) -> tuple[float, dict[str, tuple[float, float]]]:
     """The share of random samples of the generator that checknet and stimnet put in the same
     family: the ceiling of the independent check, for images of this generator. And, for a
     conditional generator, per family: the shares of the samples asked for that family (their
     largest class logit) that stimnet and that checknet name as it -- each family's own ceiling."""
     dcgan = generators.create("dcgan", weights=weights)
-    codes = torch.as_tensor(dcgan.sample(SAMPLES, np.random.default_rng(1)))
+    codes = torch.as_tensor(dcgan.sample(samples, np.random.default_rng(1)))
     samples = batched(dcgan.render, codes)
     independent = batched(lambda x: checknet(normalise(x)).argmax(1), samples)
     named = batched(lambda x: logits(x).argmax(1), samples)
@@ -128,23 +143,24 @@ def robustness(logits: Callable[[torch.Tensor], torch.Tensor], test: StimulusBat
     return {name: round(accuracy(logits, x.clamp(0, 1), test.family), 4) for name, x in seen.items()}
 
 
-def independent_classifier(judge: str) -> tuple[torch.nn.Module, dict]:
+def independent_classifier(judge: str, sizes: Sizes) -> tuple[torch.nn.Module, dict]:
     """checknet, trained as JUDGES[judge] says, and how well it and stimnet name held-out stimuli."""
-    checknet = train_classifier(**JUDGES[judge], progress=False)
-    test = stimuli(2000, 4242)
-    return checknet, {"judge": judge, **JUDGES[judge],
+    training = {**JUDGES[judge], **({"steps": sizes.judge_steps} if sizes.judge_steps else {})}
+    checknet = train_classifier(**training, progress=False)
+    test = stimuli(sizes.held_out, 4242)
+    return checknet, {"judge": judge, **training,
                       "held_out_accuracy": robustness(lambda x: checknet(normalise(x)), test),
                       "stimnet_held_out_accuracy": robustness(neurons.create("stimnet:classifier:0").activations, test)}
 
 
 def ground_truth(generations: int, weights: str, optimizer: str, params: dict[str, str], seeds: int,
-                 judge: str) -> tuple[list[dict], torch.Tensor, float, dict]:
+                 judge: str, sizes: Sizes) -> tuple[list[dict], torch.Tensor, float, dict]:
     """The rows of the ground-truth table, the evolved best images (units x seeds, 3, 64, 64) in
     [0, 1], the classifiers' agreement on random samples and the independent classifier's record."""
-    checknet, judged_by = independent_classifier(judge)
-    corpus = stimuli(10_000, 3003).images
+    checknet, judged_by = independent_classifier(judge, sizes)
+    corpus = stimuli(sizes.corpus, 3003).images
     logits = neurons.create("stimnet:classifier:0").activations
-    agreement, sample_shares = classifiers_agreement(checknet, logits, weights)
+    agreement, sample_shares = classifiers_agreement(checknet, logits, weights, sizes.samples)
     best_corpus = batched(logits, corpus).amax(0)
     dcgan = generators.create("dcgan", weights=weights)
     rows, images = [], []
@@ -206,7 +222,11 @@ def main() -> None:
     parser.add_argument("--grid", help="Save the evolved best images to this PNG: a row a class unit, a column a seed.")
     parser.add_argument("--quality-only", action="store_true", help="Skip the ground-truth evolutions.")
     parser.add_argument("--write-card", action="store_true")
+    parser.add_argument("--smoke", action="store_true", help="Tiny samples, a judge of 2 steps and 2 generations: "
+                        "checks that the script runs; its figures mean nothing (no card is written).")
     args = parser.parse_args()
+    if args.smoke and args.write_card:
+        parser.error("--smoke figures mean nothing; they never go into the card: drop --write-card.")
     if args.write_card and args.weights != "pretrained":
         parser.error("--write-card writes the bundled generator's card; it measures only --weights pretrained.")
     if args.seeds < 1:
@@ -223,13 +243,14 @@ def main() -> None:
         optimizers.get(args.optimizer).parse_params(params)
     except BadInput as err:
         parser.error(str(err))
+    sizes, generations = (SMOKE, 2) if args.smoke else (Sizes(), args.generations)
     started = time.time()
-    quality = generator_quality(neurons.create("stimnet:flatten:0"), args.weights)
+    quality = generator_quality(neurons.create("stimnet:flatten:0"), args.weights, sizes.samples)
     print(json.dumps(quality, indent=2))
     if args.quality_only:
         return
-    rows, images, agreement, judged_by = ground_truth(args.generations, args.weights, args.optimizer, params,
-                                                      args.seeds, args.judge)
+    rows, images, agreement, judged_by = ground_truth(generations, args.weights, args.optimizer, params,
+                                                      args.seeds, args.judge, sizes)
     print(f"\n{'class':<13} {'seed':>4} {'stimnet says':<13} {'independent':<13} {'best evolved':>12}"
           f" {'best corpus':>12} {'samples named (stimnet, independent)':>38}")
     for r in rows:
@@ -239,7 +260,7 @@ def main() -> None:
     by_class = tally_by_class(rows)
     summary = {
         **tally(rows), "independent_agrees_with_stimnet_on_random_samples": agreement,
-        "independent_classifier": judged_by, "classes": len(FAMILIES), "generations": args.generations,
+        "independent_classifier": judged_by, "classes": len(FAMILIES), "generations": generations,
         "optimizer": args.optimizer, "params": params, "precision": neurons.create("stimnet:classifier:0").precision,
         "by_class": by_class, **{f"classes_{key}_in_most_evolutions": classes_passing_in_most_evolutions(by_class, key)
                                  for key in ("both_agree", "evolved_beats_best_corpus")},

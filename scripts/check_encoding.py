@@ -1,6 +1,6 @@
 """Measure the fMRI side on simulated subjects: encoding-model fit, evolution for an ROI, decoding.
 
-    python scripts/check_encoding.py [--out runs/check-encoding] [--generations 200]
+    python scripts/check_encoding.py [--out runs/check-encoding] [--generations 200] [--smoke]
 
 1. A subject of 1,000 corpus images × 240 voxels (3 ROIs pooling stimnet's relu2/relu3/relu4, SNR 1,
    2 repeats): `evolver fit-encoder` on stimnet:relu2,relu3,relu4 (8×8 pooling, 100 PCs a layer);
@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,14 +32,29 @@ from evolver_common.images import read_image
 from neurons.encoder import FeatureSpec
 
 
-def fit_figures(out: Path) -> tuple[dict, Path, torch.Tensor]:
-    subject = simulate_subject(SubjectOptions(images=1000, voxels=240))
+@dataclass(frozen=True)
+class Sizes:
+    """The simulated subjects and the fit; --smoke shrinks them to check that the script runs."""
+
+    fit_images: int = 1000
+    fit_voxels: int = 240
+    pcs: int = 100
+    decode_images: int = 2000
+    decode_voxels: int = 1000
+    decode_pcs: tuple[int, ...] = DecodeOptions().pcs
+
+
+SMOKE = Sizes(fit_images=100, fit_voxels=12, pcs=5, decode_images=100, decode_voxels=20, decode_pcs=(5,))
+
+
+def fit_figures(out: Path, sizes: Sizes) -> tuple[dict, Path, torch.Tensor]:
+    subject = simulate_subject(SubjectOptions(images=sizes.fit_images, voxels=sizes.fit_voxels))
     started = time.time()
     model = fit_encoder(subject["images"], subject["responses"], FeatureSpec.parse("stimnet:relu2,relu3,relu4", pool=8),
-                        subject["rois"], FitOptions(pcs=100))
+                        subject["rois"], FitOptions(pcs=sizes.pcs))
     seconds = time.time() - started
     write_fit(model, out / "encoder")
-    _, test = split(1000, 0.2, 0)
+    _, test = split(sizes.fit_images, 0.2, 0)
     truth_ceiling = pearson(subject["truth"][test].astype(float), subject["responses"].mean(0)[test].astype(float))
     rois = np.array(subject["rois"])
     r, ceiling = np.array(model.info["scores"]["r"]), np.array(model.info["scores"]["ceiling"])
@@ -70,12 +86,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("runs/check-encoding"))
     parser.add_argument("--generations", type=int, default=200)
+    parser.add_argument("--smoke", action="store_true",
+                        help="tiny subjects and 2 generations: checks that the script runs; its figures mean nothing")
     args = parser.parse_args()
-    fit, model, images = fit_figures(args.out)
+    sizes, generations = (SMOKE, 2) if args.smoke else (Sizes(), args.generations)
+    fit, model, images = fit_figures(args.out, sizes)
     print("fit:", json.dumps(fit, indent=1), flush=True)
-    print("evolution:", json.dumps(evolution_figures(model, images, args.generations, args.out), indent=1), flush=True)
-    subject = simulate_subject(SubjectOptions(images=2000, voxels=1000, source="dcgan"))
-    summary = decode(subject["responses"], subject["codes"], None, args.out / "decoded", DecodeOptions())
+    print("evolution:", json.dumps(evolution_figures(model, images, generations, args.out), indent=1), flush=True)
+    subject = simulate_subject(SubjectOptions(images=sizes.decode_images, voxels=sizes.decode_voxels, source="dcgan"))
+    summary = decode(subject["responses"], subject["codes"], None, args.out / "decoded",
+                     DecodeOptions(pcs=sizes.decode_pcs))
     print("decoding:\n" + summary.T.to_string(header=False))
 
 

@@ -1,6 +1,7 @@
 """Measure the objectives beyond one unit on the bundled DCGAN.
 
     python scripts/check_objectives.py [--optimizer cmaes] [--v1-optimizers sphere-cma cmaes] [--generations 100]
+                                       [--smoke]
 
 1. V1 cells: complex cells at 6 orientations (0°–150°) × 3 spatial frequencies; each evolved best
    image's dominant Fourier orientation against the cell's preference (pass: within ±15°), and the
@@ -38,11 +39,12 @@ def best_image(path: Path) -> torch.Tensor:
     return read_image(path / "best.png")
 
 
-def v1_table(folder: Path, optimizer: str, generations: int) -> list[dict]:
+def v1_table(folder: Path, optimizer: str, generations: int, orientations=ORIENTATIONS,
+             frequencies=FREQUENCIES) -> list[dict]:
     prior_norm = float(np.linalg.norm(generators.create("dcgan").sample(1000, np.random.default_rng(0)), axis=1).mean())
     rows = []
-    for sf in FREQUENCIES:
-        for ori in ORIENTATIONS:
+    for sf in frequencies:
+        for ori in orientations:
             result = run(RunConfig(neuron=f"v1:complex:ori={ori}:sf={sf}", optimizer=optimizer,
                                    generations=generations), out=folder / f"v1-{optimizer}-{ori}-{sf}", progress=False)
             found = float(dominant_orientation(best_image(result.path))[0])
@@ -87,16 +89,20 @@ def main() -> None:
     parser.add_argument("--optimizer", default="cmaes")
     parser.add_argument("--v1-optimizers", nargs="+", default=["sphere-cma", "cmaes"])
     parser.add_argument("--generations", type=int, default=100)
+    parser.add_argument("--smoke", action="store_true",
+                        help="2 generations and one V1 cell: checks that the script runs; its figures mean nothing")
     args = parser.parse_args()
+    generations, cells = (2, (ORIENTATIONS[:1], FREQUENCIES[:1])) if args.smoke else \
+        (args.generations, (ORIENTATIONS, FREQUENCIES))
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         for optimizer in args.v1_optimizers:
-            rows = v1_table(folder, optimizer, args.generations)
+            rows = v1_table(folder, optimizer, generations, *cells)
             within = sum(r["error"] <= 15 for r in rows)
             print(f"V1, {optimizer}: {within}/{len(rows)} evolved images within ±15° of the cell's orientation; "
                   f"best codes {np.median([r['code_norm_over_prior'] for r in rows]):.1f}× the prior's norm (median)")
-        print("template:", template_figures(folder, args.optimizer, args.generations))
-        print("population:", population_figures(folder, args.optimizer, args.generations))
+        print("template:", template_figures(folder, args.optimizer, generations))
+        print("population:", population_figures(folder, args.optimizer, generations))
 
 
 if __name__ == "__main__":

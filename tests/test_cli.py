@@ -1,4 +1,4 @@
-"""The command line as a user meets it: one process per command."""
+"""The command line as a user meets it: in-process (click's runner), but for a kill and a resume."""
 import json
 import signal
 import subprocess
@@ -11,8 +11,9 @@ import pandas as pd
 import pytest
 import timm
 import torch
+from huggingface_hub import constants as hub_constants
 
-from conftest import UNIT, evolver_cli
+from conftest import UNIT, evolver_cli, run_args
 from evolver.records import RunDirectory
 from generators.dcgan import bundled_code_dim
 
@@ -20,33 +21,39 @@ DESIGN_FILES = ("config.json", "generations.csv", "scores.csv", "codes", "images
                 "state", "trajectory.html")
 
 
-def test_evolution_raises_the_unit_well_above_the_first_generation(tmp):
+def test_a_run_writes_every_file_of_the_run_folder(tmp):
     out = tmp / "run"
-    result = evolver_cli("run", "--neuron", "resnet18:layer3:unit5", "--weights", "random", "--generations", 30,
+    result = evolver_cli("run", "--neuron", "resnet18:layer3:unit5", "--weights", "random", "--generations", 4,
                          "--population", 20, "--out", out, "--quiet", check=True)
     for name in DESIGN_FILES:
         assert (out / name).exists(), name
     table = pd.read_csv(out / "generations.csv")
-    assert table["gen"].tolist() == list(range(30))
+    assert table["gen"].tolist() == list(range(4))
     assert (table["n_images"] == 20).all()
-    first, last = table["best"].iloc[0], table["best_so_far"].iloc[-1]
-    assert last > 1.5 * first, f"first generation's best {first:.3f}, final best {last:.3f}"
     assert table["best_so_far"].is_monotonic_increasing
     scores = pd.read_csv(out / "scores.csv", keep_default_na=False)
-    assert len(scores) == 600 and scores["image_id"].tolist() == list(range(600))
-    assert len(list((out / "codes").glob("gen_*.npy"))) == 30
-    assert np.load(out / "codes" / "gen_0029.npy").shape == (20, bundled_code_dim())
+    assert len(scores) == 80 and scores["image_id"].tolist() == list(range(80))
+    assert table["best_so_far"].iloc[-1] == scores["score"].max()
+    assert len(list((out / "codes").glob("gen_*.npy"))) == 4
+    assert np.load(out / "codes" / "gen_0003.npy").shape == (20, bundled_code_dim())
     config = json.loads((out / "config.json").read_text())
     assert config["resolved"]["optimizer"]["name"] == "cmaes"  # the default, chosen by evolver bench
     assert config["resolved"]["optimizer"]["params"]["population"] == 20
     assert config["resolved"]["neuron"]["weights"].startswith("random")
-    assert "--weights" in config["command"] and config["versions"]["torch"]
-    assert f"{last:.4g}" in result.stdout and "untrained random weights" in result.stdout
+    assert config["command"][:2] == ["evolver", "run"] and "--weights" in config["command"]
+    assert config["versions"]["torch"]
+    assert f"{table['best_so_far'].iloc[-1]:.4g}" in result.stdout and "untrained random weights" in result.stdout
 
 
-def _run_args(out, generations=12):
-    return ["run", "--neuron", UNIT, "--weights", "random", "--generations", generations, "--population", 20,
-            "--seed", 7, "--optimizer", "ga", "--param", "mutation_size=0.3", "--out", out, "--quiet"]
+@pytest.mark.slow
+def test_evolution_raises_the_unit_well_above_the_first_generation(tmp):
+    out = tmp / "run"
+    evolver_cli("run", "--neuron", "resnet18:layer3:unit5", "--weights", "random", "--generations", 30,
+                "--population", 20, "--out", out, "--quiet", check=True)
+    table = pd.read_csv(out / "generations.csv")
+    first, last = table["best"].iloc[0], table["best_so_far"].iloc[-1]
+    # measured 2.2x in bf16 and in fp32 (seed 0): a margin of a third
+    assert last > 1.5 * first, f"first generation's best {first:.3f}, final best {last:.3f}"
 
 
 def _committed_generation(run_dir) -> int:
@@ -55,9 +62,9 @@ def _committed_generation(run_dir) -> int:
 
 
 def test_a_killed_run_resumes_to_the_same_result(tmp):
-    evolver_cli(*_run_args(tmp / "whole"), check=True)
+    evolver_cli(*run_args(tmp / "whole"), check=True)
     killed = tmp / "killed"
-    process = subprocess.Popen([sys.executable, "-m", "evolver", *map(str, _run_args(killed))],
+    process = subprocess.Popen([sys.executable, "-m", "evolver", *map(str, run_args(killed))],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while _committed_generation(killed) < 3 and process.poll() is None and time.time() < deadline:
@@ -80,16 +87,15 @@ def test_a_killed_run_resumes_to_the_same_result(tmp):
     assert not list(killed.rglob("*.tmp"))
 
 
-def test_resume_extends_a_finished_run(tmp):
-    out = tmp / "run"
-    evolver_cli(*_run_args(out, generations=3), check=True)
+def test_resume_extends_a_finished_run(finished_run, copy_of):
+    out = copy_of(finished_run)
     evolver_cli("run", "--resume", out, "--generations", 5, "--quiet", check=True)
     assert pd.read_csv(out / "generations.csv")["gen"].tolist() == [0, 1, 2, 3, 4]
     assert json.loads((out / "config.json").read_text())["run"]["generations"] == 5
 
 
 def _bad_input(*args, match: str, **kwargs):
-    result = evolver_cli(*args, timeout=120, **kwargs)
+    result = evolver_cli(*args, **kwargs)
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
     assert match in result.stderr, result.stderr
@@ -115,21 +121,31 @@ def test_bad_weights_exit_2(tmp):
     _bad_input("run", "--neuron", UNIT, "--generator-weights", wrong, match="do not match")
 
 
-def test_pretrained_offline_without_cache_exits_2_in_seconds(tmp):
-    started = time.time()
+@pytest.fixture
+def no_download(monkeypatch):
+    """Fails the test if a pretrained download is attempted: an offline machine must fail at once."""
+    create_model = timm.create_model
+
+    def build(*args, pretrained=False, **kwargs):
+        assert not pretrained, "a download was attempted"
+        return create_model(*args, **kwargs)
+
+    monkeypatch.setattr(timm, "create_model", build)
+
+
+def test_pretrained_offline_without_cache_exits_2_at_once(tmp, monkeypatch, no_download):
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp))
     message = _bad_input("run", "--neuron", "test_resnet:fc:1", "--weights", "pretrained",
-                         match="No pretrained weights for 'test_resnet'", env={"HF_HUB_CACHE": str(tmp)})
+                         match="No pretrained weights for 'test_resnet'")
     assert str(tmp) in message and "--weights random" in message
-    assert time.time() - started < 60
 
 
-def test_pretrained_with_the_hub_unreachable_exits_2_without_waiting_for_retries(tmp):
+def test_pretrained_with_the_hub_unreachable_exits_2_without_trying_to_download(tmp, monkeypatch, no_download):
     # HF_HUB_OFFLINE unset, and the hub endpoint a closed port on this machine.
-    env = {"HF_HUB_CACHE": str(tmp), "HF_HUB_OFFLINE": "0", "HF_ENDPOINT": "http://127.0.0.1:9"}
-    started = time.time()
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp))
+    monkeypatch.setattr(hub_constants, "ENDPOINT", "http://127.0.0.1:9")
     _bad_input("run", "--neuron", "test_resnet:fc:1", "--weights", "pretrained",
-               match="127.0.0.1 is unreachable", env=env)
-    assert time.time() - started < 60
+               match="127.0.0.1 is unreachable", env={"HF_HUB_OFFLINE": "0"})
 
 
 def test_bad_optimizer_and_params_exit_2(tmp):
@@ -139,22 +155,22 @@ def test_bad_optimizer_and_params_exit_2(tmp):
     _bad_input("run", "--neuron", UNIT, "--weights", "random", "--optimizer", "cma", match="Valid optimizers")
 
 
-def test_bad_resume_exits_2(tmp):
+def test_bad_resume_exits_2(tmp, finished_run):
     _bad_input("run", "--resume", tmp, match="is not an evolver run folder")
-    out = tmp / "run"
-    evolver_cli(*_run_args(out, generations=2), check=True)
-    _bad_input("run", "--resume", out, "--seed", 8, match="seed=8 (the run has 7)")
-    _bad_input("run", "--resume", out, "--neuron", "resnet18:layer2:unit4", match="conflict")
-    _bad_input(*_run_args(out), match="already exists")
+    before = {p: p.read_bytes() for p in finished_run.rglob("*") if p.is_file()}
+    _bad_input("run", "--resume", finished_run, "--seed", 8, match="seed=8 (the run has 7)")
+    _bad_input("run", "--resume", finished_run, "--neuron", "resnet18:layer2:unit4", match="conflict")
+    _bad_input(*run_args(finished_run), match="already exists")
+    assert {p: p.read_bytes() for p in finished_run.rglob("*") if p.is_file()} == before  # nothing touched
 
 
-def test_plot_overlays_runs(tmp):
-    for name in ("a", "b"):
-        evolver_cli(*_run_args(tmp / name, generations=3), check=True)
+def test_plot_overlays_runs(tmp, finished_run, copy_of):
+    a = finished_run
+    b = copy_of(finished_run).rename(tmp / "b")
     out = tmp / "cmp.html"
-    evolver_cli("plot", tmp / "a", tmp / "b", "--out", out, "--generations", "0,2", check=True)
+    evolver_cli("plot", a, b, "--out", out, "--generations", "0,2", check=True)
     html = out.read_text()
-    assert "plotly" in html and "best so far: a" in html and "best so far: b" in html
+    assert "plotly" in html and f"best so far: {a.name}" in html and "best so far: b" in html
     assert html.count('"source":"data:image\\u002fpng;base64,') == 4  # 2 runs x gens 0 and 2
     _bad_input("plot", tmp / "nope", match="not an evolver run folder")
 

@@ -133,9 +133,10 @@ def test_generators_listing_says_where_weights_are_looked_for(tmp):
     assert "4096" in lines["deepsim-fc6"] and "256×256" in lines["deepsim-fc6"]
 
 
-def test_biggan_offline_cli_fails_in_seconds(tmp):
+def test_biggan_offline_cli_fails_with_where_to_put_weights(tmp, monkeypatch):
+    monkeypatch.setattr(biggan_package.file_utils, "PYTORCH_PRETRAINED_BIGGAN_CACHE", str(tmp))
     result = evolver_cli("run", "--generator", "biggan-deep-256", "--neuron", "resnet18:layer3:0", "--weights",
-                         "random", env={"PYTORCH_PRETRAINED_BIGGAN_CACHE": str(tmp)}, timeout=120)
+                         "random")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "--generator-weights DIR" in result.stderr and str(tmp) in result.stderr
 

@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import UNIT, evolver_cli
+from conftest import evolver_cli
 from evolver import RunConfig, run
 from evolver.bench import BenchConfig, _normalise, bench
 from evolver_common import BadInput
@@ -52,7 +52,7 @@ def test_bad_noise_specs(spec):
 
 
 def test_a_noisy_run_records_noisy_and_clean_responses_and_resumes(tmp):
-    config = dict(neuron=UNIT, weights="random", generator_weights="random", optimizer="cmaes", generations=6,
+    config = dict(neuron="stimnet:relu3:unit2", generator_weights="random", optimizer="cmaes", generations=6,
                   noise="poisson:max_rate=15,reps=2", reference="procedural:30", seed=3)
     whole = run(RunConfig(**config), out=tmp / "whole", progress=False)
     run(RunConfig(**{**config, "generations": 3}), out=tmp / "parts", progress=False)
@@ -67,9 +67,8 @@ def test_a_noisy_run_records_noisy_and_clean_responses_and_resumes(tmp):
 
 
 def test_bench_grid_tables_and_normalisation(tmp):
-    config = BenchConfig(neurons=[UNIT, "resnet18:layer3:unit5"], optimizers=["ga", "random"], seeds=[0, 1],
-                         noises=["none", "multiplicative:0.5"], images=60, weights="random",
-                         generator_weights="random")
+    config = BenchConfig(neurons=["stimnet:relu3:unit2", "stimnet:relu4:unit6"], optimizers=["ga", "random"],
+                         seeds=[0, 1], noises=["none", "multiplicative:0.5"], images=60)
     table, summary = bench(config, tmp, progress=False)
     runs = table.groupby(["neuron", "optimizer", "seed", "noise"]).ngroups
     assert runs == 2 * 2 * 2 * 2 + 2 * 2  # the grid plus the noise-free gradient reference per unit and seed

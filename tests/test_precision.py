@@ -5,8 +5,10 @@ import torch
 from torch import nn
 from torchvision.utils import save_image
 
+import generators
 import neurons
-from evolver_common.compute import bf16_is_native
+from evolver_common import BadInput
+from evolver_common.compute import bf16_is_native, resolve_precision
 from neurons import precision
 from neurons.precision import agreement, bf16_verdict, check_bf16
 
@@ -51,7 +53,7 @@ def test_verdicts_are_cached(tmp, monkeypatch):
 def test_auto_precision_records_its_check(tmp, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp))
     neuron = neurons.create("resnet18:layer3:unit5", weights="random")
-    if bf16_is_native(torch.device("cpu")):
+    if resolve_precision("auto", torch.device("cpu")) == "bf16":
         check = neuron.reader.precision_check
         assert check["spearman"] >= 0.99 and neuron.precision == ("bf16" if check["bf16"] else "fp32")
     else:
@@ -59,6 +61,20 @@ def test_auto_precision_records_its_check(tmp, monkeypatch):
     assert neurons.create("resnet18:layer3:unit5", weights="random", precision="fp32").reader.precision_check is None
 
 
+def test_the_environment_says_what_auto_means(monkeypatch):
+    cpu = torch.device("cpu")
+    monkeypatch.delenv("EVOLVER_PRECISION", raising=False)
+    assert resolve_precision("auto", cpu) == ("bf16" if bf16_is_native(cpu) else "fp32")
+    for forced in ("fp32", "bf16"):
+        monkeypatch.setenv("EVOLVER_PRECISION", forced)
+        assert resolve_precision("auto", cpu) == forced and resolve_precision("fp32", cpu) == "fp32"
+        assert generators.create("dcgan", weights="random").precision == forced
+    monkeypatch.setenv("EVOLVER_PRECISION", "fp16")
+    with pytest.raises(BadInput, match="EVOLVER_PRECISION='fp16' is not a precision; set it to fp32 or bf16"):
+        resolve_precision("auto", cpu)
+
+
+@pytest.mark.slow
 def test_a_compiled_neuron_answers_as_the_eager_one_and_a_run_records_it(tmp):
     from evolver import RunConfig, run
 

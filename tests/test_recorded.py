@@ -7,7 +7,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 
 import numpy as np
 import pandas as pd
@@ -15,12 +14,12 @@ import pytest
 import torch
 
 import neurons
-from conftest import evolver_cli
+from conftest import evolver_process
 from evolver import RunConfig, resume, run
 from evolver.rigsim import write_mat
 from evolver_common import BadInput, RigError
 from generators.dcgan import bundled_code_dim
-from neurons.recorded import Block, ChannelSelection, FolderRig, NetworkRig, read_mat_responses
+from neurons.recorded import Block, ChannelSelection, FolderRig, read_mat_responses
 
 GENERATIONS = 20
 SIM_NEURON = "stimnet:classifier:unit7"
@@ -33,24 +32,40 @@ def free_port() -> int:
 
 
 class Rig:
-    """`evolver rig-sim` in its own process; `restart_on_crash` plays the lab restarting it."""
+    """`evolver rig-sim` in its own process, as a lab runs it; `restart_on_crash` plays the lab restarting
+    it. `in_process` plays it in a thread of this process instead (no faults that end a process)."""
 
-    def __init__(self, tmp, protocol: str, *faults: str, restart_on_crash: bool = False):
+    def __init__(self, tmp, protocol: str, *faults: str, restart_on_crash: bool = False, in_process: bool = False):
         self.log = tmp / "rig.jsonl"
         if protocol == "zmq":
             self.address = f"tcp://127.0.0.1:{free_port()}"
             self.where = ["--connect", self.address]
             self.spec = f"zmq:{self.address}"
         else:
-            folder = tmp / "exchange"
-            folder.mkdir(exist_ok=True)
-            self.where = ["--folder", str(folder), *(["--format", "mat"] if protocol == "mat" else [])]
-            self.spec = f"folder:{folder}"
+            self.folder = tmp / "exchange"
+            self.folder.mkdir(exist_ok=True)
+            self.where = ["--folder", str(self.folder), *(["--format", "mat"] if protocol == "mat" else [])]
+            self.spec = f"folder:{self.folder}"
+        self.protocol = protocol
         self.faults = list(faults)
-        self.process = self._start(self.faults)
         self.stopped = False
+        if in_process:
+            self._serve_in_a_thread()
+            return
+        self.process = self._start(self.faults)
         if restart_on_crash:
             threading.Thread(target=self._restart, daemon=True).start()
+
+    def _serve_in_a_thread(self):
+        from evolver.rigsim import Faults, RigSim, RigSimConfig, serve_folder, serve_zmq
+
+        assert not self.faults, "faults are injected into a rig-sim process"
+        sim = RigSim(RigSimConfig(neuron=SIM_NEURON, format="mat" if self.protocol == "mat" else "h5",
+                                  log=str(self.log), idle_exit=5), Faults())
+        serve = (lambda: serve_zmq(self.address, sim)) if self.protocol == "zmq" else \
+            (lambda: serve_folder(self.folder, sim))
+        threading.Thread(target=serve, daemon=True).start()
+        self.process = None
 
     def _start(self, faults):
         return subprocess.Popen([sys.executable, "-m", "evolver", "rig-sim", *self.where, "--neuron", SIM_NEURON,
@@ -78,8 +93,9 @@ class Rig:
 
     def stop(self):
         self.stopped = True
-        self.process.kill()
-        self.process.wait()
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
 
 
 @pytest.fixture
@@ -88,7 +104,6 @@ def rig_factory(tmp):
 
     def make(protocol, *faults, **options):
         rigs.append(Rig(tmp, protocol, *faults, **options))
-        time.sleep(1.0 if protocol == "zmq" else 0)
         return rigs[-1]
 
     yield make
@@ -107,71 +122,87 @@ def assert_run_matches_rig(path, rig: Rig, allow_missing: bool = False) -> pd.Da
     return scores
 
 
-def evolve(rig: Rig, out, options: str = ":timeout=5:retries=2", **config):
-    return run(RunConfig(neuron=rig.spec + options, generations=GENERATIONS, **config), out=out, progress=False)
+def evolve(rig: Rig, out, options: str = ":timeout=5:retries=2", generations: int = GENERATIONS, **config):
+    return run(RunConfig(neuron=rig.spec + options, generations=generations, **config), out=out, progress=False)
 
 
 @pytest.mark.parametrize("protocol", ["folder", "mat", "zmq"])
-def test_twenty_generations_match_what_the_rig_sent(rig_factory, tmp, protocol):
+def test_every_score_is_what_the_rig_sent_for_that_image(rig_factory, tmp, protocol):
+    rig = rig_factory(protocol, in_process=True)
+    result = evolve(rig, tmp / "run", generations=4)
+    assert result.generations == 4
+    scores = assert_run_matches_rig(result.path, rig)
+    population = int(4 + 3 * math.log(bundled_code_dim()))  # CMA-ES's default on the bundled DCGAN's codes
+    assert len(scores) == 4 * population and scores.score.max() == pytest.approx(result.best)
+
+
+@pytest.mark.parametrize("protocol", ["zmq", pytest.param("folder", marks=pytest.mark.slow)])
+def test_a_rig_sim_process_answers_twenty_generations(rig_factory, tmp, protocol):
     rig = rig_factory(protocol)
     result = evolve(rig, tmp / "run")
     assert result.generations == GENERATIONS
-    scores = assert_run_matches_rig(result.path, rig)
-    population = int(4 + 3 * math.log(bundled_code_dim()))  # CMA-ES's default on the bundled DCGAN's codes
-    assert len(scores) == GENERATIONS * population and scores.score.max() == pytest.approx(result.best)
+    assert len(assert_run_matches_rig(result.path, rig)) == GENERATIONS * int(4 + 3 * math.log(bundled_code_dim()))
 
 
+# Each fault as the rig-sim injects it, with the timeouts the run is given: a late rig answers after
+# 0.6 s, past the run's 0.4 s, so each of its blocks times out once and is answered on the second wait.
 FAULTS = {
-    "drop a third": ("--drop", "0.33"),
-    "answer late": ("--late", "1.5"),
-    "answer twice": ("--twice",),
-    "malformed first": ("--malformed", "2"),
-    "reordered ids": ("--reorder",),
+    "drop a third": (("--drop", "0.33"), ":timeout=1:retries=4"),
+    "answer late": (("--late", "0.6"), ":timeout=0.4:retries=4"),
+    "answer twice": (("--twice",), ":timeout=1:retries=4"),
+    "malformed first": (("--malformed", "2"), ":timeout=1:retries=4"),
+    "reordered ids": (("--reorder",), ":timeout=1:retries=4"),
 }
+FAULT_GENERATIONS = 8
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("protocol", ["folder", "zmq"])
 @pytest.mark.parametrize("fault", FAULTS)
 def test_faults_complete_with_every_response_on_its_image(rig_factory, tmp, protocol, fault):
-    rig = rig_factory(protocol, *FAULTS[fault])
-    result = evolve(rig, tmp / "run", ":timeout=1:retries=4")
-    assert result.generations == GENERATIONS
+    flags, options = FAULTS[fault]
+    rig = rig_factory(protocol, *flags)
+    result = evolve(rig, tmp / "run", options, generations=FAULT_GENERATIONS)
+    assert result.generations == FAULT_GENERATIONS
     assert_run_matches_rig(result.path, rig, allow_missing=fault == "drop a third")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("protocol", ["folder", "zmq"])
 def test_a_rig_restarted_after_a_crash_is_picked_up(rig_factory, tmp, protocol):
-    rig = rig_factory(protocol, "--crash-after", "5", restart_on_crash=True)
-    result = evolve(rig, tmp / "run", ":timeout=3:retries=5")
-    assert result.generations == GENERATIONS
+    rig = rig_factory(protocol, "--crash-after", "3", restart_on_crash=True)
+    result = evolve(rig, tmp / "run", ":timeout=3:retries=5", generations=FAULT_GENERATIONS)
+    assert result.generations == FAULT_GENERATIONS
     assert_run_matches_rig(result.path, rig)
 
 
+@pytest.mark.slow
 def test_a_rig_that_stays_down_stops_the_run_which_resumes(rig_factory, tmp):
-    rig = rig_factory("folder", "--crash-after", "5")
+    rig = rig_factory("folder", "--crash-after", "3")
     with pytest.raises(RigError, match="--resume"):
-        evolve(rig, tmp / "run", ":timeout=0.5:retries=1")
+        evolve(rig, tmp / "run", ":timeout=0.5:retries=1", generations=FAULT_GENERATIONS)
     recorded = pd.read_csv(tmp / "run" / "generations.csv")
-    assert len(recorded) == 5
+    assert len(recorded) == 3
     rig.restart()
     result = resume(tmp / "run", progress=False)
-    assert result.generations == GENERATIONS
+    assert result.generations == FAULT_GENERATIONS
     assert_run_matches_rig(result.path, rig)
 
 
+@pytest.mark.slow
 def test_missing_responses_are_skipped_when_asked(rig_factory, tmp):
     rig = rig_factory("folder", "--drop", "0.5")
-    result = evolve(rig, tmp / "run", ":timeout=2", missing="skip")
+    result = evolve(rig, tmp / "run", ":timeout=2", generations=FAULT_GENERATIONS, missing="skip")
     scores = assert_run_matches_rig(result.path, rig, allow_missing=True)
-    assert scores.score.isna().mean() > 0.3
+    assert scores.score.isna().mean() > 0.3  # half dropped: measured 0.5
     assert json.loads((result.path / "config.json").read_text())["run"]["missing"] == "skip"
 
 
 def test_reference_images_are_interleaved_in_every_block(rig_factory, tmp):
-    rig = rig_factory("folder")
-    result = evolve(rig, tmp / "run", reference="procedural:6", interleave=2)
+    rig = rig_factory("folder", in_process=True)
+    result = evolve(rig, tmp / "run", generations=6, reference="procedural:6", interleave=2)
     references = pd.read_csv(result.path / "references.csv")
-    assert len(references) == 2 * GENERATIONS and references.image.nunique() == 6
+    assert len(references) == 2 * 6 and references.image.nunique() == 6
     sent = rig.sent()
     names = pd.read_csv(result.path / "reference.csv").image.tolist()
     for name, score in zip(references.image, references.score):
@@ -316,8 +347,8 @@ def test_a_lab_plugin_package_adds_a_neuron_and_a_generator(tmp):
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--no-index",
                     "--target", str(target), str(source)], check=True, capture_output=True)
     env = {"PYTHONPATH": os.pathsep.join([str(target), os.environ.get("PYTHONPATH", "")])}
-    result = evolver_cli("run", "--neuron", "brightness:lab:channel=0", "--generator", "flat", "--generations", 8,
-                         "--out", tmp / "run", "--quiet", env=env, check=True)
+    result = evolver_process("run", "--neuron", "brightness:lab:channel=0", "--generator", "flat", "--generations", 8,
+                             "--out", tmp / "run", "--quiet", env=env, check=True)
     assert "Best response" in result.stdout
     generations = pd.read_csv(tmp / "run" / "generations.csv")
     assert generations.best_so_far.iloc[-1] > generations.best.iloc[0]

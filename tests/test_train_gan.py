@@ -99,6 +99,7 @@ def test_log_inception_score_rewards_confident_and_evenly_spread_families():
     assert log_inception_score(torch.zeros(4, 4)).item() == pytest.approx(0, abs=1e-6)  # no family named
 
 
+@pytest.mark.slow
 def test_guidance_raises_the_guides_score_of_the_fakes():
     """Three G steps with the guidance term dominant must move G up the guide's log Inception score."""
     trainer = GANTrainer(GANTrainingConfig(guidance=1000, guide_steps=30, lr=1e-3, batch_size=32, precision="fp32"))
@@ -116,6 +117,7 @@ def test_guidance_raises_the_guides_score_of_the_fakes():
     assert score() > before + 0.05
 
 
+@pytest.mark.slow
 def test_conditional_guidance_makes_the_guide_name_each_fake_as_asked():
     """Conditionally the guide's term is its cross-entropy against each fake's class weights: six G
     steps with it dominant must lower that cross-entropy on fresh codes. Any guide will do: an
@@ -151,6 +153,7 @@ def test_mode_seeking_pairs_codes_of_one_class_and_punishes_pairs_drawn_alike():
     assert torch.equal(paired_inputs(odd)[6], odd[6]) and torch.equal(paired_inputs(odd)[3:6, 100:], odd[:3, 100:])
 
 
+@pytest.mark.slow
 def test_mode_seeking_draws_the_codes_of_one_class_further_apart():
     """With the mode-seeking term dominant, a few G steps must spread the images of codes that ask for
     the same class (a fresh G draws them alike: its weights are small next to its batch norm)."""
@@ -185,6 +188,7 @@ def test_the_command_line_refuses_a_negative_mode_seeking_weight_and_trains_noth
     assert not (tmp / "gan").exists()
 
 
+@pytest.mark.slow
 def test_guided_training_resumes_exactly_and_records_its_guide(tmp):
     assert_resumed_equals_uninterrupted(tmp, 3, guidance=0.5, guide_steps=3, guide_radius=0.5)
     card = json.loads((tmp / "parts" / "card.json").read_text())
@@ -395,6 +399,7 @@ def test_projection_discriminator_scores_image_and_class_together():
     assert one_hot.std(1).min() > 0  # the class changes the score
 
 
+@pytest.mark.slow
 def test_projection_conditional_training_resumes_exactly_and_is_recorded(tmp):
     assert_resumed_equals_uninterrupted(tmp, 3, conditional=True, conditioning="projection", ema=0.5)
     assert json.loads((tmp / "parts" / "card.json").read_text())["config"]["conditioning"] == "projection"
