@@ -46,13 +46,14 @@ def test_a_run_writes_every_file_of_the_run_folder(tmp):
 
 
 @pytest.mark.slow
-def test_evolution_raises_the_unit_well_above_the_first_generation(tmp):
+def test_evolution_raises_the_unit_well_above_the_first_generation(tmp, record_property):
     out = tmp / "run"
     evolver_cli("run", "--neuron", "resnet18:layer3:unit5", "--weights", "random", "--generations", 30,
                 "--population", 20, "--out", out, "--quiet", check=True)
     table = pd.read_csv(out / "generations.csv")
     first, last = table["best"].iloc[0], table["best_so_far"].iloc[-1]
-    # measured 2.2x in bf16 and in fp32 (seed 0): a margin of a third
+    record_property("margin", round(last / first - 1.5, 2))
+    # measured 1.92x in bf16 and 1.96x in fp32 (seed 0): 0.4 above the 1.5x asked
     assert last > 1.5 * first, f"first generation's best {first:.3f}, final best {last:.3f}"
 
 
