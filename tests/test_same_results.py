@@ -1,0 +1,96 @@
+"""The same arguments and seed give the same records as the code before the one-loop change
+(commit PRE_CHANGE): a single unit (with noise, references and interleaved images), a unit set, and a
+recorded rig. The old code is taken from git and run in its own process, on this machine, so that both
+sides compute in the same precision on the same CPU."""
+import io
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import ROOT, evolver_cli
+
+PRE_CHANGE = "7e83075"
+WALL_CLOCK = ["seconds"]
+
+CASES = {
+    "single": ["--neuron", "stimnet:relu4:unit1", "--optimizer", "ga", "--population", 10, "--generations", 4,
+               "--seed", 3, "--noise", "multiplicative:0.5", "--reference", "procedural:6", "--interleave", 2],
+    "unit-set": ["--neuron", "stimnet:relu4:unit0-2", "--optimizer", "cmaes", "--population", 8, "--generations", 3,
+                 "--seed", 5, "--noise", "poisson:max_rate=20"],
+}
+
+
+@pytest.fixture(scope="module")
+def old_tree(tmp_path_factory) -> Path:
+    tree = tmp_path_factory.mktemp("pre-change")
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", PRE_CHANGE], capture_output=True, check=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(tree, filter="data")
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    imported = subprocess.run([sys.executable, "-c", "import evolver; print(evolver.__file__)"], cwd=tree, env=env,
+                              capture_output=True, text=True, check=True).stdout
+    assert imported.startswith(str(tree)), imported
+    return tree
+
+
+def old_evolver(tree: Path, *args) -> None:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(tree)}
+    result = subprocess.run([sys.executable, "-m", "evolver", *map(str, args)], cwd=tree, env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+
+
+def run_folders(out: Path) -> list[Path]:
+    return sorted(p.parent for p in out.rglob("config.json"))
+
+
+def assert_same_records(new: Path, old: Path) -> None:
+    new_runs, old_runs = run_folders(new), run_folders(old)
+    assert [p.relative_to(new) for p in new_runs] == [p.relative_to(old) for p in old_runs]
+    for a, b in zip(new_runs, old_runs):
+        generations = [pd.read_csv(p / "generations.csv").drop(columns=WALL_CLOCK) for p in (a, b)]
+        pd.testing.assert_frame_equal(*generations)
+        for table in ("scores.csv", "references.csv", "reference.csv"):
+            if (b / table).exists():
+                assert (a / table).read_bytes() == (b / table).read_bytes(), f"{a / table} differs"
+        codes = sorted(p.name for p in (b / "codes").iterdir())
+        assert codes and codes == sorted(p.name for p in (a / "codes").iterdir())
+        for name in codes:
+            np.testing.assert_array_equal(np.load(a / "codes" / name), np.load(b / "codes" / name))
+        assert (a / "best_code.npy").read_bytes() == (b / "best_code.npy").read_bytes()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", list(CASES))
+def test_same_records_as_before_the_change(case, old_tree, tmp):
+    args = [*CASES[case], "--quiet"]
+    old_evolver(old_tree, "run", *args, "--out", tmp / "old")
+    evolver_cli("run", *args, "--out", tmp / "new", check=True)
+    assert_same_records(tmp / "new", tmp / "old")
+
+
+@pytest.mark.slow
+def test_same_records_with_a_recorded_rig(old_tree, tmp):
+    from test_recorded import Rig
+
+    outcomes = {}
+    for side in ("old", "new"):
+        (tmp / side).mkdir()
+        rig = Rig(tmp / side, "folder")
+        args = ["run", "--neuron", rig.spec, "--population", 6, "--generations", 3, "--seed", 2, "--quiet",
+                "--out", tmp / side / "run"]
+        try:
+            if side == "old":
+                old_evolver(old_tree, *args)
+            else:
+                evolver_cli(*args, check=True)
+        finally:
+            rig.stop()
+        outcomes[side] = tmp / side / "run"
+    assert_same_records(outcomes["new"], outcomes["old"])
