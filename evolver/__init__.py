@@ -2,7 +2,11 @@
 
 The loop and its records live here; `neurons` and `generators` hold what it evolves for
 and through. Every command of the `evolver` CLI is a thin wrapper over a function here.
-"""
-from evolver.experiment import RunConfig, RunResult, resume, run, run_units
 
-__all__ = ["RunConfig", "RunResult", "run", "run_units", "resume"]
+    import evolver, neurons
+    result = evolver.run(neuron=neurons.from_module(model, "layer4", unit=12), generations=50, out="runs/mine")
+"""
+from evolver.experiment import RunConfig, resume, run, run_units
+from evolver.loop import GenerationRecord, Loop, RunResult, no_improvement
+
+__all__ = ["RunConfig", "RunResult", "GenerationRecord", "Loop", "run", "run_units", "resume", "no_improvement"]

@@ -30,17 +30,6 @@ class BadInputAware(click.Group):
             ctx.exit(1)
 
 
-def parse_param_pairs(pairs: tuple[str, ...] | list[str]) -> dict[str, str]:
-    """Optimizer parameters from `--param NAME=VALUE` options."""
-    params = {}
-    for pair in pairs:
-        name, sep, value = pair.partition("=")
-        if not sep or not name:
-            raise BadInput(f"--param takes NAME=VALUE (e.g. --param mutation_size=0.3), got '{pair}'.")
-        params[name.strip()] = value.strip()
-    return params
-
-
 @click.group(cls=BadInputAware, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """Evolve images that drive a neuron: a CNN unit, a model neuron or a recorded one."""
@@ -82,9 +71,10 @@ def main() -> None:
 def run(param_pairs, population, class_index, truncation, out, resume, quiet, **options) -> None:
     """Evolve codes for a neuron and record the run."""
     from evolver import experiment
+    from evolver.optimizers import parse_params
 
     command = click.get_current_context().meta["command"]
-    params = parse_param_pairs(param_pairs)
+    params = parse_params(param_pairs)
     if population is not None:
         params["population"] = population
     requested = {k: v for k, v in options.items() if v is not None}
@@ -180,25 +170,28 @@ def layers(model) -> None:
 @click.option("--param", "param_pairs", multiple=True, help="OPTIMIZER:NAME=VALUE, e.g. ga:mutation_size=0.3.")
 @click.option("--no-gradient", is_flag=True, help="Skip the white-box gradient reference.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Benchmark folder (re-run to finish).")
+@click.option("--workers", type=int, default=1, show_default=True, help="Runs at once, each in its own process "
+              "(1: one after another in this process).")
 @click.option("--quiet", is_flag=True)
-def bench(neurons, optimizers, seeds, noises, param_pairs, no_gradient, out, quiet, **options) -> None:
+def bench(neurons, optimizers, seeds, noises, param_pairs, no_gradient, out, workers, quiet, **options) -> None:
     """Compare optimizers at a fixed image budget: normalised best noise-free response per unit."""
     from evolver.bench import BenchConfig, format_summary
     from evolver.bench import bench as run_bench
+    from evolver.optimizers import parse_params
 
     params: dict[str, dict[str, str]] = {}
     for pair in param_pairs:
         optimizer, sep, rest = pair.partition(":")
         if not sep:
             raise BadInput(f"--param takes OPTIMIZER:NAME=VALUE in evolver bench (e.g. ga:mutation_size=0.3), got '{pair}'.")
-        params.setdefault(optimizer, {}).update(parse_param_pairs((rest,)))
+        params.setdefault(optimizer, {}).update(parse_params((rest,)))
     config = BenchConfig(neurons=list(neurons), seeds=list(range(seeds)), params=params,
                          gradient_reference=not no_gradient, **options)
     if optimizers:
         config.optimizers = list(optimizers)
     if noises:
         config.noises = list(noises)
-    _, summary = run_bench(config, out, progress=not quiet)
+    _, summary = run_bench(config, out, progress=not quiet, workers=workers)
     click.echo(format_summary(summary))
     click.echo(f"\nTables: {out / 'bench.csv'}, {out / 'summary.csv'}; figure: {out / 'bench.html'}")
 
@@ -209,8 +202,12 @@ def list_generators() -> None:
     import generators
 
     for entry in generators.entries():
-        where, found = entry.weights_location()
-        click.echo(f"{entry.name:<16} code {entry.code_dim:<24} image {entry.image_size}×{entry.image_size:<5} "
+        if entry.plugin:
+            click.echo(f"{entry.name:<16} plugin {entry.plugin}")
+            continue
+        where, found = entry.info["weights_location"]()
+        size = entry.info["image_size"]
+        click.echo(f"{entry.name:<16} code {entry.info['code_dim']:<24} image {size}×{size:<5} "
                    f"weights {'found' if found else 'MISSING'}: {where}")
 
 
@@ -270,8 +267,8 @@ def list_generators() -> None:
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def train_gan(out, resume, quiet, **options) -> None:
     """Train the DCGAN generator on an image folder or the procedural stimulus corpus."""
-    from generators.training import GANTrainingConfig
-    from generators.training import train_gan as train
+    from evolver.training.gan import GANTrainingConfig
+    from evolver.training.gan import train_gan as train
 
     weights = train(GANTrainingConfig(**options), out, resume=resume, progress=not quiet)
     click.echo(f"Generator weights: {weights}\nUse them with: evolver run --generator-weights {weights} …")

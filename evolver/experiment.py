@@ -1,4 +1,4 @@
-"""The closed loop: ask -> render -> respond -> tell, recorded after every generation."""
+"""Runs: a RunConfig (specs or objects) built into a `Loop` and recorded in a run folder; resume."""
 from __future__ import annotations
 
 import copy
@@ -8,26 +8,22 @@ import importlib.metadata
 import platform
 import re
 import sys
-import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
-from tqdm.auto import tqdm
 
 import generators
 import neurons
 from evolver import optimizers
-from evolver.records import GENERATION_COLUMNS, SCORE_COLUMNS, RunDirectory, npy_bytes, png_bytes, to_uint8
+from evolver.loop import MISSING, GenerationRecord, Loop, RunResult, Track
+from evolver.records import RunDirectory
 from evolver.reference import load_reference
-from neurons.noise import Noise
 from evolver_common import BadInput
-from evolver_common.compute import small_linear_algebra
-from evolver_common.memory import release_freed_memory
+from neurons.noise import Noise
 
 # Independent random streams spawned from the run's seed, by purpose.
 OPTIMIZER_STREAM, NOISE_STREAM = 0, 1
@@ -44,26 +40,25 @@ DEFAULT_NEURON = "stimnet:classifier:unit7"
 # conditional one bundled now, first in both again, from the zero code (its default start).
 DEFAULT_OPTIMIZER = "cmaes"
 
-# Images whose responses did not come back are shown again (up to REPRESENTATIONS more blocks),
-# or told to the optimizer as missing (NaN): it then learns from the others.
-MISSING = ("represent", "skip")
-REPRESENTATIONS = 2
-
 VERSIONED_PACKAGES = ("evolver", "torch", "torchvision", "timm", "numpy", "deap", "pandas", "plotly")
+PARTS = ("neuron", "generator", "optimizer")
+Callbacks = Sequence[Callable[[GenerationRecord], Any]]
 
 
 @dataclass
 class RunConfig:
-    """What a user asks for. `params` are the optimizer's (see `evolver.optimizers`); `generator_options`
-    go to the generator (e.g. truncation, class_index)."""
+    """What a user asks for. `neuron`, `generator` and `optimizer` are each a spec string or an object
+    (a Neuron or any callable of images; a Generator; an Optimizer built for the generator's codes).
+    `params` are a named optimizer's (see `evolver.optimizers`); `generator_options` go to a named
+    generator (e.g. truncation, class_index)."""
 
-    neuron: str = DEFAULT_NEURON
+    neuron: Any = DEFAULT_NEURON
     minimize: bool = False  # evolve for the lowest response: the objective is -(neuron)
     weights: str = "pretrained"
-    generator: str = "dcgan"
+    generator: Any = "dcgan"
     generator_weights: str = "pretrained"
     generator_options: dict[str, Any] = field(default_factory=dict)
-    optimizer: str = DEFAULT_OPTIMIZER
+    optimizer: Any = DEFAULT_OPTIMIZER
     params: dict[str, Any] = field(default_factory=dict)
     generations: int = 200
     seed: int = 0
@@ -87,139 +82,123 @@ class RunConfig:
             raise BadInput("--interleave shows reference images in every block; give them with --reference.")
         if self.interleave < 0:
             raise BadInput(f"--interleave must not be negative, got {self.interleave}.")
+        for part in PARTS:
+            if isinstance(getattr(self, part), dict):
+                raise BadInput(f"This run's {part} was a Python object ({getattr(self, part)['object']}); "
+                               f"give it again: evolver.resume(path, {part}=...).")
+
+    def request(self) -> dict[str, Any]:
+        """The config as config.json holds it: strings as given, each object as its `describe()`."""
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return {name: {"object": describe(value)} if name in PARTS and not isinstance(value, str)
+                else copy.deepcopy(value) for name, value in fields.items()}
 
 
-@dataclass
-class RunResult:
-    """What a finished (or resumed) run reached, and where its files are."""
-
-    path: Path
-    generations: int
-    first_best: float
-    best: float
-    best_generation: int
-    notes: list[str]
+def describe(part: Any) -> dict[str, Any]:
+    """What a record says of an object given as a part of a run: its class and its own `describe()`."""
+    kind = type(part)
+    own = part.describe() if hasattr(part, "describe") else {}
+    return {"class": f"{kind.__module__}.{kind.__qualname__}", **own}
 
 
-class Loop:
-    """A neuron, a generator and an optimizer wired together for one run."""
+def _generator(config: RunConfig) -> generators.Generator:
+    if isinstance(config.generator, str):
+        return generators.create(config.generator, weights=config.generator_weights, device=config.device,
+                                 precision=config.precision, **config.generator_options)
+    if not isinstance(config.generator, generators.Generator):
+        raise BadInput(f"A generator is a name (`evolver generators`) or a generators.Generator; got a "
+                       f"{type(config.generator).__name__}.")
+    return config.generator
 
-    def __init__(self, config: RunConfig, generator: generators.Generator | None = None,
-                 neuron: neurons.Neuron | None = None):
-        """`generator` and `neuron`, when given, are shared with other loops (`run_units`)."""
-        self.config = config
-        self.generator = generator or generators.create(config.generator, weights=config.generator_weights,
-                                                        device=config.device, precision=config.precision,
-                                                        **config.generator_options)
+
+def _neuron(config: RunConfig) -> neurons.Neuron:
+    if isinstance(config.neuron, str):
         objective = f"-({config.neuron})" if config.minimize else config.neuron
-        self.neuron = neuron or neurons.create(objective, weights=config.weights, device=config.device,
-                                               precision=config.precision)
-        if config.compile and neuron is None:
-            self.neuron.compile()
-        if self.neuron.outputs != 1:
-            raise BadInput(f"The neuron '{config.neuron}' gives {self.neuron.outputs} responses per image (a set of "
-                           "units) and an evolution needs one: wrap it in mean(...), max(...), min(...) or "
-                           "onehot(SET, UNIT), e.g. 'mean(resnet50:layer4:unit0-63)'; a plain unit set given to "
-                           "`evolver run` evolves each unit on its own, all in one batch.")
-        streams = np.random.SeedSequence(config.seed).spawn(NOISE_STREAM + 1)
-        self.noise = Noise.parse(config.noise) if config.noise else None
-        self.noise_rng = np.random.default_rng(streams[NOISE_STREAM])
-        gradient = {"objective": self.differentiable_objective} if optimizers.get(config.optimizer).needs_gradient else {}
-        self.optimizer = optimizers.create(
-            config.optimizer, code_dim=self.generator.code_dim, sample=self.generator.sample,
-            rng=np.random.default_rng(streams[OPTIMIZER_STREAM]), **gradient, **config.params,
-        )
-        self.reference = None
-        if config.reference:
-            self.reference_images, self.reference_names = load_reference(config.reference, self.generator.image_size)
-            n = len(self.reference_images)
-            self.reference = np.concatenate([
-                self.neuron.respond(self.reference_images[i:i + 100], [f"ref{k}" for k in range(i, min(i + 100, n))])
-                for i in range(0, n, 100)])
+        neuron = neurons.create(objective, weights=config.weights, device=config.device, precision=config.precision)
+    else:
+        neuron = neurons.as_neuron(config.neuron)
+        neuron = neurons.Negative(neuron) if config.minimize else neuron
+    if config.compile:
+        neuron.compile()
+    return neuron
 
-    def differentiable_objective(self, codes):
-        """Responses (n,) to the images of `codes` (n, code_dim), differentiable in the codes."""
-        return self.neuron.differentiable(self.generator.differentiable(codes))
 
-    def respond(self, images, ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """(responses the optimizer sees, noise-free responses) to `images` with the run's `ids`;
-        missing responses are NaN, after the images were shown again if `missing` says so."""
-        clean = self._present(images, ids)
-        for _ in range(REPRESENTATIONS if self.config.missing == "represent" else 0):
-            again = np.flatnonzero(np.isnan(clean))
-            if not again.size:
-                break
-            clean[again] = self._present(images[again], [ids[i] for i in again])
-        return (self.noise(clean, self.noise_rng) if self.noise else clean), clean
+def _optimizer(config: RunConfig, generator, neuron, seed: int) -> tuple[optimizers.Optimizer, np.random.Generator]:
+    """The run's optimizer, and the random stream of its noise."""
+    streams = np.random.SeedSequence(seed).spawn(NOISE_STREAM + 1)
+    noise_rng = np.random.default_rng(streams[NOISE_STREAM])
+    if not isinstance(config.optimizer, str):
+        if config.params:
+            raise BadInput("Optimizer parameters go to an optimizer named by a string; an optimizer object has its own.")
+        if getattr(config.optimizer, "code_dim", generator.code_dim) != generator.code_dim:
+            raise BadInput(f"The optimizer object works on {config.optimizer.code_dim}-d codes and the generator's "
+                           f"are {generator.code_dim}-d.")
+        return config.optimizer, noise_rng
+    gradient = {"objective": lambda codes: neuron.differentiable(generator.differentiable(codes))} \
+        if optimizers.get(config.optimizer).needs_gradient else {}
+    optimizer = optimizers.create(config.optimizer, code_dim=generator.code_dim, sample=generator.sample,
+                                  rng=np.random.default_rng(streams[OPTIMIZER_STREAM]), **gradient, **config.params)
+    return optimizer, noise_rng
 
-    def _present(self, images, ids: list[str]) -> np.ndarray:
-        clean = np.asarray(self.neuron.respond(images, ids), dtype=np.float64)
-        if clean.shape != (len(images),):
-            raise RuntimeError(f"The neuron returned responses of shape {clean.shape} for {len(images)} images.")
-        return clean
 
-    def interleaved(self, gen: int) -> tuple[list[int], list[str]]:
-        """The reference images shown in generation `gen`'s block: indices into the set, and their ids."""
-        n = len(self.reference_images)
-        picked = [(gen * self.config.interleave + k) % n for k in range(min(self.config.interleave, n))]
-        return picked, [f"ref{i}" for i in picked]
+def _one_response(neuron, config: RunConfig) -> None:
+    if neuron.outputs != 1:
+        raise BadInput(f"The neuron '{neuron.spec}' gives {neuron.outputs} responses per image (a set of units) and "
+                       "an evolution needs one: wrap it in mean(...), max(...), min(...) or onehot(SET, UNIT), e.g. "
+                       "'mean(resnet50:layer4:unit0-63)'; a plain unit set given to `evolver run` (or "
+                       "evolver.run_units) evolves each unit on its own, all in one batch.")
 
-    def columns(self) -> dict[str, tuple[str, ...]]:
-        """The tables' columns: DESIGN.md's, plus noise-free and relative figures when they exist."""
-        generation, score = list(GENERATION_COLUMNS), list(SCORE_COLUMNS)
-        if self.noise:
-            generation += ["best_clean", "best_clean_so_far"]
-            score += ["score_clean"]
-        if self.reference is not None:
-            generation += ["relative_activation"]
-        tables = {"generations.csv": tuple(generation), "scores.csv": tuple(score)}
-        if self.config.interleave:
-            tables["references.csv"] = ("gen", "image", "score")
-        return tables
 
-    def state_dict(self) -> dict[str, Any]:
-        return {"optimizer": self.optimizer.state_dict(), "noise_rng": self.noise_rng.bit_generator.state,
-                "noise": dict(self.noise.state) if self.noise else {},
-                "neuron": self.neuron.state_dict() if hasattr(self.neuron, "state_dict") else {}}
+def _track(config: RunConfig, neuron, generator, folder: Path | RunDirectory, command=None, reference=None,
+           column: int = 0) -> Track:
+    """A run of `config` through `neuron` (its own) and `generator`: new in `folder` (a Path), or resumed
+    from its last committed generation (a RunDirectory)."""
+    optimizer, noise_rng = _optimizer(config, generator, neuron, config.seed)
+    noise = Noise.parse(config.noise) if config.noise else None
+    if isinstance(folder, RunDirectory):
+        return Track(config, neuron, optimizer, noise, noise_rng, folder, folder.roll_back(), reference, column)
+    track = Track(config, neuron, optimizer, noise, noise_rng, None, None, reference, column)
+    track.directory = RunDirectory.create(folder, record(track, generator, command), track.columns())
+    if reference is not None:
+        table = pd.DataFrame({"image": reference[2], "score": reference[0]})
+        track.directory.write_file("reference.csv", table.to_csv(index=False).encode())
+    return track
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.noise_rng.bit_generator.state = state["noise_rng"]
-        if self.noise:
-            self.noise.state = dict(state["noise"])
-        if state.get("neuron"):
-            self.neuron.load_state_dict(state["neuron"])
 
-    def record(self, command: list[str] | None = None) -> dict[str, Any]:
-        """config.json: the request, and everything it resolved to; `command` is the command line that
-        asked for it (default: this process's)."""
-        return {
-            "run": dataclasses.asdict(self.config),
-            "resolved": {
-                "neuron": {"spec": self.neuron.spec, "weights": self.neuron.weights},
-                "generator": {"name": self.config.generator, "weights": self.generator.weights,
-                              "code_dim": self.generator.code_dim, "image_size": self.generator.image_size},
-                "optimizer": self.optimizer.describe(),
-                "noise": str(self.noise) if self.noise else None,
-                "reference": {"images": len(self.reference), "best": float(np.nanmax(self.reference))}
-                if self.reference is not None else None,
-                "device": str(self.neuron.device),
-                "precision": self.neuron.precision,
-                "precision_check": getattr(getattr(self.neuron, "reader", None), "precision_check", None),
-            },
-            "versions": {"python": platform.python_version(), **_versions()},
-            "command": command or sys.argv,
-            "created": datetime.datetime.now().isoformat(timespec="seconds"),
-        }
+def _reference(config: RunConfig, neuron, generator):
+    """(noise-free responses, images, names) of the run's reference images, or None."""
+    if not config.reference:
+        return None
+    images, names = load_reference(config.reference, generator.image_size)
+    n = len(images)
+    responses = np.concatenate([neuron.respond(images[i:i + 100], [f"ref{k}" for k in range(i, min(i + 100, n))])
+                                for i in range(0, n, 100)])
+    return responses, images, names
 
-    def notes(self) -> list[str]:
-        """Warnings a reader of the results must see."""
-        warnings = {
-            "neuron": "the neuron's network has untrained random weights: its preferences are not a trained network's",
-            "generator": "the generator has untrained random weights: its images are textures, not natural-like images",
-        }
-        parts = {"neuron": self.neuron, "generator": self.generator}
-        return [warnings[k] for k, part in parts.items() if part.weights.startswith("random")]
+
+def record(track: Track, generator, command: list[str] | None = None) -> dict[str, Any]:
+    """config.json: the request, and everything it resolved to; `command` is the command line that asked
+    for it (default: this process's)."""
+    config, neuron = track.config, track.neuron
+    name = config.generator if isinstance(config.generator, str) else describe(generator)["class"]
+    return {
+        "run": config.request(),
+        "resolved": {
+            "neuron": {"spec": neuron.spec, "weights": neuron.weights},
+            "generator": {"name": name, "weights": generator.weights, "code_dim": generator.code_dim,
+                          "image_size": generator.image_size},
+            "optimizer": track.optimizer.describe(),
+            "noise": str(track.noise) if track.noise else None,
+            "reference": {"images": len(track.reference), "best": float(np.nanmax(track.reference))}
+            if track.reference is not None else None,
+            "device": str(neuron.device),
+            "precision": neuron.precision,
+            "precision_check": getattr(getattr(neuron, "reader", None), "precision_check", None),
+        },
+        "versions": {"python": platform.python_version(), **_versions()},
+        "command": command or sys.argv,
+        "created": datetime.datetime.now().isoformat(timespec="seconds"),
+    }
 
 
 def _versions() -> dict[str, str]:
@@ -234,7 +213,9 @@ def _versions() -> dict[str, str]:
 
 def default_run_path(config: RunConfig, root: Path = Path("runs")) -> Path:
     """runs/<YYYYmmdd-HHMMSS>-<neuron and optimizer>, unique."""
-    slug = re.sub(r"[^A-Za-z0-9.]+", "-", f"{config.neuron}-{config.optimizer}").strip("-")[:80]
+    name = {p: v if isinstance(v, str) else getattr(v, "spec", getattr(v, "name", type(v).__name__))
+            for p in PARTS for v in [getattr(config, p)]}
+    slug = re.sub(r"[^A-Za-z0-9.]+", "-", f"{name['neuron']}-{name['optimizer']}").strip("-")[:80]
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     path, n = root / f"{stamp}-{slug}", 1
     while path.exists():
@@ -243,244 +224,104 @@ def default_run_path(config: RunConfig, root: Path = Path("runs")) -> Path:
     return path
 
 
-def run(config: RunConfig, out: str | Path | None = None, progress: bool = True,
-        command: list[str] | None = None) -> RunResult:
-    """Evolve codes for `config.neuron` and record the run under `out` (default runs/<time>-<name>);
-    `command`, the command line that asked for it, goes to config.json (default: this process's)."""
-    loop = Loop(config)
-    directory = RunDirectory.create(out or default_run_path(config), loop.record(command), loop.columns())
-    if loop.reference is not None:
-        table = pd.DataFrame({"image": loop.reference_names, "score": loop.reference})
-        directory.write_file("reference.csv", table.to_csv(index=False).encode())
-    return _evolve(loop, directory, None, progress)
+def run(config: RunConfig | None = None, out: str | Path | None = None, progress: bool = True,
+        command: list[str] | None = None, on_generation: Callbacks = (),
+        stop_when: Callable[[GenerationRecord], bool] | None = None, **options: Any) -> RunResult:
+    """Evolve codes for a neuron and record the run under `out` (default runs/<time>-<name>).
+
+    Give a RunConfig, or its fields as keywords (`run(neuron=my_neuron, generations=50, out="runs/a")`);
+    `on_generation` callables see each generation's record, `stop_when` ends the run when it says True;
+    `command` (the command line that asked for the run) goes to config.json (default: this process's)."""
+    config = _config(config, options)
+    generator, neuron = _generator(config), _neuron(config)
+    _one_response(neuron, config)
+    path = Path(out or default_run_path(config))
+    track = _track(config, neuron, generator, path, command, reference=_reference(config, neuron, generator))
+    return Loop(neuron, generator, [track], None, on_generation, stop_when, progress).run()[0]
 
 
-def resume(path: str | Path, progress: bool = True, **requested: Any) -> RunResult:
+def _config(config: RunConfig | None, options: dict[str, Any]) -> RunConfig:
+    if config is not None and options:
+        raise BadInput(f"Give a RunConfig or its fields as keywords, not both (got {', '.join(options)}).")
+    try:
+        return config or RunConfig(**options)
+    except TypeError as err:
+        valid = ", ".join(f.name for f in dataclasses.fields(RunConfig))
+        raise BadInput(f"{err}; a run's options are: {valid}.") from None
+
+
+def resume(path: str | Path, progress: bool = True, on_generation: Callbacks = (),
+           stop_when: Callable[[GenerationRecord], bool] | None = None, **requested: Any) -> RunResult:
     """Continue the run in `path` from its last finished generation.
 
-    `requested` holds options given again (RunConfig fields); they must match the run's
-    configuration, except `generations`, which may extend the run.
+    `requested` holds options given again (RunConfig fields); they must match the run's configuration,
+    except `generations`, which may extend the run. A run built from Python objects needs them again
+    (`resume(path, neuron=same_neuron)`): the record holds their description, not the objects.
     """
     directory = RunDirectory.open(path)
     recorded = directory.config()
-    config = RunConfig(**recorded["run"])
-    conflicts = [
-        f"{name}={value!r} (the run has {getattr(config, name)!r})"
-        for name, value in requested.items()
-        if value is not None and name != "generations" and value != getattr(config, name)
-    ]
+    fields = dict(recorded["run"])
+    conflicts = []
+    for name, value in requested.items():
+        if value is None or name == "generations":
+            continue
+        was = fields.get(name)
+        if name in PARTS and not isinstance(value, str):
+            same = was == {"object": describe(value)} or was == getattr(value, "spec", None)
+            fields[name] = value
+        else:
+            same = value == was
+        if not same:
+            conflicts.append(f"{name}={value!r} (the run has {was!r})")
     if conflicts:
         raise BadInput(
             f"--resume {path}: these options conflict with the run's config.json: {'; '.join(conflicts)}. "
             "Leave them out to continue the run as it was (only --generations may change), or start a new run."
         )
     if requested.get("generations"):
-        config.generations = requested["generations"]
-        recorded["run"]["generations"] = config.generations
+        fields["generations"] = recorded["run"]["generations"] = requested["generations"]
         directory.write_config(recorded)
-    loop = Loop(config)
-    state = directory.roll_back()
-    if state is not None:
-        loop.load_state_dict(state["loop"])
-    return _evolve(loop, directory, state, progress)
+    config = RunConfig(**fields)
+    generator, neuron = _generator(config), _neuron(config)
+    reference = _reference(config, neuron, generator)
+    track = _track(config, neuron, generator, directory, reference=reference)
+    return Loop(neuron, generator, [track], None, on_generation, stop_when, progress).run()[0]
 
 
-class _Evolution:
-    """One run in progress: its loop, its folder, and what is carried from generation to generation."""
+def run_units(config: RunConfig | None = None, out: str | Path | None = None, progress: bool = True,
+              batch: int | None = None, command: list[str] | None = None, on_generation: Callbacks = (),
+              stop_when: Callable[[GenerationRecord], bool] | None = None, **options: Any) -> list[RunResult]:
+    """One independent evolution per unit of a unit set (`resnet50:layer4:unit0-63`, or a unit set of
+    `neurons.from_module`), all in one batch.
 
-    def __init__(self, loop: Loop, directory: RunDirectory, state: dict[str, Any] | None):
-        self.loop, self.directory = loop, directory
-        self.state = state or {"generation": -1, "next_image_id": 0, "told_first_id": 0, "first_best": None,
-                               "best": None, "best_clean_so_far": float("-inf")}
-        self.best, self.first_best = self.state["best"], self.state["first_best"]
-        self.best_clean = self.state["best_clean_so_far"]
-        self.writing = None
-        if self.best is not None:
-            _write_best(directory, self.best)
-
-    def done(self) -> bool:
-        images = self.loop.config.images
-        return images is not None and self.state["next_image_id"] >= images
-
-    def ids(self, n: int) -> np.ndarray:
-        return np.arange(self.state["next_image_id"], self.state["next_image_id"] + n)
-
-    def conclude(self, gen: int, codes: np.ndarray, parents, images, scores: np.ndarray, clean: np.ndarray,
-                 references: list[tuple], seconds: float, writer: ThreadPoolExecutor) -> None:
-        """Tell the optimizer, update the figures and hand the generation's records to `writer`."""
-        loop, state = self.loop, self.state
-        loop.optimizer.tell(codes, scores)
-        ids = self.ids(len(codes))
-        top = int(np.nanargmax(scores)) if np.isfinite(scores).any() else None
-        top_image = to_uint8(images[top]) if top is not None else None
-        if top is not None and (self.best is None or scores[top] > self.best["score"]):
-            self.best = {"score": float(scores[top]), "generation": gen, "image_id": int(ids[top]),
-                         "code": codes[top].copy(), "image": top_image}
-        if self.first_best is None:
-            self.first_best = float(scores[top]) if top is not None else float("nan")
-        if np.isfinite(clean).any():
-            self.best_clean = max(self.best_clean, float(np.nanmax(clean)))
-        best = self.best
-        row = [gen, len(codes), *_summary(scores), best["score"] if best else float("nan"), round(seconds, 4)]
-        if loop.noise:
-            row += [_summary(clean)[0], self.best_clean]
-        if loop.reference is not None:
-            row += [self.best_clean / float(np.nanmax(loop.reference))]
-        lineage = [";".join(str(state["told_first_id"] + p) for p in ps) for ps in parents] if parents \
-            else [""] * len(codes)
-        records = Records(
-            gen=gen, codes=codes.astype(np.float32), top_image=top_image,
-            generation_row=tuple(row), references=references, best=best,
-            score_rows=[(gen, int(i), lin, float(s), *([float(c)] if loop.noise else []))
-                        for i, lin, s, c in zip(ids, lineage, scores, clean)])
-        self.state = {"generation": gen, "next_image_id": int(ids[-1]) + 1, "told_first_id": int(ids[0]),
-                      "first_best": self.first_best, "best": best, "best_clean_so_far": self.best_clean,
-                      "loop": copy.deepcopy(loop.state_dict())}  # a snapshot: the optimizer moves on meanwhile
-        self.wait()  # in order, and a failed write stops the run here
-        self.writing = writer.submit(_record, self.directory, records, self.state)
-
-    def wait(self) -> None:
-        if self.writing is not None:
-            self.writing.result()
-
-    def result(self) -> RunResult:
-        from evolver.plots import write_trajectory  # plotly only once the run is over
-
-        write_trajectory([self.directory.path], self.directory.path / "trajectory.html")
-        best = self.best
-        return RunResult(self.directory.path, self.state["generation"] + 1, self.first_best,
-                         best["score"] if best else float("nan"), best["generation"] if best else -1, self.loop.notes())
-
-
-def _evolve(loop: Loop, directory: RunDirectory, state: dict[str, Any] | None, progress: bool) -> RunResult:
-    evolution = _Evolution(loop, directory, state)
-    first = evolution.state["generation"] + 1
-    bar = tqdm(range(first, loop.config.generations), initial=first, total=loop.config.generations,
-               desc="evolving", unit="gen", disable=not progress)
-    # Generation g's records are written while generation g + 1 computes (the forward passes release
-    # the GIL); one generation at most is in flight, so a killed run loses no more than before.
-    with ThreadPoolExecutor(max_workers=1) as writer, small_linear_algebra():
-        for gen in bar:
-            if evolution.done():
-                break
-            started = time.perf_counter()
-            codes = loop.optimizer.ask()
-            parents = loop.optimizer.parents()
-            images = loop.generator.render(codes)
-            shown, shown_ids, references = images, [str(i) for i in evolution.ids(len(codes))], []
-            if loop.config.interleave:
-                picked, reference_ids = loop.interleaved(gen)
-                shown = torch.cat([images, loop.reference_images[picked].to(images.device, images.dtype)])
-                shown_ids += reference_ids
-            scores, clean = loop.respond(shown, shown_ids)
-            if loop.config.interleave:
-                references = [(gen, loop.reference_names[i], float(s)) for i, s in zip(picked, scores[len(codes):])]
-                scores, clean = scores[:len(codes)], clean[:len(codes)]
-            evolution.conclude(gen, codes, parents, images, scores, clean, references,
-                               time.perf_counter() - started, writer)
-            bar.set_postfix(best=f"{np.nanmax(scores):.4g}" if np.isfinite(scores).any() else "nan",
-                            best_so_far=f"{evolution.best['score']:.4g}" if evolution.best else "nan")
-        evolution.wait()
-    bar.close()
-    return evolution.result()
-
-
-def run_units(config: RunConfig, out: str | Path | None = None, progress: bool = True,
-              batch: int | None = None, command: list[str] | None = None) -> list[RunResult]:
-    """One independent evolution per unit of a unit set (`resnet50:layer4:unit0-63`), all in one batch.
-
-    Every generation, each unit's optimizer proposes its population; the populations are rendered
-    and shown together (`batch` images at a time: 128 on a CPU, 512 on a GPU) and each unit's run
-    is told its own unit's responses to its own images. Each unit gets an ordinary run folder,
-    `out/unitN`, with its own config (the single unit's spec), resumable on its own as a single-unit run.
+    Every generation, each unit's optimizer proposes its population; the populations are rendered and
+    shown together (`batch` images at a time: 128 on a CPU, 512 on a GPU) and each unit's run is told
+    its own unit's responses to its own images. Each unit gets an ordinary run folder, `out/unitN`, with
+    its own config (the single unit's spec), resumable on its own as a single-unit run.
     """
     from neurons.cnn import CNNUnit
     from neurons.spec import UnitSpec
 
-    unit_set = UnitSpec.parse(config.neuron)
+    config = _config(config, options)
     if config.minimize or config.reference or config.interleave:
         raise BadInput("A unit set runs one evolution per unit; --minimize, --reference and --interleave work with "
                        "single units (or wrap the set: mean(...), onehot(...)).")
-    shared = neurons.create(str(unit_set), weights=config.weights, device=config.device, precision=config.precision)
-    if config.compile:
-        shared.compile()
-    generator = generators.create(config.generator, weights=config.generator_weights, device=config.device,
-                                  precision=config.precision, **config.generator_options)
+    generator, shared = _generator(config), _neuron(config)
+    if not isinstance(shared, CNNUnit) or not isinstance(shared.unit.unit, tuple):
+        raise BadInput(f"run_units evolves each unit of a unit set, such as resnet50:layer4:unit0-63; "
+                       f"'{shared.spec}' is not one.")
     # 64 stimnet units × 40 codes on 2 CPU cores: 1,010 images/s in chunks of 128, 700 in chunks of 512
     # (a chunk's activations stay in cache); a GPU wants the larger batches
     batch = batch or (512 if shared.device.type == "cuda" else 128)
     out = Path(out or default_run_path(config))
-    evolutions = []
-    for unit in unit_set.units:
-        single = UnitSpec(unit_set.model, unit_set.layer, unit, unit_set.position)
-        loop = Loop(dataclasses.replace(config, neuron=str(single)), generator,
-                    CNNUnit(single, reader=shared.reader))
-        evolutions.append(_Evolution(loop, RunDirectory.create(out / f"unit{unit}", loop.record(command), loop.columns()),
-                                     None))
-    bar = tqdm(range(config.generations), desc=f"evolving {len(evolutions)} units", unit="gen", disable=not progress)
-    with ThreadPoolExecutor(max_workers=1) as writer, small_linear_algebra():
-        for gen in bar:
-            if all(e.done() for e in evolutions):
-                break
-            started = time.perf_counter()
-            proposals = [(e.loop.optimizer.ask(), e.loop.optimizer.parents()) for e in evolutions]
-            codes = np.concatenate([c for c, _ in proposals])
-            rendered, answered = [], []
-            for i in range(0, len(codes), batch):
-                rendered.append(generator.render(codes[i:i + batch]))
-                answered.append(shared.respond(rendered[-1]))
-            images, responses = torch.cat(rendered), np.concatenate(answered)
-            seconds = (time.perf_counter() - started) / len(evolutions)
-            start = 0
-            for column, (evolution, (unit_codes, parents)) in enumerate(zip(evolutions, proposals)):
-                rows = slice(start, start + len(unit_codes))
-                start += len(unit_codes)
-                clean = responses[rows, column].astype(np.float64)
-                noise = evolution.loop.noise
-                scores = noise(clean, evolution.loop.noise_rng) if noise else clean
-                evolution.conclude(gen, unit_codes, parents, images[rows], scores, clean, [], seconds, writer)
-        for evolution in evolutions:
-            evolution.wait()
-    bar.close()
-    return [evolution.result() for evolution in evolutions]
+    tracks = []
+    for column, unit in enumerate(shared.unit.units):
+        single = UnitSpec(shared.unit.model, shared.unit.layer, unit, shared.unit.position)
+        unit_neuron = CNNUnit(single, reader=shared.reader)
+        part = str(single) if isinstance(config.neuron, str) else unit_neuron
+        tracks.append(_track(dataclasses.replace(config, neuron=part), unit_neuron, generator, out / f"unit{unit}",
+                             command, column=column))
+    return Loop(shared, generator, tracks, batch, on_generation, stop_when, progress).run()
 
 
-@dataclass
-class Records:
-    """What one generation leaves on disk (DESIGN.md's run folder)."""
-
-    gen: int
-    codes: np.ndarray
-    top_image: np.ndarray | None  # (H, W, 3) uint8
-    generation_row: tuple
-    score_rows: list[tuple]
-    references: list[tuple]
-    best: dict[str, Any] | None
-
-
-def _record(directory: RunDirectory, records: Records, state: dict[str, Any]) -> None:
-    """Write a generation's files and rows, then commit it: only then does it count as finished."""
-    directory.write_file(f"codes/gen_{records.gen:04d}.npy", npy_bytes(records.codes))
-    if records.top_image is not None:
-        directory.write_file(f"images/gen_{records.gen:04d}.png", png_bytes(records.top_image))
-    if records.references:
-        directory.append_rows("references.csv", records.references)
-    directory.append_rows("generations.csv", [records.generation_row])
-    directory.append_rows("scores.csv", records.score_rows)
-    directory.commit(state)
-    if records.best is not None and records.best["generation"] == records.gen:
-        _write_best(directory, records.best)
-    release_freed_memory()
-
-
-def _summary(scores: np.ndarray) -> tuple[float, float, float]:
-    """Best, mean and standard deviation of the responses that came back."""
-    finite = scores[np.isfinite(scores)]
-    if not finite.size:
-        return (float("nan"),) * 3
-    return float(finite.max()), float(finite.mean()), float(finite.std())
-
-
-def _write_best(directory: RunDirectory, best: dict[str, Any]) -> None:
-    directory.write_file("best.png", png_bytes(best["image"]))
-    directory.write_file("best_code.npy", npy_bytes(best["code"].astype(np.float32)))
+__all__ = ["RunConfig", "RunResult", "GenerationRecord", "Loop", "run", "resume", "run_units", "describe"]

@@ -17,7 +17,7 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
-from evolver.sweep import aggregate
+from evolver.sweep import Aggregate, aggregate
 from evolver_common import BadInput, write_atomic
 
 CONDITION = ["generator", "optimizer", "noise", "params"]
@@ -86,11 +86,13 @@ def report_figure(runs: pd.DataFrame, trajectories: pd.DataFrame) -> go.Figure:
     return figure
 
 
-def report(folder: str | Path, out: str | Path | None = None) -> tuple[Path, pd.DataFrame]:
-    """Aggregate the sweep in `folder` and write its report (default FOLDER/report.html, self-contained:
-    it opens without a network). Returns the page's path and the summary per condition."""
+def report(folder: str | Path, out: str | Path | None = None, found: Aggregate | None = None
+           ) -> tuple[Path, pd.DataFrame]:
+    """Aggregate the sweep in `folder` (or take `found`, its aggregate) and write its report (default
+    FOLDER/report.html, self-contained: it opens without a network). Returns the page's path and the
+    summary per condition."""
     folder = Path(folder)
-    found = aggregate(folder)
+    found = found or aggregate(folder)
     if found.runs.empty:
         raise BadInput(f"No run of the sweep in {folder} has finished a generation yet; nothing to report.")
     out = Path(out) if out else folder / "report.html"

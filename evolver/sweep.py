@@ -17,6 +17,9 @@ A spec (TOML):
     [run]                        # optional: fixed options of every run (RunConfig fields)
     generations = 50
 
+Several grids in one sweep are an array of tables, [[grid]] ... [[grid]] (`evolver bench` plans its
+gradient reference so).
+
 The sweep folder holds `sweep.json` (the spec and every planned run's configuration) and
 `runs/<slug>-<hash>/`, the hash naming the run's whole configuration, so re-running a sweep finds
 its runs: finished ones are skipped, killed ones resumed, new ones started.
@@ -32,10 +35,13 @@ import os
 import re
 import shutil
 import tomllib
+import warnings
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from evolver.experiment import RunConfig, resume, run
 from evolver.records import RunDirectory
@@ -43,6 +49,7 @@ from evolver_common import BadInput, write_atomic
 
 GRID_KEYS = ("neuron", "generator", "optimizer", "noise", "seed")
 NO_NOISE = "none"
+REFERENCE_OPTIMIZER = "gradient"  # the white-box reference of Wang & Ponce's measure
 RUN_FIELDS = {f.name for f in dataclasses.fields(RunConfig)}
 
 
@@ -88,13 +95,18 @@ def load_spec(path: str | Path) -> dict[str, Any]:
     return check_spec(spec, str(path))
 
 
+def _grids(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    grid = spec.get("grid", {})
+    return grid if isinstance(grid, list) else [grid]
+
+
 def check_spec(spec: dict[str, Any], where: str = "the sweep spec") -> dict[str, Any]:
     unknown = sorted(set(spec) - {"grid", "params", "run"})
-    grid = spec.get("grid", {})
     problems = [f"unknown table [{unknown[0]}]"] if unknown else []
-    problems += [f"[grid] {k}: unknown key (valid: {', '.join(GRID_KEYS)})" for k in grid if k not in GRID_KEYS]
-    problems += [f"[grid] {k} must be a non-empty list" for k, v in grid.items() if not isinstance(v, list) or not v]
-    problems += [f"[grid] needs {k}" for k in ("neuron", "optimizer") if k not in grid]
+    for grid in _grids(spec):
+        problems += [f"[grid] {k}: unknown key (valid: {', '.join(GRID_KEYS)})" for k in grid if k not in GRID_KEYS]
+        problems += [f"[grid] {k} must be a non-empty list" for k, v in grid.items() if not isinstance(v, list) or not v]
+        problems += [f"[grid] needs {k}" for k in ("neuron", "optimizer") if k not in grid]
     problems += [f"[run] {k}: not a run option (valid: {', '.join(sorted(RUN_FIELDS - set(GRID_KEYS)))})"
                  for k in spec.get("run", {}) if k not in RUN_FIELDS or k in GRID_KEYS]
     for optimizer, values in spec.get("params", {}).items():
@@ -112,15 +124,21 @@ def _slug(config: dict[str, Any]) -> str:
 
 def plan(spec: dict[str, Any]) -> list[PlannedRun]:
     """Every run of the spec, in a fixed order; each configuration checked by RunConfig."""
-    grid = {"generator": ["dcgan"], "noise": [NO_NOISE], "seed": [0], **spec["grid"]}
+    runs = []
+    for grid in _grids(spec):
+        runs += _plan_grid({"generator": ["dcgan"], "noise": [NO_NOISE], "seed": [0], **grid}, spec)
+    return runs
+
+
+def _plan_grid(grid: dict[str, list], spec: dict[str, Any]) -> list[PlannedRun]:
     runs = []
     for values in itertools.product(*(grid[k] for k in GRID_KEYS)):
         cell = dict(zip(GRID_KEYS, values))
         param_grid = spec.get("params", {}).get(cell["optimizer"], {})
         for params in itertools.product(*param_grid.values()):
-            config = dataclasses.asdict(RunConfig(**{
+            config = RunConfig(**{
                 **spec.get("run", {}), **cell, "noise": None if cell["noise"] == NO_NOISE else cell["noise"],
-                "params": dict(zip(param_grid, params))}))
+                "params": dict(zip(param_grid, params))}).request()
             digest = hashlib.sha1(json.dumps(config, sort_keys=True).encode()).hexdigest()[:10]
             runs.append(PlannedRun(f"runs/{_slug(config)}-{digest}", config))
     return runs
@@ -150,13 +168,21 @@ def run_or_resume(folder: Path, config: dict[str, Any]) -> str:
     return {"done": "skipped", "partial": "resumed", "new": "started"}[found]
 
 
-def run_chunk(sweep: str, paths: list[str], threads: int = 1) -> dict[str, str]:
-    """Run the given runs of a sweep one after another (one job of an executor): {path: what it did}."""
+def run_chunk(sweep: str, paths: list[str], threads: int = 1, progress: bool = False,
+              models: list | None = None) -> dict[str, str]:
+    """Run the given runs of a sweep one after another (one job of an executor): {path: what it did}.
+    `models` are the `neurons.register_model` entries of the process that planned the sweep."""
     import torch
+    from tqdm.auto import tqdm
 
+    from neurons.models import MODELS
+
+    for entry in models or []:
+        MODELS.register(entry.name, entry.factory, **entry.info)
     torch.set_num_threads(threads)  # runs are the unit of parallelism; fixed threads keep results identical
     planned = {p.path: p for p in read_plan(sweep)}
-    return {path: run_or_resume(Path(sweep) / path, planned[path].config) for path in paths}
+    return {path: run_or_resume(Path(sweep) / path, planned[path].config)
+            for path in tqdm(paths, desc="runs", unit="run", disable=not progress)}
 
 
 # ---------------------------------------------------------------------------------------------- executing
@@ -165,8 +191,11 @@ class _Chunk:
     """A job for submitit: runs a chunk; on preemption or timeout SLURM requeues it, and the runs
     resume from their folders (submitit's Checkpointable protocol)."""
 
+    def __init__(self, models: list | None = None):
+        self.models = models
+
     def __call__(self, sweep: str, paths: list[str], threads: int) -> dict[str, str]:
-        return run_chunk(sweep, paths, threads)
+        return run_chunk(sweep, paths, threads, False, self.models)
 
     def checkpoint(self, sweep: str, paths: list[str], threads: int):
         import submitit
@@ -189,10 +218,14 @@ def read_plan(folder: str | Path) -> list[PlannedRun]:
 
 
 def sweep(spec: dict[str, Any], folder: str | Path, executor: str = "local", workers: int | None = None,
-          resources: Resources | None = None, wait: bool = True) -> dict[str, int]:
+          resources: Resources | None = None, wait: bool = True, progress: bool = False) -> dict[str, int]:
     """Plan the spec into `folder` and bring every unfinished run to its end with `executor`
-    ('local': a process pool; 'slurm' or 'submitit-local': submitit job arrays). Returns counts of
-    what was done (skipped / resumed / started), or of what was submitted when not waiting."""
+    ('local': a process pool, or this process for one worker; 'slurm' or 'submitit-local': submitit
+    job arrays). Returns counts of what was done (skipped / resumed / started), or of what was
+    submitted when not waiting. Models registered in this process (`neurons.register_model`) go to
+    the workers; their factories must be importable functions or classes (not lambdas)."""
+    from neurons.models import MODELS
+
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     runs = write_plan(spec, folder)
@@ -201,15 +234,19 @@ def sweep(spec: dict[str, Any], folder: str | Path, executor: str = "local", wor
     if not todo:
         return counts
     resources = resources or Resources()
-    if executor == "local":
+    models = MODELS.registered()
+    if executor == "local" and workers == 1:
+        done = [run_chunk(str(folder), todo, os.cpu_count() or 1, progress)]
+    elif executor == "local":
         workers = workers or os.cpu_count() or 1
         threads = max(1, (os.cpu_count() or 1) // workers)
         chunks = [todo[i::workers] for i in range(min(workers, len(todo)))]
         # spawned, not forked: a fork of a process holding threads (torch's, ZeroMQ's) can deadlock
         with ProcessPoolExecutor(max_workers=len(chunks), mp_context=multiprocessing.get_context("spawn")) as pool:
-            done = [f.result() for f in [pool.submit(run_chunk, str(folder), c, threads) for c in chunks]]
+            done = [f.result() for f in [pool.submit(run_chunk, str(folder), c, threads, False, models)
+                                         for c in chunks]]
     elif executor in ("slurm", "submitit-local"):
-        done = _submit(folder, todo, executor, resources, wait)
+        done = _submit(folder, todo, executor, resources, wait, models)
         if not wait:
             return {**counts, "submitted": len(todo), "jobs": done}
     else:
@@ -220,7 +257,7 @@ def sweep(spec: dict[str, Any], folder: str | Path, executor: str = "local", wor
     return counts
 
 
-def _submit(folder: Path, todo: list[str], executor: str, resources: Resources, wait: bool):
+def _submit(folder: Path, todo: list[str], executor: str, resources: Resources, wait: bool, models: list):
     import submitit
 
     cluster = "slurm" if executor == "slurm" else "local"
@@ -232,7 +269,7 @@ def _submit(folder: Path, todo: list[str], executor: str, resources: Resources, 
     submitter.update_parameters(**options)
     size = max(1, resources.runs_per_job)
     chunks = [todo[i:i + size] for i in range(0, len(todo), size)]
-    jobs = submitter.map_array(_Chunk(), [str(folder)] * len(chunks), chunks, [resources.cpus] * len(chunks))
+    jobs = submitter.map_array(_Chunk(models), [str(folder)] * len(chunks), chunks, [resources.cpus] * len(chunks))
     if not wait:
         return [job.job_id for job in jobs]
     return [job.result() for job in jobs]
@@ -288,9 +325,29 @@ def aggregate(folder: str | Path) -> Aggregate:
     runs = pd.DataFrame(rows)
     trajectories = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     if len(runs):
-        unit_best = runs.groupby("neuron")["best"].max()
-        runs["normalised"] = runs["best"] / runs["neuron"].map(unit_best)
-        trajectories["normalised"] = trajectories["best_so_far"] / trajectories["neuron"].map(unit_best)
+        normalise(runs, trajectories)
         runs.to_parquet(folder / "runs.parquet", index=False)
         trajectories.to_parquet(folder / "trajectories.parquet", index=False)
     return Aggregate(runs, trajectories, statuses)
+
+
+def normalise(runs, trajectories) -> None:
+    """Add the measure of Wang & Ponce (2022) to both tables: each run's best noise-free response divided
+    by the best any run reached on its unit (`normalised`) and by the unit's mean gradient reference
+    (`vs_gradient`, where the sweep has `gradient` runs); warn where the measure is not a fraction."""
+    unit_best = runs.groupby("neuron")["best"].max()
+    signed = sorted(runs.loc[runs["best"] < 0, "neuron"].unique())
+    if signed:
+        warnings.warn(f"Units {', '.join(signed)} ended some runs with a negative best response, so their "
+                      "normalised scores (a fraction of the unit's best over all runs) are not fractions and "
+                      "their means are not comparable with other units'. Compare units that cannot respond "
+                      "below zero (after a ReLU), or their best responses directly.", stacklevel=3)
+    silent = sorted(unit_best.index[unit_best == 0])
+    if silent:
+        warnings.warn(f"Units {', '.join(silent)} never responded in any run: their normalised scores are "
+                      "undefined (0 / 0) and left out of the means.", stacklevel=3)
+    gradient = runs[runs["optimizer"] == REFERENCE_OPTIMIZER].groupby("neuron")["best"].mean()
+    for table in (runs, trajectories):
+        best = table["best"] if table is runs else table["best_so_far"]
+        table["normalised"] = best / table["neuron"].map(unit_best)
+        table["vs_gradient"] = best / table["neuron"].map(gradient) if len(gradient) else np.nan

@@ -30,6 +30,10 @@ class Generator(abc.ABC):
     def differentiable(self, codes: torch.Tensor) -> torch.Tensor:
         """`render` with autograd: codes (n, code_dim) float32 on the generator's device -> images."""
 
+    def describe(self) -> dict:
+        """What a run's record says of this generator (config.json)."""
+        return {"weights": str(self.weights), "code_dim": self.code_dim, "image_size": self.image_size}
+
     def render(self, codes: np.ndarray | torch.Tensor) -> torch.Tensor:
         """Images for `codes` (n, code_dim): (n, 3, H, W) float RGB in [0, 1] on the generator's device."""
         with torch.no_grad():

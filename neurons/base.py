@@ -49,6 +49,10 @@ class Neuron(abc.ABC):
         """Compile the networks behind the neuron (torch.compile) for the rest of its life; a no-op for
         neurons without one. Called by runs asked for `--compile`."""
 
+    def describe(self) -> dict:
+        """What a run's record says of this neuron (config.json)."""
+        return {"spec": self.spec, "weights": str(self.weights), "outputs": self.outputs}
+
     def differentiable(self, images: torch.Tensor) -> torch.Tensor:
         """Responses (n,) as a tensor with autograd, for white-box references; not every neuron has one."""
         raise BadInput(f"The neuron {self.spec} is not differentiable: gradient ascent needs a model neuron.")

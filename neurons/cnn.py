@@ -80,15 +80,17 @@ class ModelReader:
         layers: layer names (`evolver layers MODEL`).
         weights: 'pretrained', 'random' (seeded) or the path of a .safetensors/.pth state dict.
         device, precision: see `evolver_common.compute`.
+        source: the family that builds `model` (default: the first that has it; `neurons.from_module`
+            passes one holding the user's network).
     """
 
     def __init__(self, model: str, layers: list[str], weights: str | Path = "pretrained",
-                 device: str = "auto", precision: str = "auto"):
+                 device: str = "auto", precision: str = "auto", source: ModelSource | None = None):
         self.model = model
         self.layers = list(dict.fromkeys(layers))
         self.device = resolve_device(device)
         self.precision = resolve_precision(precision, self.device)
-        network, source, self.weights = build_model(model, weights)
+        network, source, self.weights = build_model(model, weights, source)
         _no_inplace(network)
         self.input_config = source.input_config(model, network)
         self.network = nn.Sequential(
@@ -97,7 +99,7 @@ class ModelReader:
         self.precision_check = None  # the bf16 ranking check behind precision 'auto' (neurons.precision)
         self.eager: nn.Module | None = None  # the uncompiled network, once `compile` was called
         if precision == "auto" and self.precision == "bf16":
-            self.precision_check = bf16_verdict({"model": model, "layers": self.layers, "weights": str(weights)},
+            self.precision_check = bf16_verdict({"model": model, "layers": self.layers, "weights": self.weights},
                                                 self.network, self.device, self.input_config.size)
             self.precision = "bf16" if self.precision_check["bf16"] else "fp32"
         probe = torch.zeros(1, 3, *self.input_config.size, device=self.device)

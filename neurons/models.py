@@ -1,17 +1,25 @@
 """Building a CNN by name from timm or torchvision, with its weights and its input config.
 
 A model family is a small `ModelSource` (one file each: `bundled_models`, `timm_models`, `torchvision_models`);
-`build_model` asks them in order: the bundled models, then timm, then torchvision, as DESIGN.md says.
+`build_model` asks them in order: the models registered in this process (`register_model`), the bundled
+models, then timm, then torchvision, as docs/design.md says.
 """
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+import torch
 from torch import nn
+from torchvision.models import feature_extraction
 
 from evolver_common import BadInput, apply_state_dict, load_state_file, nearest, seeded_init
+from evolver_common.registry import Registry
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 # Random weights are seeded so that a run with `--weights random` is reproducible.
 RANDOM_WEIGHTS_SEED = 0
@@ -25,6 +33,23 @@ class InputConfig:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     interpolation: str  # 'bilinear' | 'bicubic' | 'nearest'
+
+    @classmethod
+    def make(cls, size: int | Sequence[int], mean: Sequence[float] = IMAGENET_MEAN,
+             std: Sequence[float] = IMAGENET_STD, interpolation: str = "bilinear") -> InputConfig:
+        """A checked config: `size` a side in pixels or (H, W); `mean`, `std` three values of [0, 1] images."""
+        side = (size, size) if isinstance(size, int) else tuple(size)
+        problems = []
+        if len(side) != 2 or not all(isinstance(v, int) and v > 0 for v in side):
+            problems.append(f"input_size {size!r} is not a positive side or (H, W)")
+        if len(tuple(mean)) != 3 or len(tuple(std)) != 3 or any(v <= 0 for v in std):
+            problems.append(f"mean {tuple(mean)} and std {tuple(std)} need three values each, std above 0")
+        if interpolation not in ("bilinear", "bicubic", "nearest"):
+            problems.append(f"interpolation '{interpolation}' is not bilinear, bicubic or nearest")
+        if problems:
+            raise BadInput(f"Bad input config: {'; '.join(problems)}. A model's input config is its input size "
+                           "and the per-channel mean and std it was trained with (ImageNet's by default).")
+        return cls(side, tuple(float(v) for v in mean), tuple(float(v) for v in std), interpolation)
 
 
 class ModelSource(Protocol):
@@ -41,11 +66,77 @@ class ModelSource(Protocol):
     def feature_extractor(self, network: nn.Module, nodes: list[str]) -> nn.Module: ...
 
 
+# A lab's own models, by name, within this process: `register_model`.
+MODELS: Registry[Callable[[], nn.Module]] = Registry("model")
+
+
+def register_model(name: str, factory: Callable[[], nn.Module], input_config: InputConfig | dict) -> None:
+    """Make `name:LAYER:UNIT` a neuron spec in this process (the CLI's, expressions, sweeps).
+
+    `factory()` returns the network with the weights 'pretrained' means; `random` re-initialises it
+    (seeded) and a PATH loads a state dict into it. `input_config` is an InputConfig or the keywords of
+    `InputConfig.make` (size, mean, std, interpolation)."""
+    if ":" in name or not name.strip():
+        raise BadInput(f"A model name cannot be empty or hold ':' (it starts a spec, NAME:LAYER:UNIT); got '{name}'.")
+    config = input_config if isinstance(input_config, InputConfig) else InputConfig.make(**input_config)
+    MODELS.register(name, factory, input_config=config)
+
+
+def parameters_digest(network: nn.Module) -> str:
+    """A short fingerprint of a network's weights, so that a record tells two versions apart."""
+    digest = hashlib.sha1()
+    for key, tensor in network.state_dict().items():
+        digest.update(key.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes()
+                      if tensor.numel() else b"")
+    return digest.hexdigest()[:12]
+
+
+class ModuleSource:
+    """Networks built in Python: the registered models, or one module (`neurons.from_module`), read
+    through torchvision's generic FX graph."""
+
+    name = "python"
+
+    def __init__(self, module: nn.Module | None = None, input_config: InputConfig | None = None):
+        self.module, self.config = module, input_config
+
+    def names(self) -> list[str]:
+        return MODELS.available()
+
+    def has(self, model: str) -> bool:
+        return model in MODELS
+
+    def build(self, model: str) -> nn.Module:
+        network = self.module if self.module is not None else MODELS.get(model)()
+        for layer in network.modules():
+            if hasattr(layer, "reset_parameters"):
+                layer.reset_parameters()
+        return network
+
+    def build_pretrained(self, model: str) -> tuple[nn.Module, str]:
+        network = self.module if self.module is not None else MODELS.get(model)()
+        if not isinstance(network, nn.Module):
+            raise BadInput(f"The factory registered as '{model}' returned a {type(network).__name__}, not a "
+                           "torch.nn.Module.")
+        kind = type(network)
+        return network, f"{kind.__module__}.{kind.__qualname__} (weights sha1 {parameters_digest(network)})"
+
+    def input_config(self, model: str, network: nn.Module) -> InputConfig:
+        return self.config or MODELS.entry(model).info["input_config"]
+
+    def graph_node_names(self, network: nn.Module) -> list[str]:
+        return feature_extraction.get_graph_node_names(network)[1]
+
+    def feature_extractor(self, network: nn.Module, nodes: list[str]) -> nn.Module:
+        return feature_extraction.create_feature_extractor(network, return_nodes=nodes)
+
+
 def sources() -> list[ModelSource]:
     from neurons.bundled_models import BundledSource
     from neurons.timm_models import TimmSource
     from neurons.torchvision_models import TorchvisionSource
-    return [BundledSource(), TimmSource(), TorchvisionSource()]
+    return [ModuleSource(), BundledSource(), TimmSource(), TorchvisionSource()]
 
 
 def source_of(model: str) -> ModelSource:
@@ -62,12 +153,14 @@ def source_of(model: str) -> ModelSource:
     )
 
 
-def build_model(model: str, weights: str | Path) -> tuple[nn.Module, ModelSource, str]:
-    """The network `model` in eval mode with `weights` ('pretrained', 'random' or a path).
+def build_model(model: str, weights: str | Path, source: ModelSource | None = None
+                ) -> tuple[nn.Module, ModelSource, str]:
+    """The network `model` in eval mode with `weights` ('pretrained', 'random' or a path), from `source`
+    (default: the first family that has it).
 
     Returns the network, its source, and a description of the weights for the run record.
     """
-    source = source_of(model)
+    source = source or source_of(model)
     weights = str(weights)
     if weights == "pretrained":
         network, description = source.build_pretrained(model)

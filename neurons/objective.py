@@ -19,8 +19,6 @@ A SPEC runs up to a space, parenthesis, '+', '*' or ',' (so '-' between two spec
 """
 from __future__ import annotations
 
-import functools
-import importlib.metadata
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,6 +28,7 @@ import numpy as np
 import torch
 
 from evolver_common import BadInput
+from evolver_common.registry import Registry
 from neurons.base import Neuron
 from neurons.cnn import CNNUnit, ModelReader
 from neurons.encoder import Encoder
@@ -194,9 +193,8 @@ class _Parser:
     def leaf(self, text: str, position: int) -> Leaf:
         kind = text.split(":", 1)[0]
         try:
-            kinds = leaf_kinds()
-            if kind in kinds:  # checked now, built later
-                return Leaf(text, kinds[kind].outputs_of(text))
+            if kind in KINDS:  # checked now, built later
+                return Leaf(text, KINDS.get(kind).outputs_of(text))
             unit = UnitSpec.parse(text)
         except BadInput as err:
             if len(self.tokens) == 1:  # a plain spec: its own message says all
@@ -282,40 +280,14 @@ def _leaves(node) -> list[Leaf]:
 
 # By spec prefix; anything else is a CNN unit. Installed packages add kinds through the entry-point
 # group `evolver.neurons` (name -> a Neuron class taking the spec), e.g. a lab's own rig.
-LEAF_KINDS: dict[str, type[Neuron]] = {"v1": V1Cell, "template": Template, "encoder": Encoder,
-                                       "folder": FolderRig, "zmq": NetworkRig}
-PLUGIN_GROUP = "evolver.neurons"
-
-
-@functools.cache  # entry points are read once a process: reading them takes milliseconds
-def leaf_kinds() -> dict[str, type[Neuron]]:
-    """LEAF_KINDS and the neuron kinds of installed plugins (a plugin cannot replace a built-in kind)."""
-    plugins = {entry.name: entry for entry in importlib.metadata.entry_points(group=PLUGIN_GROUP)}
-    return {**{name: _Plugin(entry) for name, entry in plugins.items()}, **LEAF_KINDS}
-
-
-class _Plugin:
-    """A plugin's neuron class, imported when first used (a broken plugin only fails its own specs)."""
-
-    def __init__(self, entry: importlib.metadata.EntryPoint):
-        self.entry = entry
-
-    def load(self) -> type[Neuron]:
-        try:
-            return self.entry.load()
-        except Exception as err:  # noqa: BLE001 - any import error of a third-party package
-            raise BadInput(f"The neuron plugin '{self.entry.name}' ({self.entry.value}) could not be loaded: "
-                           f"{type(err).__name__}: {err}.") from None
-
-    def outputs_of(self, spec: str) -> int:
-        return self.load().outputs_of(spec)
-
-    def __call__(self, spec: str, **options) -> Neuron:
-        return self.load()(spec, **options)
+KINDS: Registry[type[Neuron]] = Registry("neuron kind", group="evolver.neurons")
+for _prefix, _kind in {"v1": V1Cell, "template": Template, "encoder": Encoder, "folder": FolderRig,
+                       "zmq": NetworkRig}.items():
+    KINDS.register(_prefix, _kind)
 
 
 def _is_unit(leaf: Leaf) -> bool:
-    return leaf.spec.split(":", 1)[0] not in leaf_kinds()
+    return leaf.spec.split(":", 1)[0] not in KINDS
 
 
 class Objective(Neuron):
@@ -334,8 +306,8 @@ class Objective(Neuron):
                                            for spec, unit in units.items()}
         for leaf in _leaves(tree):
             if leaf.spec not in self.neurons:
-                kind = leaf_kinds()[leaf.spec.split(":", 1)[0]]
-                self.neurons[leaf.spec] = kind(leaf.spec, weights=weights, device=device, precision=precision)
+                self.neurons[leaf.spec] = KINDS.create(leaf.spec.split(":", 1)[0], leaf.spec, weights=weights,
+                                                       device=device, precision=precision)
         parts = list(self.neurons.values())
         self.weights = "; ".join(sorted({p.weights for p in parts}))
         self.device = next((p.device for p in parts if p.device.type != "cpu"), parts[0].device)

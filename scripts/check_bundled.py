@@ -42,12 +42,12 @@ import torchvision
 import generators
 import neurons
 from evolver import RunConfig, optimizers, run
-from evolver.cli import parse_param_pairs
 from evolver_common import BadInput
 from generators.dcgan import BUNDLED_WEIGHTS, NOISE_DIM
 from generators.quality import frechet_distance
 from generators.stimuli import FAMILIES, StimulusBatch, stimuli
-from neurons.stimnet import accuracy, blur, colour_wash, corrupt, normalise, train_classifier
+from evolver.training.stimnet import accuracy, blur, colour_wash, corrupt, train_classifier
+from neurons.stimnet import normalise
 
 
 
@@ -239,7 +239,7 @@ def main() -> None:
     if args.write_card and args.quality_only:
         parser.error("--write-card records the ground truth too; drop --quality-only.")
     try:  # before the quality figures, not after them
-        params = parse_param_pairs(args.param)
+        params = optimizers.parse_params(args.param)
         optimizers.get(args.optimizer).parse_params(params)
     except BadInput as err:
         parser.error(str(err))

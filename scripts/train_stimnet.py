@@ -16,7 +16,8 @@ import time
 from safetensors.torch import save_file
 
 from generators.stimuli import FAMILIES, stimuli
-from neurons.stimnet import INPUT, WEIGHTS_DIR, accuracy, normalise, train_classifier
+from evolver.training.stimnet import accuracy, train_classifier
+from neurons.stimnet import INPUT, WEIGHTS_DIR, normalise
 
 TEST_SEED, TEST_SIZE = 999, 6000
 SMOKE_STEPS, SMOKE_TEST_SIZE = 2, 60

@@ -16,7 +16,8 @@ from conftest import ROOT, evolver_cli, run_script
 from evolver_common import BadInput, seeded_init
 from generators.dcgan import BUNDLED_WEIGHTS
 from generators.stimuli import FAMILIES, corpus_batch, stimuli
-from neurons.stimnet import WEIGHTS_DIR, accuracy, build, corrupt, normalise, train_classifier, worst_nearby
+from evolver.training.stimnet import accuracy, corrupt, train_classifier, worst_nearby
+from neurons.stimnet import WEIGHTS_DIR, build, normalise
 
 
 def test_stimnet_ships_small_with_its_card_and_names_held_out_stimuli():

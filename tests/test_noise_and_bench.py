@@ -1,10 +1,12 @@
+import json
 import numpy as np
 import pandas as pd
 import pytest
 
 from conftest import evolver_cli
 from evolver import RunConfig, run
-from evolver.bench import BenchConfig, _normalise, bench
+from evolver.bench import BenchConfig, bench
+from evolver.sweep import normalise
 from evolver_common import BadInput
 from neurons.noise import Noise
 
@@ -82,18 +84,33 @@ def test_bench_grid_tables_and_normalisation(tmp):
     pd.testing.assert_frame_equal(table, again)
 
 
+def test_bench_rerun_with_another_param_value_does_not_reuse_the_old_runs(tmp):
+    config = BenchConfig(neurons=["stimnet:relu3:unit2"], optimizers=["ga"], seeds=[0], noises=["none"], images=30,
+                         gradient_reference=False, params={"ga": {"mutation_size": 0.3}})
+    first, _ = bench(config, tmp, progress=False)
+    config.params = {"ga": {"mutation_size": 0.9}}
+    second, _ = bench(config, tmp, progress=False)
+    assert first["run"].nunique() == second["run"].nunique() == 1
+    assert first["run"].iloc[0] != second["run"].iloc[0]
+    assert second["params"].iloc[0] == '{"mutation_size": 0.9}'
+    recorded = json.loads((tmp / second["run"].iloc[0] / "config.json").read_text())
+    assert recorded["resolved"]["optimizer"]["params"]["mutation_size"] == 0.9
+    assert not first["best_so_far"].reset_index(drop=True).equals(second["best_so_far"].reset_index(drop=True))
+
+
 def test_bench_warns_when_a_units_normalised_score_is_not_a_fraction():
     rows = [(neuron, optimizer, best) for neuron, bests in {"net:relu:unit0": (2.0, 1.0),
                                                              "net:logits:unit3": (0.5, -1.5),
                                                              "net:relu:unit9": (0.0, 0.0)}.items()
             for optimizer, best in zip(("cmaes", "ga"), bests)]
-    table = pd.DataFrame([{"gen": 0, "images": 40, "best_clean": best, "neuron": neuron, "optimizer": optimizer,
-                           "seed": 0, "noise": "none"} for neuron, optimizer, best in rows])
+    runs = pd.DataFrame([{"best": best, "neuron": neuron, "optimizer": optimizer} for neuron, optimizer, best in rows])
+    trajectories = runs.rename(columns={"best": "best_so_far"}).assign(gen=0)
     with pytest.warns(UserWarning) as warned:
-        normalised = _normalise(table)
+        normalise(runs, trajectories)
     messages = [str(w.message) for w in warned]
     assert len(messages) == 2
     assert messages[0].startswith("Units net:logits:unit3 ended some runs with a negative best response")
     assert messages[1].startswith("Units net:relu:unit9 never responded in any run")
-    assert normalised["normalised"].tolist()[:4] == [1.0, 0.5, 1.0, -3.0]
-    assert normalised["normalised"].iloc[4:].isna().all()
+    for table in (runs, trajectories):
+        assert table["normalised"].tolist()[:4] == [1.0, 0.5, 1.0, -3.0]
+        assert table["normalised"].iloc[4:].isna().all()

@@ -11,21 +11,29 @@ from evolver.optimizers.ga import GeneticAlgorithm
 from evolver.optimizers.gradient import GradientAscent
 from evolver.optimizers.random_search import RandomSearch
 from evolver.optimizers.sphere import SphereCMA
-from evolver_common import BadInput, nearest
+from evolver_common import BadInput
+from evolver_common.registry import Registry
 
-REGISTRY: dict[str, type[Optimizer]] = {
-    cls.name: cls for cls in (GeneticAlgorithm, CMAES, SepCMAES, SphereCMA, RandomSearch, GradientAscent)
-}
+# Installed packages add optimizers (an Optimizer class) through the entry-point group below.
+REGISTRY: Registry[type[Optimizer]] = Registry("optimizer", group="evolver.optimizers")
+for _cls in (GeneticAlgorithm, CMAES, SepCMAES, SphereCMA, RandomSearch, GradientAscent):
+    REGISTRY.register(_cls.name, _cls)
 
 
 def get(name: str) -> type[Optimizer]:
     """The optimizer class registered as `name`."""
-    if name not in REGISTRY:
-        raise BadInput(
-            f"Unknown optimizer '{name}' (closest: {nearest(name, REGISTRY)}). "
-            f"Valid optimizers: {', '.join(sorted(REGISTRY))}."
-        )
-    return REGISTRY[name]
+    return REGISTRY.get(name)
+
+
+def parse_params(pairs: tuple[str, ...] | list[str]) -> dict[str, str]:
+    """Optimizer parameters from NAME=VALUE texts (`--param`); the optimizer converts the values."""
+    params = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise BadInput(f"--param takes NAME=VALUE (e.g. --param mutation_size=0.3), got '{pair}'.")
+        params[name.strip()] = value.strip()
+    return params
 
 
 def resolve(name: str, code_dim: int) -> str:
@@ -40,4 +48,4 @@ def create(name: str, code_dim: int, sample: Sampler, rng: np.random.Generator, 
     return get(resolve(name, code_dim))(code_dim, sample, rng, **params)
 
 
-__all__ = ["Optimizer", "REGISTRY", "create", "get", "resolve"]
+__all__ = ["Optimizer", "REGISTRY", "create", "get", "parse_params", "resolve"]
