@@ -96,6 +96,8 @@ class RunConfig:
 
 def describe(part: Any) -> dict[str, Any]:
     """What a record says of an object given as a part of a run: its class and its own `describe()`."""
+    if not hasattr(part, "describe") and callable(part):
+        part = neurons.FunctionNeuron(part)
     kind = type(part)
     own = part.describe() if hasattr(part, "describe") else {}
     return {"class": f"{kind.__module__}.{kind.__qualname__}", **own}

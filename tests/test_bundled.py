@@ -1,8 +1,6 @@
 """The bundled world: stimnet and the DCGAN trained on the procedural corpus ship in the package."""
 import json
 import re
-import runpy
-from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -12,7 +10,7 @@ from safetensors.torch import save_file
 
 import generators
 import neurons
-from conftest import ROOT, evolver_cli, run_script
+from conftest import evolver_cli, run_script
 from evolver_common import BadInput, seeded_init
 from generators.dcgan import BUNDLED_WEIGHTS
 from generators.stimuli import FAMILIES, corpus_batch, stimuli
@@ -148,7 +146,8 @@ def test_the_ground_truth_check_refuses_bad_optimizer_parameters_before_measurin
 
 
 def test_the_ground_truth_tally_counts_each_class_and_which_pass_in_most_of_their_evolutions():
-    check = SimpleNamespace(**runpy.run_path(str(ROOT / "scripts" / "check_bundled.py")))
+    from evolver.checks import bundled as check
+
 
     def row(family, stimnet, independent, best):
         return {"class": family, "stimnet_says": stimnet, "independent_says": independent,

@@ -1,0 +1,2 @@
+"""The measures behind scripts/check_*.py, as functions a notebook can call; the scripts parse options
+and print."""
