@@ -46,7 +46,8 @@ def spec(config: BenchConfig) -> dict:
         grids.append({**common, "optimizer": [REFERENCE_OPTIMIZER], "noise": [NO_NOISE]})
     run = {"images": config.images, "generations": 10**6, "weights": config.weights,
            "generator_weights": config.generator_weights, "device": config.device, "precision": config.precision}
-    params = {optimizer: {name: [value] for name, value in values.items()} for optimizer, values in config.params.items()}
+    params = {optimizer: {name: [value] for name, value in values.items()}
+              for optimizer, values in config.params.items()}
     return {"grid": grids, "params": params, "run": run}
 
 

@@ -131,7 +131,8 @@ def _optimizer(config: RunConfig, generator, neuron, seed: int) -> tuple[optimiz
     noise_rng = np.random.default_rng(streams[NOISE_STREAM])
     if not isinstance(config.optimizer, str):
         if config.params:
-            raise BadInput("Optimizer parameters go to an optimizer named by a string; an optimizer object has its own.")
+            raise BadInput("Optimizer parameters go to an optimizer named by a string; an optimizer object has "
+                           "its own.")
         if getattr(config.optimizer, "code_dim", generator.code_dim) != generator.code_dim:
             raise BadInput(f"The optimizer object works on {config.optimizer.code_dim}-d codes and the generator's "
                            f"are {generator.code_dim}-d.")
@@ -305,9 +306,9 @@ def run_units(config: RunConfig | None = None, out: str | Path | None = None, pr
     from neurons.spec import UnitSpec
 
     config = _config(config, options)
-    if config.minimize or config.reference or config.interleave:
-        raise BadInput("A unit set runs one evolution per unit; --minimize, --reference and --interleave work with "
-                       "single units (or wrap the set: mean(...), onehot(...)).")
+    if config.minimize:
+        raise BadInput("A unit set runs one evolution per unit, for each unit's highest response; --minimize works "
+                       "with single units (or wrap the set: -(mean(...))).")
     generator, shared = _generator(config), _neuron(config)
     if not isinstance(shared, CNNUnit) or not isinstance(shared.unit.unit, tuple):
         raise BadInput(f"run_units evolves each unit of a unit set, such as resnet50:layer4:unit0-63; "
@@ -316,13 +317,15 @@ def run_units(config: RunConfig | None = None, out: str | Path | None = None, pr
     # (a chunk's activations stay in cache); a GPU wants the larger batches
     batch = batch or (512 if shared.device.type == "cuda" else 128)
     out = Path(out or default_run_path(config))
+    reference = _reference(config, shared, generator)
     tracks = []
     for column, unit in enumerate(shared.unit.units):
         single = UnitSpec(shared.unit.model, shared.unit.layer, unit, shared.unit.position)
         unit_neuron = CNNUnit(single, reader=shared.reader)
         part = str(single) if isinstance(config.neuron, str) else unit_neuron
+        own = (reference[0][:, column], *reference[1:]) if reference else None
         tracks.append(_track(dataclasses.replace(config, neuron=part), unit_neuron, generator, out / f"unit{unit}",
-                             command, column=column))
+                             command, own, column))
     return Loop(shared, generator, tracks, batch, on_generation, stop_when, progress).run()
 
 

@@ -76,7 +76,8 @@ class Track:
 
     def __init__(self, config, neuron, optimizer, noise, noise_rng: np.random.Generator, directory: RunDirectory | None,
                  state: dict[str, Any] | None = None, reference=None, column: int = 0):
-        self.config, self.neuron, self.optimizer, self.noise, self.noise_rng = config, neuron, optimizer, noise, noise_rng
+        self.config, self.neuron, self.optimizer = config, neuron, optimizer
+        self.noise, self.noise_rng = noise, noise_rng
         self.directory, self.column = directory, column
         self.reference, self.reference_images, self.reference_names = reference or (None, None, None)
         self.state = state or {"generation": -1, "next_image_id": 0, "told_first_id": 0, "first_best": None,
@@ -84,6 +85,7 @@ class Track:
         self.best, self.first_best = self.state["best"], self.state["first_best"]
         self.best_clean = self.state["best_clean_so_far"]
         self.stopped = False
+        self.generator = None  # the loop's, once a Loop drives the track
         self.writing = None
         if state is not None and state.get("loop"):
             self.load_state_dict(state["loop"])

@@ -234,7 +234,9 @@ def sweep(spec: dict[str, Any], folder: str | Path, executor: str = "local", wor
     if not todo:
         return counts
     resources = resources or Resources()
-    models = MODELS.registered()
+    # the registered models the runs name (a worker can import only what its runs need)
+    named = " ".join(r.config["neuron"] for r in runs if isinstance(r.config["neuron"], str))
+    models = [m for m in MODELS.registered() if re.search(rf"(?<![\w.-]){re.escape(m.name)}:", named)]
     if executor == "local" and workers == 1:
         done = [run_chunk(str(folder), todo, os.cpu_count() or 1, progress)]
     elif executor == "local":

@@ -147,7 +147,8 @@ def source_of(model: str) -> ModelSource:
             return source
     names = [n for s in all_sources for n in s.names()]
     raise BadInput(
-        f"Unknown model '{model}' (closest: {nearest(model, names)}). MODEL is a bundled model (stimnet), "
+        f"Unknown model '{model}' (closest: {nearest(model, names)}). MODEL is a model registered in this process "
+        "(neurons.register_model), a bundled model (stimnet), "
         "a timm model name (timm.list_models()) or a torchvision classification model that timm lacks, "
         "such as alexnet or vgg16."
     )

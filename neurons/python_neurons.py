@@ -54,7 +54,8 @@ class FunctionNeuron(Neuron):
 
     def __init__(self, function: Callable[[torch.Tensor], object], name: str | None = None):
         if not callable(function):
-            raise BadInput(f"A neuron is a spec string, a Neuron or a callable of images; got a {type(function).__name__}.")
+            raise BadInput("A neuron is a spec string, a Neuron or a callable of images; got a "
+                           f"{type(function).__name__}.")
         self.function = function
         self.spec = f"python:{name or getattr(function, '__qualname__', type(function).__qualname__)}"
         module = getattr(function, "__module__", None) or type(function).__module__

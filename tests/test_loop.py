@@ -1,5 +1,6 @@
 """One loop for every mode: a unit of a set evolves exactly as the same unit run alone, with noise,
-missing responses (shown again, or skipped) and the same seed."""
+missing responses (shown again, or skipped), reference images (scored once and interleaved in every
+block) and the same seed."""
 import pandas as pd
 import pytest
 import torch
@@ -32,10 +33,11 @@ def unit(units):
 @pytest.mark.parametrize("missing", ["represent", "skip"])
 def test_a_unit_of_a_set_evolves_as_it_does_alone(missing, tmp):
     options = dict(generator_weights="random", optimizer="ga", params={"population": 10}, generations=4, seed=3,
-                   noise="poisson:max_rate=20", missing=missing, progress=False)
+                   noise="poisson:max_rate=20", missing=missing, reference="procedural:5", interleave=2, progress=False)
     evolver.run_units(neuron=unit(range(2)), out=tmp / "set", **options)
     evolver.run(neuron=unit(1), out=tmp / "alone" / "unit1", **options)
     scores = pd.read_csv(tmp / "alone" / "unit1" / "scores.csv")
     assert scores["score_clean"].isna().any() and scores["score_clean"].notna().any()
     assert (scores["score"].isna() == scores["score_clean"].isna()).all()
+    assert len(pd.read_csv(tmp / "set" / "unit1" / "references.csv")) == 4 * 2
     assert_same_records(tmp / "set" / "unit1", tmp / "alone" / "unit1")

@@ -18,6 +18,7 @@ import neurons
 from conftest import ROOT, evolver_cli
 from evolver import optimizers
 from evolver_common import BadInput
+from neurons.models import MODELS
 from test_same_results import assert_same_records
 
 
@@ -133,7 +134,8 @@ def test_stop_when_no_improvement_ends_each_unit_of_a_set_on_its_own(tmp):
         assert len(bests) < 60 and bests[-1] == bests[-4] and (len(bests) == 4 or bests[-4] > bests[-5])
 
 
-def test_a_registered_model_works_in_the_cli_expressions_and_sweeps(tmp):
+def test_a_registered_model_works_in_the_cli_expressions_and_sweeps(tmp, monkeypatch):
+    monkeypatch.setattr(MODELS, "_entries", dict(MODELS._entries))  # registered for this test alone
     neurons.register_model("tinynet", tiny_net, {"size": 32, "mean": (0.5,) * 3, "std": (0.25,) * 3})
     result = evolver_cli("run", "--neuron", "tinynet:relu2:unit3 - 0.5*tinynet:head:unit1", "--generator-weights",
                          "random", "--generations", 2, "--population", 6, "--out", tmp / "cli", "--quiet", check=True)
