@@ -5,6 +5,7 @@ import copy
 import dataclasses
 import datetime
 import importlib.metadata
+import json
 import platform
 import re
 import sys
@@ -235,12 +236,24 @@ def run(config: RunConfig | None = None, out: str | Path | None = None, progress
     Give a RunConfig, or its fields as keywords (`run(neuron=my_neuron, generations=50, out="runs/a")`);
     `on_generation` callables see each generation's record, `stop_when` ends the run when it says True;
     `command` (the command line that asked for the run) goes to config.json (default: this process's)."""
+    return start(config, out, progress, command, on_generation, stop_when, **options).run()[0]
+
+
+def start(config: RunConfig | None = None, out: str | Path | None = None, progress: bool = False,
+          command: list[str] | None = None, on_generation: Callbacks = (),
+          stop_when: Callable[[GenerationRecord], bool] | None = None, **options: Any) -> Loop:
+    """`run`'s loop, its folder created, to step by hand:
+
+        with evolver.start(neuron=..., generations=50, out="runs/a") as loop:
+            while loop.active():
+                records = loop.step()   # one GenerationRecord a run
+    """
     config = _config(config, options)
     generator, neuron = _generator(config), _neuron(config)
     _one_response(neuron, config)
     path = Path(out or default_run_path(config))
     track = _track(config, neuron, generator, path, command, reference=_reference(config, neuron, generator))
-    return Loop(neuron, generator, [track], None, on_generation, stop_when, progress).run()[0]
+    return Loop(neuron, generator, [track], None, on_generation, stop_when, progress)
 
 
 def _config(config: RunConfig | None, options: dict[str, Any]) -> RunConfig:
@@ -270,7 +283,7 @@ def resume(path: str | Path, progress: bool = True, on_generation: Callbacks = (
             continue
         was = fields.get(name)
         if name in PARTS and not isinstance(value, str):
-            same = was == {"object": describe(value)} or was == getattr(value, "spec", None)
+            same = was == {"object": json.loads(json.dumps(describe(value)))} or was == getattr(value, "spec", None)
             fields[name] = value
         else:
             same = value == was
@@ -329,4 +342,4 @@ def run_units(config: RunConfig | None = None, out: str | Path | None = None, pr
     return Loop(shared, generator, tracks, batch, on_generation, stop_when, progress).run()
 
 
-__all__ = ["RunConfig", "RunResult", "GenerationRecord", "Loop", "run", "resume", "run_units", "describe"]
+__all__ = ["RunConfig", "RunResult", "GenerationRecord", "Loop", "run", "start", "resume", "run_units", "describe"]

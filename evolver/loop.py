@@ -311,8 +311,14 @@ class Loop:
             self.close()
         return [track.result() for track in self.tracks]
 
+    def __enter__(self) -> Loop:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def close(self) -> None:
-        """Wait for the last records to be written."""
+        """Wait for the last records to be written (after stepping by hand: `with Loop(...) as loop:`)."""
         try:
             for track in self.tracks:
                 track.wait()

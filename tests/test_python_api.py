@@ -150,3 +150,16 @@ def test_a_registered_model_works_in_the_cli_expressions_and_sweeps(tmp, monkeyp
     assert len(aggregate(tmp / "sweep").runs) == 2
     with pytest.raises(BadInput, match="cannot be empty or hold ':'"):
         neurons.register_model("a:b", tiny_net, {"size": 32})
+
+
+def test_stepping_a_loop_by_hand_records_each_generation(tmp):
+    with evolver.start(neuron="v1:simple:ori=90", generator_weights="random", optimizer="ga", generations=3,
+                       out=tmp / "run") as loop:
+        steps = []
+        while loop.active():
+            steps.append(loop.step())
+    assert [[r.gen for r in records] for records in steps] == [[0], [1], [2]]
+    assert loop.step() == []
+    table = pd.read_csv(tmp / "run" / "generations.csv")
+    assert table["best_so_far"].tolist() == [records[0].best_so_far for records in steps]
+    assert evolver.resume(tmp / "run", progress=False).generations == 3  # finished: nothing left to do
