@@ -163,3 +163,36 @@ def test_stepping_a_loop_by_hand_records_each_generation(tmp):
     table = pd.read_csv(tmp / "run" / "generations.csv")
     assert table["best_so_far"].tolist() == [records[0].best_so_far for records in steps]
     assert evolver.resume(tmp / "run", progress=False).generations == 3  # finished: nothing left to do
+
+
+def test_one_registry_type_for_kinds_generators_and_optimizers(tmp, monkeypatch):
+    from evolver.optimizers.random_search import RandomSearch
+
+    class Mine(RandomSearch):
+        name = "mine"
+
+    class Brightness(neurons.Neuron):
+        weights = "none"
+
+        def __init__(self, spec, **options):
+            self.spec = spec
+
+        @classmethod
+        def parse(cls, spec):
+            return spec
+
+        def __call__(self, images):
+            return images.mean((1, 2, 3)).double().numpy()
+
+    for registry in (optimizers.REGISTRY, generators.REGISTRY, neurons.KINDS):
+        monkeypatch.setattr(registry, "_entries", dict(registry._entries))
+    optimizers.REGISTRY.register("mine", Mine)
+    neurons.KINDS.register("bright", Brightness)
+    generators.register("dcgan-random", lambda **options: generators.create("dcgan", weights="random"), "100", 64)
+    result = evolver.run(neuron="bright:lab - 0.5*v1:simple:ori=45", generator="dcgan-random", optimizer="mine", generations=2,
+                         out=tmp / "run", progress=False)
+    assert result.generations == 2
+    for registry, wrong, closest in ((optimizers.REGISTRY, "mnie", "mine"), (generators.REGISTRY, "dcgan-randm",
+                                                                              "dcgan-random")):
+        with pytest.raises(BadInput, match=f"Unknown {registry.kind} '{wrong}' \\(closest: {closest}"):
+            registry.get(wrong)
