@@ -20,6 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from evolver.records import GENERATION_COLUMNS, SCORE_COLUMNS, RunDirectory, npy_bytes, png_bytes, to_uint8
+from evolver_common import BadInput
 from evolver_common.compute import small_linear_algebra
 from evolver_common.memory import release_freed_memory
 
@@ -241,26 +242,15 @@ class Loop:
         with small_linear_algebra():
             started = time.perf_counter()
             asked = [(t, t.optimizer.ask(), t.optimizer.parents()) for t in active]
-            codes = np.concatenate([c for _, c, _ in asked])
-            images = self._render(codes)
-            shown, ids, blocks = [images], [], []
-            for track, track_codes, _ in asked:
-                ids += [str(i) if len(self.tracks) == 1 else f"{track.column}:{i}" for i in track.ids(len(track_codes))]
-            for track, _, _ in asked:
-                picked, reference_ids = track.interleaved()
-                if picked:
-                    shown.append(track.reference_images[picked].to(images.device, images.dtype))
-                ids += reference_ids
-                blocks.append((picked, reference_ids))
-            responses = self._respond(torch.cat(shown) if len(shown) > 1 else images, ids)
+            images, picks, responses = self._show(asked)
             seconds = (time.perf_counter() - started) / len(active)
-            records, start, extra = [], 0, len(codes)
-            for (track, track_codes, parents), (picked, _) in zip(asked, blocks):
-                rows = slice(start, start + len(track_codes))
-                start += len(track_codes)
+            records, start, extra = [], 0, len(images)
+            for (track, codes, parents), picked in zip(asked, picks):
+                rows = slice(start, start + len(codes))
+                start += len(codes)
                 references = responses[extra:extra + len(picked), track.column]
                 extra += len(picked)
-                records.append(track.conclude(track_codes, parents, images[rows], responses[rows, track.column],
+                records.append(track.conclude(codes, parents, images[rows], responses[rows, track.column],
                                               references, [track.reference_names[i] for i in picked], seconds,
                                               self.writer))
         for record in records:
@@ -273,6 +263,21 @@ class Loop:
         finite = [r.best_so_far for r in records if np.isfinite(r.best_so_far)]
         self.bar.set_postfix(best_so_far=f"{max(finite):.4g}" if finite else "nan")
         return records
+
+    def _show(self, asked: list[tuple]) -> tuple[torch.Tensor, list[list[int]], np.ndarray]:
+        """Render every track's codes and show them, then each track's interleaved reference images:
+        (the codes' images, each track's reference picks, the responses to all shown (n, columns))."""
+        images = self._render(np.concatenate([codes for _, codes, _ in asked]))
+        shown, ids, picks = [images], [], []
+        for track, codes, _ in asked:
+            ids += [str(i) if len(self.tracks) == 1 else f"{track.column}:{i}" for i in track.ids(len(codes))]
+        for track, _, _ in asked:
+            picked, reference_ids = track.interleaved()
+            if picked:
+                shown.append(track.reference_images[picked].to(images.device, images.dtype))
+            ids += reference_ids
+            picks.append(picked)
+        return images, picks, self._respond(torch.cat(shown) if len(shown) > 1 else images, ids)
 
     def _render(self, codes: np.ndarray) -> torch.Tensor:
         size = self.batch or len(codes)
@@ -290,16 +295,16 @@ class Loop:
         return clean
 
     def _present(self, images: torch.Tensor, ids: list[str]) -> np.ndarray:
-        size, columns = self.batch or len(images), max(t.column for t in self.tracks) + 1
-        answers = []
+        size, answers = self.batch or len(images), []
         for i in range(0, len(images), size):
+            n = len(images[i:i + size])
             answer = np.asarray(self.neuron.respond(images[i:i + size], ids[i:i + size]), dtype=np.float64)
-            expected = (len(images[i:i + size]),) if columns == 1 and self.neuron.outputs == 1 \
-                else (len(images[i:i + size]), self.neuron.outputs)
+            expected = (n,) if self.neuron.outputs == 1 else (n, self.neuron.outputs)
             if answer.shape != expected:
-                raise RuntimeError(f"The neuron {self.neuron.spec} returned responses of shape {answer.shape} for "
-                                   f"{expected[0]} images; expected {expected}.")
-            answers.append(answer.reshape(len(answer), -1))
+                raise BadInput(f"The neuron {self.neuron.spec} returned responses of shape {answer.shape} for {n} "
+                               f"images; a neuron of {self.neuron.outputs} output(s) returns {expected}. The "
+                               "generations recorded before this one are kept.")
+            answers.append(answer.reshape(n, -1))
         return np.concatenate(answers)
 
     def run(self) -> list[RunResult]:
