@@ -148,10 +148,10 @@ def layers(model) -> None:
 
     rows = list_layers(model)
     width = max(len(r.name) for r in rows)
-    click.echo(f"{'layer':<{width}}  {'units':>6}  spatial")
+    click.echo(f"{'layer':<{width}}  {'units':>6}  grid (X×Y) or tokens")
     for r in rows:
-        spatial = f"{r.spatial[1]}×{r.spatial[0]}" if r.spatial else "-"
-        click.echo(f"{r.name:<{width}}  {r.units if r.units is not None else '-':>6}  {spatial}")
+        layout = r.layout.describe() if r.layout else "no unit can be read here"
+        click.echo(f"{r.name:<{width}}  {r.units if r.units is not None else '-':>6}  {layout}")
     click.echo(f"\n{len(rows)} layers. A container module's name reads its last layer; a unit is {model}:LAYER:UNIT.")
 
 

@@ -1,6 +1,7 @@
 """A unit of a CNN as a neuron: the network cut after the unit's layer, read at one position."""
 from __future__ import annotations
 
+import contextlib
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +14,7 @@ from torch import nn
 from evolver_common import BadInput, autocast, nearest, resolve_device, resolve_precision
 from neurons.base import Neuron
 from neurons.models import InputConfig, ModelSource, build_model
+from neurons.layouts import Layout, layout_of, model_facts
 from neurons.precision import bf16_verdict
 from neurons.spec import UnitSpec
 
@@ -30,17 +32,35 @@ def _layer_names(network: nn.Module, source: ModelSource) -> list[str]:
     return nodes + [name for name, _ in network.named_modules() if name and name not in nodes]
 
 
+@contextlib.contextmanager
+def untraceable(model: str):
+    """Turn a failure of torch.fx tracing (or of running the traced graph) inside a model's own code into
+    a BadInput naming why; a plain ValueError (FX's word for a node not in the graph) and BadInput pass."""
+    try:
+        yield
+    except BadInput:
+        raise
+    except Exception as err:
+        if type(err) is ValueError:  # torch's TraceError is a ValueError too, and stays a tracing failure
+            raise  # noqa: BLE001 - tracing fails inside a model's own code, in many ways
+        raise BadInput(f"Model '{model}' cannot be cut after a layer: torch.fx could not trace it "
+                       f"({type(err).__name__}: {str(err)[:200]}). Its code takes decisions on the values of its "
+                       "inputs (data-dependent control flow) or builds tensors tracing cannot follow, so evolver "
+                       "cannot read its units as it is; a unit of another model, or of a traceable copy of this "
+                       "one given with neurons.from_module, can.") from None
+
+
 def _cut_network(network: nn.Module, source: ModelSource, layers: list[str], model: str) -> nn.Module:
     """The network up to the deepest of `layers` only; what comes after it is never computed."""
     try:
-        return source.feature_extractor(network, layers)
+        with untraceable(model):
+            return source.feature_extractor(network, layers)
     except ValueError:  # FX's word for a node that is not in the graph
-        valid = _layer_names(network, source)
-        layer = next((name for name in layers if name not in valid), layers[0])
-        raise BadInput(
-            f"Model '{model}' has no layer '{layer}' (closest: {nearest(layer, valid)}). "
-            f"`evolver layers {model}` lists its {len(valid)} layer names."
-        ) from None
+        pass
+    valid = _layer_names(network, source)
+    layer = next((name for name in layers if name not in valid), layers[0])
+    raise BadInput(f"Model '{model}' has no layer '{layer}' (closest: {nearest(layer, valid)}). "
+                   f"`evolver layers {model}` lists its {len(valid)} layer names.")
 
 
 def _fold_batch_norm(network: nn.Module) -> nn.Module:
@@ -52,6 +72,55 @@ def _fold_batch_norm(network: nn.Module) -> nn.Module:
         return fuse(network, inplace=True)
     except Exception:  # noqa: BLE001 - a graph FX cannot retrace runs unfused, as it would anyway
         return network
+
+
+def _to_device(network: nn.Module, device: torch.device) -> nn.Module:
+    """On `device`, its conv weights channels-last where every 4-d tensor of the network allows it
+    (faster convolutions on CPUs and GPUs); as it is where some buffer refuses (Swin's)."""
+    try:
+        return network.to(device, memory_format=torch.channels_last)
+    except RuntimeError:
+        return network.to(device)
+
+
+class Float32(nn.Module):
+    """A layer run in fp32 whatever the autocast around it: a unit's responses then carry fp32's
+    resolution rather than bf16's 8 bits (near an optimum, distinct images would tie)."""
+
+    def __init__(self, layer: nn.Module):
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, enabled=False):
+            return self.layer(x.float())
+
+
+def _read_layers_in_fp32(network: nn.Module) -> None:
+    """Run in fp32 the nearest weighted layer (conv, linear, layer scale) before each read layer of a
+    cut network (an FX GraphModule): what follows it (activation, pooling, residual add) keeps fp32."""
+    graph = getattr(network, "graph", None)
+    output = next((node for node in graph.nodes if node.op == "output"), None) if graph is not None else None
+    if output is None or not isinstance(output.args[0], dict):
+        return
+    for read in output.args[0].values():
+        weighted = _nearest_weighted(network, read)
+        if weighted is not None and not isinstance(network.get_submodule(weighted), Float32):
+            parent, _, name = weighted.rpartition(".")
+            holder = network.get_submodule(parent) if parent else network
+            setattr(holder, name, Float32(getattr(holder, name)))
+
+
+def _nearest_weighted(network: nn.Module, node: torch.fx.Node) -> str | None:
+    """The target of the call_module node with parameters fewest steps up the graph from `node`."""
+    frontier, seen = [node], set()
+    while frontier:
+        for current in frontier:
+            if current.op == "call_module" and any(True for _ in network.get_submodule(current.target).parameters()):
+                return current.target
+        seen.update(frontier)
+        frontier = [a for current in frontier for a in current.all_input_nodes if a not in seen]
+    return None
 
 
 class Preprocess(nn.Module):
@@ -93,21 +162,27 @@ class ModelReader:
         network, source, self.weights = build_model(model, weights, source)
         _no_inplace(network)
         self.input_config = source.input_config(model, network)
-        self.network = nn.Sequential(
-            Preprocess(self.input_config), _fold_batch_norm(_cut_network(network, source, self.layers, model).eval()),
-        ).eval().requires_grad_(False).to(self.device, memory_format=torch.channels_last)
+        facts, modules = model_facts(network), dict(network.named_modules())
+        cut = _fold_batch_norm(_cut_network(network, source, self.layers, model).eval())
+        _read_layers_in_fp32(cut)
+        self.network = _to_device(nn.Sequential(Preprocess(self.input_config), cut).eval().requires_grad_(False),
+                                  self.device)
+        probe = torch.zeros(1, 3, *self.input_config.size, device=self.device)
+        with untraceable(model), torch.no_grad():
+            self.layouts = {name: layout_of(tuple(out.shape[1:]), facts, modules.get(name))
+                            for name, out in self.network(probe).items()}
         self.precision_check = None  # the bf16 ranking check behind precision 'auto' (neurons.precision)
         self.eager: nn.Module | None = None  # the uncompiled network, once `compile` was called
         if precision == "auto" and self.precision == "bf16":
             self.precision_check = bf16_verdict({"model": model, "layers": self.layers, "weights": self.weights},
                                                 self.network, self.device, self.input_config.size)
             self.precision = "bf16" if self.precision_check["bf16"] else "fp32"
-        probe = torch.zeros(1, 3, *self.input_config.size, device=self.device)
         with torch.no_grad():
             self.layer_shapes = {name: tuple(out.shape[1:]) for name, out in self.read(probe).items()}
 
     def read(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Each layer's activations for `images` (n, 3, H, W) in [0, 1]: name -> (n, C[, H', W']) float32."""
+        """Each layer's activations for `images` (n, 3, H, W) in [0, 1]: name -> (n, C), (n, C, H', W')
+        (channels-last layers permuted so) or tokens (n, N, C), float32."""
         images = images.to(self.device, torch.float32).contiguous(memory_format=torch.channels_last)
         with autocast(self.precision, self.device):
             try:
@@ -115,7 +190,8 @@ class ModelReader:
             except torch._dynamo.exc.TorchDynamoException as error:  # compiles lazily, on each new shape
                 self._uncompile(error)
                 outputs = self.network(images)
-        return {name: out.float() for name, out in outputs.items()}
+        return {name: out.float().permute(0, 3, 1, 2) if self.layouts[name] and self.layouts[name].channels_last
+                else out.float() for name, out in outputs.items()}
 
     def compile(self) -> None:
         """torch.compile the network (inductor, weights frozen as constants): each conv, its bias, ReLU
@@ -134,31 +210,52 @@ class ModelReader:
         self.network = self.eager
 
 
-def check_units(unit: UnitSpec, shape: tuple[int, ...]) -> None:
-    """BadInput unless `unit`'s units and position exist in a layer of output shape `shape`."""
+def check_units(unit: UnitSpec, layout: Layout | None, shape: tuple[int, ...]) -> None:
+    """BadInput unless `unit`'s units and position exist in a layer of `layout` (output shape `shape`)."""
     where = f"layer '{unit.layer}' of {unit.model}"
-    if len(shape) not in (1, 3):
-        raise BadInput(f"The output of {where} has shape {shape}; a unit needs a (C,) or (C, H, W) layer.")
-    outside = [u for u in unit.units if not 0 <= u < shape[0]]
+    if layout is None:
+        raise BadInput(f"The output of {where} has shape {shape}: neither channels (C,), a grid (C, H, W) nor "
+                       "tokens (N, C) of a patch grid; read a unit of another layer (`evolver layers "
+                       f"{unit.model}` lists them with their units).")
+    outside = [u for u in unit.units if not 0 <= u < layout.units]
     if outside:
-        raise BadInput(f"Unit {outside[0]} is out of range: {where} has {shape[0]} units (0–{shape[0] - 1}).")
-    if len(shape) == 1 and unit.position is not None:
+        raise BadInput(f"Unit {outside[0]} is out of range: {where} has {layout.units} units (0–{layout.units - 1}).")
+    if layout.kind == "vector" and unit.position is not None:
         raise BadInput(f"{where} is not spatial (shape {shape}); drop the @{unit.position} position.")
+    if layout.kind == "grid" and unit.position == "cls":
+        raise BadInput(f"{where} is a grid, not tokens: @cls reads a transformer's class token; use @X,Y or @mean.")
+    if unit.position == "cls" and not layout.class_token:
+        raise BadInput(f"{where} has no class token ({layout.describe()}); read a patch with @X,Y or their mean "
+                       "with @mean.")
     if isinstance(unit.position, tuple):
-        x, y = unit.position
-        if not (0 <= x < shape[2] and 0 <= y < shape[1]):
-            raise BadInput(f"Position @{x},{y} is outside {where}, whose grid is {shape[2]}×{shape[1]} (X×Y).")
+        (x, y), (h, w) = unit.position, layout.grid
+        if not (0 <= x < w and 0 <= y < h):
+            raise BadInput(f"Position @{x},{y} is outside {where}, whose grid is {w}×{h} (X×Y).")
 
 
-def select_units(layer: torch.Tensor, unit: UnitSpec) -> torch.Tensor:
-    """`unit`'s responses from a layer's activations (n, C[, H, W]): (n,) for one unit, (n, k) for a set."""
-    out = layer[:, list(unit.units)]
-    if out.ndim == 4:
+def select_units(layer: torch.Tensor, unit: UnitSpec, layout: Layout) -> torch.Tensor:
+    """`unit`'s responses from a layer's activations as `ModelReader.read` gives them: (n,) for one
+    unit, (n, k) for a set. On a grid or tokens the default is the centre, or a transformer's class token."""
+    units = list(unit.units)
+    if layout.kind == "grid":
+        out = layer[:, units]
         if unit.position == "mean":
             out = out.mean(dim=(2, 3))
         else:
             x, y = unit.position or (out.shape[3] // 2, out.shape[2] // 2)
             out = out[:, :, y, x]
+    elif layout.kind == "tokens":
+        tokens = layer[:, :, units]
+        if unit.position == "mean":
+            out = tokens[:, layout.prefix:].mean(dim=1)
+        elif unit.position == "cls" or (unit.position is None and layout.class_token):
+            out = tokens[:, 0]
+        else:
+            (h, w) = layout.grid
+            x, y = unit.position or (w // 2, h // 2)
+            out = tokens[:, layout.prefix + y * w + x]
+    else:
+        out = layer[:, units]
     return out if isinstance(unit.unit, tuple) else out[:, 0]
 
 
@@ -179,8 +276,9 @@ class CNNUnit(Neuron):
         self.weights, self.device, self.precision = self.reader.weights, self.reader.device, self.reader.precision
         self.input_config, self.network = self.reader.input_config, self.reader.network
         self.layer_shape = self.reader.layer_shapes[self.unit.layer]
+        self.layout = self.reader.layouts[self.unit.layer]
         self.outputs = len(self.unit.units) if isinstance(self.unit.unit, tuple) else 1
-        check_units(self.unit, self.layer_shape)
+        check_units(self.unit, self.layout, self.layer_shape)
 
     @torch.no_grad()
     def activations(self, images: torch.Tensor) -> torch.Tensor:
@@ -192,7 +290,7 @@ class CNNUnit(Neuron):
 
     def select(self, layers: dict[str, torch.Tensor]) -> torch.Tensor:
         """This unit's responses from a forward pass of its reader (`ModelReader.read`)."""
-        return select_units(layers[self.unit.layer], self.unit)
+        return select_units(layers[self.unit.layer], self.unit, self.layout)
 
     def __call__(self, images: torch.Tensor) -> np.ndarray:
         with torch.no_grad():
@@ -204,23 +302,29 @@ class CNNUnit(Neuron):
 
 @dataclass(frozen=True)
 class LayerInfo:
-    """One readable layer: its name, its number of units and its spatial size (H, W) or None."""
+    """One readable layer: its name and its layout (None: no unit can be read from it)."""
 
     name: str
-    units: int | None
-    spatial: tuple[int, int] | None
+    layout: Layout | None
+
+    @property
+    def units(self) -> int | None:
+        return self.layout.units if self.layout else None
+
+    @property
+    def spatial(self) -> tuple[int, int] | None:
+        """The grid (H, W) of a spatial layer or of a transformer's patch tokens."""
+        return self.layout.grid if self.layout else None
 
 
 def list_layers(model: str) -> list[LayerInfo]:
-    """Every graph node of `model` with its output size at the model's input resolution."""
+    """Every graph node of `model` with its layout at the model's input resolution."""
     network, source, _ = build_model(model, "random")
     _no_inplace(network)
     config = source.input_config(model, network)
-    nodes = source.graph_node_names(network)[1:]  # the first node is the input placeholder
-    with torch.no_grad():
+    facts, modules = model_facts(network), dict(network.named_modules())
+    with untraceable(model), torch.no_grad():
+        nodes = source.graph_node_names(network)[1:]  # the first node is the input placeholder
         outputs = source.feature_extractor(network, nodes)(torch.zeros(1, 3, *config.size))
-    layers = []
-    for name, out in outputs.items():
-        shape = tuple(out.shape[1:]) if isinstance(out, torch.Tensor) else ()
-        layers.append(LayerInfo(name, shape[0] if shape else None, shape[1:] if len(shape) == 3 else None))
-    return layers
+    return [LayerInfo(name, layout_of(tuple(out.shape[1:]), facts, modules.get(name))
+                      if isinstance(out, torch.Tensor) else None) for name, out in outputs.items()]

@@ -12,12 +12,13 @@ from evolver_common import BadInput
 
 _UNIT_SPEC = re.compile(
     r"^(?P<model>[^:@\s]+):(?P<layer>[^:@\s]+):(?:unit)?(?P<units>\d+|\d+-\d+|\[[\d,\s-]+\])"
-    r"(?:@(?P<position>mean|\d+,\d+))?$"
+    r"(?:@(?P<position>mean|cls|\d+,\d+))?$"
 )
 UNIT_SPEC_HELP = (
     "A CNN unit is written MODEL:LAYER:UNIT, e.g. resnet50:layer4:unit12 or resnet50:layer4:12; "
     "on a convolutional layer add @X,Y for a spatial position (column, row) or @mean for the channel "
-    "mean (the default is the centre position). Several units of one layer are a range (unit0-63) or a "
+    "mean (the default is the centre position); on a transformer's tokens @cls reads the class token (the "
+    "default where there is one), @X,Y a patch of the patch grid and @mean the mean over patches. Several units of one layer are a range (unit0-63) or a "
     "list (unit[1,5,9-12]). MODEL is a timm or torchvision model name "
     "(`evolver layers MODEL` lists its layers)."
 )
@@ -44,7 +45,7 @@ def index_set(text: str, spec: str, help: str = UNIT_SPEC_HELP) -> tuple[int, ..
 class UnitSpec:
     """One unit of a CNN, or a set of units of one layer (`unit` a tuple: responses (n, k)).
 
-    `position` is None (centre), (x, y) in the layer's grid, or 'mean'.
+    `position` is None (the centre, or a transformer's class token), (x, y) in the layer's grid, 'mean' or 'cls'.
     """
 
     model: str
@@ -58,7 +59,7 @@ class UnitSpec:
         if not match:
             raise BadInput(f"Malformed neuron spec '{spec}'. {UNIT_SPEC_HELP}")
         position = match["position"]
-        if position and position != "mean":
+        if position and position not in ("mean", "cls"):
             x, y = (int(v) for v in position.split(","))
             position = (x, y)
         units = match["units"]
@@ -70,7 +71,7 @@ class UnitSpec:
         return self.unit if isinstance(self.unit, tuple) else (self.unit,)
 
     def __str__(self) -> str:
-        where = {None: "", "mean": "@mean"}.get(self.position) if not isinstance(self.position, tuple) \
+        where = {None: "", "mean": "@mean", "cls": "@cls"}.get(self.position) if not isinstance(self.position, tuple) \
             else "@{},{}".format(*self.position)
         return f"{self.model}:{self.layer}:unit{_units_text(self.unit)}{where}"
 
