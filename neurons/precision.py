@@ -5,10 +5,13 @@ its population's responses to be right. The check shows a probe population of 40
 images in fp32 and in bf16 and compares, unit by unit (channels at the centre of each read layer,
 up to 64 a layer), the Spearman correlation of the two and the overlap of their top 10. bf16 is
 used when the mean Spearman is ≥ 0.99 and the mean top-10 overlap ≥ 0.95; otherwise fp32. The
-verdict is cached per model, layers, weights, device and torch version (in ~/.cache/evolver).
+verdict is cached per model, layers, weights, device and torch version (in ~/.cache/evolver). It
+also counts ties among each unit's 10 best probe responses, with the read layers in fp32 (as they
+run) and in bf16: what bf16's 8-bit resolution would cost near an optimum.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -20,6 +23,7 @@ from evolver_common import autocast
 from evolver_common.files import write_atomic
 
 MIN_SPEARMAN, MIN_TOP_OVERLAP = 0.99, 0.95
+CHECK_VERSION = 2  # 2: with the top-10 ties; verdicts cached by earlier versions are checked again
 PROBE_IMAGES, TOP_K, UNITS_PER_LAYER = 40, 10, 64
 
 
@@ -58,18 +62,46 @@ def agreement(fp32: torch.Tensor, bf16: torch.Tensor) -> tuple[float, float]:
     return spearman, overlap / (TOP_K * top_a.shape[1])
 
 
+def top_ties(responses: torch.Tensor) -> float:
+    """Mean over units of the tied values among a unit's 10 largest responses (n, units), zeros (a
+    silent unit after a ReLU) left out: 0 when the resolution tells the best images apart."""
+    top = responses.topk(TOP_K, dim=0).values
+    ties = [len(values) - len(set(values)) for values in ([v for v in top[:, u].tolist() if v != 0]
+                                                          for u in range(top.shape[1]))]
+    return float(sum(ties) / len(ties))
+
+
 def check_bf16(network: torch.nn.Module, device: torch.device, size: tuple[int, int]) -> dict:
-    """The check itself: `network` maps images to {layer: activations}."""
+    """The check itself: `network` maps images to {layer: activations}. Beside the verdict, the ties
+    among each unit's top 10 in bf16 when the read layers run in fp32 (as they do) and in bf16 too."""
     images = probe_images(size).to(device).contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
         exact = network(images)
         with autocast("bf16", device):
             rounded = network(images)
+            with fp32_reads(network, False):
+                bf16_read = network(images)
     figures = [agreement(_units(exact[k].float()), _units(rounded[k].float())) for k in exact]
     spearman = min(f[0] for f in figures)
     overlap = min(f[1] for f in figures)
+    ties = {name: max(top_ties(_units(outputs[k].float())) for k in outputs)
+            for name, outputs in (("top10_ties_fp32_read", rounded), ("top10_ties_bf16_read", bf16_read))}
     return {"spearman": round(spearman, 4), "top10_overlap": round(overlap, 4),
-            "bf16": spearman >= MIN_SPEARMAN and overlap >= MIN_TOP_OVERLAP}
+            **{k: round(v, 2) for k, v in ties.items()}, "bf16": spearman >= MIN_SPEARMAN and overlap >= MIN_TOP_OVERLAP}
+
+
+@contextlib.contextmanager
+def fp32_reads(network: torch.nn.Module, enabled: bool):
+    """Within: the network's fp32 read layers (`neurons.cnn.Float32`) run as the rest does, or in fp32."""
+    layers = [m for m in network.modules() if hasattr(m, "fp32")]
+    before = [m.fp32 for m in layers]
+    for m in layers:
+        m.fp32 = enabled
+    try:
+        yield
+    finally:
+        for m, was in zip(layers, before):
+            m.fp32 = was
 
 
 def _cpu_name() -> str:
@@ -82,7 +114,7 @@ def _cpu_name() -> str:
 
 def bf16_verdict(key: dict, network: torch.nn.Module, device: torch.device, size: tuple[int, int]) -> dict:
     """The cached verdict for `key` (model, layers, weights), or a fresh check that is then cached."""
-    name = json.dumps({**key, "device": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
+    name = json.dumps({**key, "check": CHECK_VERSION, "device": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
                        "torch": torch.__version__}, sort_keys=True)
     path = cache_file()
     try:

@@ -1,5 +1,7 @@
 import json
 
+import numpy as np
+
 import pytest
 import torch
 from torch import nn
@@ -112,3 +114,14 @@ def test_composites_and_templates_compile_the_networks_they_read(tmp):
     for neuron, readers in ((composite, composite.readers.values()), (template, [template.reader])):
         neuron.compile()  # lazy: nothing compiles before the first images
         assert all(reader.eager is not None and reader.network is not reader.eager for reader in readers)
+
+
+def test_units_are_read_in_fp32_resolution_when_the_body_runs_in_bf16(dcgan):
+    images = dcgan.render(dcgan.sample(18, np.random.default_rng(3)))
+    bf16 = neurons.create("stimnet:classifier:unit7", precision="bf16")
+    exact = neurons.create("stimnet:classifier:unit7", precision="fp32")(images)
+    responses = bf16(images)
+    assert len(set(responses.tolist())) == 18  # bf16's 8 bits would tie some of them
+    assert np.abs(responses - exact).max() < 0.05 * np.abs(exact).max()
+    figures = check_bf16(bf16.reader.network, bf16.device, (64, 64))
+    assert figures["top10_ties_fp32_read"] == 0 < figures["top10_ties_bf16_read"]
