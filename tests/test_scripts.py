@@ -21,6 +21,8 @@ SMOKE = {
     "benchmarks/many_units.py": ([], ["3 units, 2 generations each", "one run, one batch a generation",
                                       "single-unit runs one after another"]),
     "benchmarks/stimuli_throughput.py": ([], ["all families, batches of 24", "dead_leaves", "images/s"]),
+    "benchmarks/timm_coverage.py": ([], ["resnet18", "vit_tiny_patch16_224", "14×14 patches + class token",
+                                         "2 families: 2 works, 0 refused, 0 crashed"]),
     "benchmarks/sweep_scale.py": (["--runs-root", "{tmp}/scale"], ["runs: 20 planned, 20 found finished",
                                                                    "aggregate (20 runs", "report"]),
     "scripts/check_bundled.py": (["--grid", "{tmp}/grid.png"], ["frechet_stimnet_features", "best corpus",
