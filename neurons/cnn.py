@@ -91,11 +91,17 @@ class Float32(nn.Module):
         super().__init__()
         self.layer, self.fp32 = layer, True
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, *args, **kwargs):
         if not self.fp32:  # neurons.precision measures what bf16 would cost here
-            return self.layer(x)
-        with torch.autocast(x.device.type, enabled=False):
-            return self.layer(x.float())
+            return self.layer(*args, **kwargs)
+        device = next(self.layer.parameters()).device
+        with torch.autocast(device.type, enabled=False):
+            return self.layer(*map(_float, args), **{k: _float(v) for k, v in kwargs.items()})
+
+
+def _float(value):
+    """A floating-point tensor in fp32; anything else as it is."""
+    return value.float() if isinstance(value, torch.Tensor) and value.is_floating_point() else value
 
 
 def _read_layers_in_fp32(network: nn.Module) -> None:
