@@ -70,10 +70,10 @@ def test_a_noisy_run_records_noisy_and_clean_responses_and_resumes(tmp):
 
 def test_bench_grid_tables_and_normalisation(tmp):
     config = BenchConfig(neurons=["stimnet:relu3:unit2", "stimnet:relu4:unit6"], optimizers=["ga", "random"],
-                         seeds=[0, 1], noises=["none", "multiplicative:0.5"], images=60)
+                         seeds=[0], noises=["none", "multiplicative:0.5"], images=60)
     table, summary = bench(config, tmp, progress=False)
     runs = table.groupby(["neuron", "optimizer", "seed", "noise"]).ngroups
-    assert runs == 2 * 2 * 2 * 2 + 2 * 2  # the grid plus the noise-free gradient reference per unit and seed
+    assert runs == 2 * 2 * 2 + 2  # the grid plus the noise-free gradient reference per unit and seed
     final = table.loc[table.groupby(["neuron", "optimizer", "seed", "noise"])["gen"].idxmax()]
     assert (final["images"] >= 60).all()
     assert final.groupby("neuron")["normalised"].max().tolist() == [1.0, 1.0]
