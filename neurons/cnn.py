@@ -40,9 +40,9 @@ def untraceable(model: str):
         yield
     except BadInput:
         raise
-    except Exception as err:
+    except Exception as err:  # noqa: BLE001 - tracing fails inside a model's own code, in many ways
         if type(err) is ValueError:  # torch's TraceError is a ValueError too, and stays a tracing failure
-            raise  # noqa: BLE001 - tracing fails inside a model's own code, in many ways
+            raise
         raise BadInput(f"Model '{model}' cannot be cut after a layer: torch.fx could not trace it "
                        f"({type(err).__name__}: {str(err)[:200]}). Its code takes decisions on the values of its "
                        "inputs (data-dependent control flow) or builds tensors tracing cannot follow, so evolver "
