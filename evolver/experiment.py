@@ -126,9 +126,9 @@ def _neuron(config: RunConfig) -> neurons.Neuron:
     return neuron
 
 
-def _optimizer(config: RunConfig, generator, neuron, seed: int) -> tuple[optimizers.Optimizer, np.random.Generator]:
-    """The run's optimizer, and the random stream of its noise."""
-    streams = np.random.SeedSequence(seed).spawn(NOISE_STREAM + 1)
+def _optimizer(config: RunConfig, generator, neuron) -> tuple[optimizers.Optimizer, np.random.Generator]:
+    """The run's optimizer, and the random stream of its noise (both from the run's seed)."""
+    streams = np.random.SeedSequence(config.seed).spawn(NOISE_STREAM + 1)
     noise_rng = np.random.default_rng(streams[NOISE_STREAM])
     if not isinstance(config.optimizer, str):
         if config.params:
@@ -157,7 +157,7 @@ def _track(config: RunConfig, neuron, generator, folder: Path | RunDirectory, co
            column: int = 0) -> Track:
     """A run of `config` through `neuron` (its own) and `generator`: new in `folder` (a Path), or resumed
     from its last committed generation (a RunDirectory)."""
-    optimizer, noise_rng = _optimizer(config, generator, neuron, config.seed)
+    optimizer, noise_rng = _optimizer(config, generator, neuron)
     noise = Noise.parse(config.noise) if config.noise else None
     if isinstance(folder, RunDirectory):
         return Track(config, neuron, optimizer, noise, noise_rng, folder, folder.roll_back(), reference, column)
