@@ -177,8 +177,7 @@ class ModelReader:
                                   self.device)
         probe = torch.zeros(1, 3, *self.input_config.size, device=self.device)
         with untraceable(model), torch.no_grad():
-            self.layouts = {name: layout_of(tuple(out.shape[1:]), facts, modules.get(name))
-                            for name, out in self.network(probe).items()}
+            self.layouts = {name: _layout(out, facts, modules.get(name)) for name, out in self.network(probe).items()}
         self.precision_check = None  # the bf16 ranking check behind precision 'auto' (neurons.precision)
         self.eager: nn.Module | None = None  # the uncompiled network, once `compile` was called
         if precision == "auto" and self.precision == "bf16":
@@ -223,8 +222,9 @@ def check_units(unit: UnitSpec, layout: Layout | None, shape: tuple[int, ...]) -
     where = f"layer '{unit.layer}' of {unit.model}"
     if layout is None:
         raise BadInput(f"The output of {where} has shape {shape}: neither channels (C,), a grid (C, H, W) nor "
-                       "tokens (N, C) of a patch grid; read a unit of another layer (`evolver layers "
-                       f"{unit.model}` lists them with their units).")
+                       "tokens (N, C) of a patch grid, one a image (attention windows fold the grid into the "
+                       f"batch); read a unit of another layer (`evolver layers {unit.model}` lists them with their "
+                       "units).")
     outside = [u for u in unit.units if not 0 <= u < layout.units]
     if outside:
         raise BadInput(f"Unit {outside[0]} is out of range: {where} has {layout.units} units (0–{layout.units - 1}).")
@@ -334,5 +334,12 @@ def list_layers(model: str) -> list[LayerInfo]:
     with untraceable(model), torch.no_grad():
         nodes = source.graph_node_names(network)[1:]  # the first node is the input placeholder
         outputs = source.feature_extractor(network, nodes)(torch.zeros(1, 3, *config.size))
-    return [LayerInfo(name, layout_of(tuple(out.shape[1:]), facts, modules.get(name))
-                      if isinstance(out, torch.Tensor) else None) for name, out in outputs.items()]
+    return [LayerInfo(name, _layout(out, facts, modules.get(name))) for name, out in outputs.items()]
+
+
+def _layout(output, facts, module: nn.Module | None) -> Layout | None:
+    """The layout of a layer's output for one probe image; None where it is not a tensor of one row a
+    image (a parameter, a shape, or attention windows that fold the grid into the batch, as in Swin)."""
+    if not isinstance(output, torch.Tensor) or output.ndim == 0 or output.shape[0] != 1:
+        return None
+    return layout_of(tuple(output.shape[1:]), facts, module)

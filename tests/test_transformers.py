@@ -53,6 +53,8 @@ def test_token_positions_and_their_errors():
         neurons.create(f"{model}:unit0@cls", weights="random", precision="fp32")
     with pytest.raises(BadInput, match=r"outside .* grid is 16×16"):
         neurons.create(f"{model}:unit0@16,0", weights="random", precision="fp32")
+    with pytest.raises(BadInput, match="attention windows fold the grid into the batch"):
+        neurons.create("swin_tiny_patch4_window7_224:layers.0.blocks.0.view_1:unit0", weights="random", precision="fp32")
     with pytest.raises(BadInput, match="a grid, not tokens"):
         neurons.create("resnet18:layer4:unit0@cls", weights="random", precision="fp32")
     cls = neurons.create("vit_tiny_patch16_224:blocks.11:unit5@cls", weights="random", precision="fp32")
