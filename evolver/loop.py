@@ -281,6 +281,8 @@ class Loop:
 
     def _render(self, codes: np.ndarray) -> torch.Tensor:
         size = self.batch or len(codes)
+        if len(codes) <= size:  # one chunk: no copy
+            return self.generator.render(codes)
         return torch.cat([self.generator.render(codes[i:i + size]) for i in range(0, len(codes), size)])
 
     def _respond(self, images: torch.Tensor, ids: list[str]) -> np.ndarray:

@@ -78,7 +78,13 @@ def register_model(name: str, factory: Callable[[], nn.Module], input_config: In
     `InputConfig.make` (size, mean, std, interpolation)."""
     if ":" in name or not name.strip():
         raise BadInput(f"A model name cannot be empty or hold ':' (it starts a spec, NAME:LAYER:UNIT); got '{name}'.")
-    config = input_config if isinstance(input_config, InputConfig) else InputConfig.make(**input_config)
+    try:
+        config = input_config if isinstance(input_config, InputConfig) else InputConfig.make(**input_config)
+    except TypeError as err:
+        raise BadInput(f"register_model('{name}', ...): the input config {input_config!r} is not valid ({err}); give "
+                       "an InputConfig or a dict with size (a side or (H, W)) and optionally mean, std and "
+                       "interpolation, e.g. {'size': 224, 'mean': (0.485, 0.456, 0.406), 'std': (0.229, 0.224, 0.225)}."
+                       ) from None
     MODELS.register(name, factory, input_config=config)
 
 

@@ -150,6 +150,8 @@ def test_a_registered_model_works_in_the_cli_expressions_and_sweeps(tmp, monkeyp
     assert len(aggregate(tmp / "sweep").runs) == 2
     with pytest.raises(BadInput, match="cannot be empty or hold ':'"):
         neurons.register_model("a:b", tiny_net, {"size": 32})
+    with pytest.raises(BadInput, match="with size \\(a side or \\(H, W\\)\\)"):
+        neurons.register_model("tinynet2", tiny_net, {"input_size": 32})
 
 
 def test_stepping_a_loop_by_hand_records_each_generation(tmp):
