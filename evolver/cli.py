@@ -207,7 +207,7 @@ def list_generators() -> None:
         where, found = entry.info["weights_location"]()
         size = entry.info["image_size"]
         click.echo(f"{entry.name:<16} code {entry.info['code_dim']:<24} image {size}×{size:<5} "
-                   f"weights {'found' if found else 'MISSING'}: {where}")
+                   f"weights {'found' if found else 'not here'}: {where}")
 
 
 @main.command("sweep")

@@ -3,9 +3,11 @@
 The evolved code is the field's 256-d vector: 128 noise values and the 128-d class embedding,
 rendered as `generator(cat(z, embedding), truncation)` (NeuroGen; Wang & Ponce 2022). With
 `class_index` set, the embedding is that class's and only the 128 noise values evolve.
-Weights come from a folder holding config.json and pytorch_model.bin, from the package's own
-cache ($PYTORCH_PRETRAINED_BIGGAN_CACHE, ~/.pytorch_pretrained_biggan), or from a download when
-the host answers.
+'pretrained' weights come from the package's own cache ($PYTORCH_PRETRAINED_BIGGAN_CACHE,
+~/.pytorch_pretrained_biggan) when an earlier download left them there, else from the hub
+repositories `huggingface/biggan-deep-<size>` through huggingface_hub's cache, downloading on first
+use (the package's own S3 addresses predate the hub). A folder holding config.json and
+pytorch_model.bin can be given instead.
 """
 from __future__ import annotations
 
@@ -15,9 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from evolver_common import (BadInput, apply_state_dict, autocast, reachable, resolve_device, resolve_precision,
-                            seeded_init)
-from evolver_common.downloads import offline_reason
+from evolver_common import BadInput, apply_state_dict, autocast, resolve_device, resolve_precision, seeded_init
+from evolver_common.hub import HubFile, fetch
 from generators.base import Generator
 
 SIZES = (128, 256, 512)
@@ -55,29 +56,38 @@ def _package():
     return pytorch_pretrained_biggan
 
 
-def _cached(url: str) -> str | None:
-    """The package cache's copy of `url`, found without asking the network for its etag."""
-    from pytorch_pretrained_biggan import file_utils
+def hub_files(size: int) -> tuple[HubFile, HubFile]:
+    """(config.json, pytorch_model.bin) of BigGAN-deep at `size` px on the hub."""
+    return tuple(HubFile(f"huggingface/biggan-deep-{size}", name) for name in ("config.json", "pytorch_model.bin"))
 
-    prefix = Path(file_utils.PYTORCH_PRETRAINED_BIGGAN_CACHE) / file_utils.url_to_filename(url)
-    found = [p for p in glob.glob(f"{prefix}*") if not p.endswith(".json")]
-    return found[0] if found else None
+
+def _package_cached(size: int) -> tuple[str, str] | None:
+    """The package cache's (config, weights) of `size`, found without asking the network, or None."""
+    package = _package()
+    name = f"biggan-deep-{size}"
+    found = []
+    for url in (package.model.PRETRAINED_CONFIG_ARCHIVE_MAP[name], package.model.PRETRAINED_MODEL_ARCHIVE_MAP[name]):
+        prefix = Path(package.file_utils.PYTORCH_PRETRAINED_BIGGAN_CACHE) / package.file_utils.url_to_filename(url)
+        found += [p for p in glob.glob(f"{prefix}*") if not p.endswith(".json")][:1]
+    return (found[0], found[1]) if len(found) == 2 else None
 
 
 def weights_location(size: int) -> tuple[str, bool]:
-    """Where 'pretrained' looks (the package cache), and whether both files are there."""
+    """Where 'pretrained' finds the weights, and whether they are there (else they download on first use)."""
     try:
-        package = _package()
+        package_copy = _package_cached(size)
     except BadInput:
         return "needs pip install 'evolver[biggan]'", False
-    name = f"biggan-deep-{size}"
-    urls = package.model.PRETRAINED_CONFIG_ARCHIVE_MAP[name], package.model.PRETRAINED_MODEL_ARCHIVE_MAP[name]
-    return str(package.file_utils.PYTORCH_PRETRAINED_BIGGAN_CACHE), all(_cached(u) for u in urls)
+    hub_copy = [f.cached() for f in hub_files(size)]
+    if package_copy or all(hub_copy):
+        return str(Path(package_copy[1] if package_copy else hub_copy[1]).parent), True
+    return f"downloads on first use from {hub_files(size)[1]}", False
 
 
-def _locate(name: str, weights: str) -> tuple[str, str]:
+def _locate(size: int, weights: str) -> tuple[str, str]:
     """(config.json, pytorch_model.bin) for `weights`: 'pretrained' or a folder."""
     package = _package()
+    name = f"biggan-deep-{size}"
     if weights != "pretrained":
         folder = Path(weights)
         files = folder / package.model.CONFIG_NAME, folder / package.model.WEIGHTS_NAME
@@ -85,18 +95,15 @@ def _locate(name: str, weights: str) -> tuple[str, str]:
             raise BadInput(f"--generator-weights {weights}: expected a folder holding {files[0].name} and "
                            f"{files[1].name} (the files of {name}), or 'pretrained' or 'random'.")
         return str(files[0]), str(files[1])
-    urls = package.model.PRETRAINED_CONFIG_ARCHIVE_MAP[name], package.model.PRETRAINED_MODEL_ARCHIVE_MAP[name]
-    cached = [_cached(u) for u in urls]
-    if all(cached):
-        return cached[0], cached[1]
-    if reachable(urls[1]):
-        return tuple(package.file_utils.cached_path(u) for u in urls)
-    cache = package.file_utils.PYTORCH_PRETRAINED_BIGGAN_CACHE
-    raise BadInput(
-        f"No weights for {name} are cached in {cache}, and they cannot be downloaded: {offline_reason(urls[1])}. "
-        f"Put config.json and pytorch_model.bin of {name} in a folder and pass it as --generator-weights DIR, "
-        "or use --generator-weights random."
-    )
+    package_copy = _package_cached(size)
+    if package_copy:
+        return package_copy
+    instead = (f"Put config.json and pytorch_model.bin of {name} in a folder and pass it as "
+               "--generator-weights DIR, or use --generator-weights random.")
+    also = [f"{package.file_utils.PYTORCH_PRETRAINED_BIGGAN_CACHE} (the package's cache)"]
+    config, weights_file = hub_files(size)
+    weights_path = fetch(weights_file, name, instead, also_looked=also)  # first: the offline error names it
+    return str(fetch(config, name, instead, also_looked=also)), str(weights_path)
 
 
 class BigGAN(Generator):
@@ -126,7 +133,7 @@ class BigGAN(Generator):
                 _settle_random(self.network, truncation)
             self.weights = f"random (seed {weights_seed}, untrained)"
         else:
-            config_file, weights_file = _locate(name, str(weights))
+            config_file, weights_file = _locate(size, str(weights))
             config = package.BigGANConfig.from_json_file(config_file)
             self.network = package.BigGAN(config)
             state = torch.load(weights_file, map_location="cpu", weights_only=True)

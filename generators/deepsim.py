@@ -1,9 +1,11 @@
 """DeePSiM generators (Dosovitskiy & Brox 2016): images from CaffeNet features, 256x256.
 
 The fc6 variant is the generator of Ponce et al. 2019, XDream and Wang & Ponce 2022. The
-layout below matches the PyTorch state dicts the field shares (`upconvGAN_fc6.pt` style: keys
-`defc7.weight`, `deconv5.weight`, …), which load strictly from a path or from
-`$TORCH_HOME/checkpoints/upconvGAN_<variant>.pt`.
+layout below matches the PyTorch state dicts the field shares (`upconvGAN_fc6.pt`: keys
+`defc7.weight`, `deconv5.weight`, …), which load strictly. 'pretrained' takes them from
+`$TORCH_HOME/checkpoints/upconvGAN_<variant>.pt` where the Ponce lab's tools save them, else from
+the hub repository those tools download from (`binxu/DeePSim_DosovitskiyBrox2016`) through
+huggingface_hub's cache, downloading on first use.
 
 Initial codes: fc6 (and fc7) activations of natural images are rectified and sparse, so
 `sample` draws max(0, N(0, code_scale^2)) per unit: half the units exactly zero, the others
@@ -19,8 +21,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from evolver_common import (BadInput, apply_state_dict, autocast, load_state_file, resolve_device,
+from evolver_common import (apply_state_dict, autocast, load_state_file, resolve_device,
                             resolve_precision, seeded_init)
+from evolver_common.hub import HubFile, fetch
 from generators.base import Generator
 
 # CaffeNet's mean pixel, added back to the generator's BGR output (0-255 scale).
@@ -83,21 +86,42 @@ def code_dim(variant: str) -> int:
     return int(np.prod(VARIANTS[variant][0]))
 
 
-def cached_weights(variant: str) -> Path:
-    """Where 'pretrained' looks: $TORCH_HOME/checkpoints/upconvGAN_<variant>.pt, as the field saves them."""
+HUB_REPO = "binxu/DeePSim_DosovitskiyBrox2016"
+
+
+def hub_file(variant: str) -> HubFile:
+    return HubFile(HUB_REPO, f"upconvGAN_{variant}.pt")
+
+
+def torch_home_weights(variant: str) -> Path:
+    """$TORCH_HOME/checkpoints/upconvGAN_<variant>.pt, where the Ponce lab's tools save the weights."""
     return Path(torch.hub.get_dir()).parent / "checkpoints" / f"upconvGAN_{variant}.pt"
 
 
 def weights_location(variant: str) -> tuple[str, bool]:
-    path = cached_weights(variant)
-    return str(path), path.is_file()
+    """Where 'pretrained' finds the weights, and whether they are there (else they download on first use)."""
+    for path in (torch_home_weights(variant), hub_file(variant).cached()):
+        if path is not None and path.is_file():
+            return str(path), True
+    return f"{torch_home_weights(variant)}, else downloads on first use from {hub_file(variant)}", False
+
+
+def pretrained_weights(variant: str) -> Path:
+    """The weights file of 'pretrained': $TORCH_HOME's copy, else the hub's (downloaded if need be)."""
+    local = torch_home_weights(variant)
+    if local.is_file():
+        return local
+    return fetch(hub_file(variant), f"deepsim-{variant}", also_looked=[str(local)],
+                 instead="Pass --generator-weights PATH (the upconvGAN_{variant}.pt state dict), or use "
+                         "--generator-weights random.".format(variant=variant))
 
 
 class DeePSiM(Generator):
     """A DeePSiM generator: `variant` fc6 | fc7 | fc8 | pool5.
 
     Args:
-        weights: 'pretrained' ($TORCH_HOME/checkpoints/upconvGAN_<variant>.pt), 'random' or a PATH.
+        weights: 'pretrained' ($TORCH_HOME/checkpoints/upconvGAN_<variant>.pt, else the hub's file,
+            downloaded on first use), 'random' or a PATH.
         code_scale: the scale of `sample`'s initial codes (see the module docstring).
     """
 
@@ -117,12 +141,7 @@ class DeePSiM(Generator):
             self.weights = f"random (seed {weights_seed}, untrained)"
             self._calibrate_random(self.sample(64, np.random.default_rng(weights_seed)))
         else:
-            path = cached_weights(variant) if str(weights) == "pretrained" else Path(weights)
-            if not path.is_file():
-                raise BadInput(
-                    f"No weights for deepsim-{variant}: {path} does not exist. Put the shared state dict there "
-                    f"(upconvGAN_{variant}.pt), or pass --generator-weights PATH, or use --generator-weights random."
-                )
+            path = pretrained_weights(variant) if str(weights) == "pretrained" else Path(weights)
             apply_state_dict(self.network, _normalise_keys(load_state_file(path)), source=str(path))
             self.weights = str(path.resolve())
         self.network.eval().requires_grad_(False).to(self.device, memory_format=torch.channels_last)

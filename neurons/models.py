@@ -17,6 +17,7 @@ from torch import nn
 from torchvision.models import feature_extraction
 
 from evolver_common import BadInput, apply_state_dict, load_state_file, nearest, seeded_init
+from evolver_common.hub import missing_weights
 from evolver_common.registry import Registry
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -182,10 +183,8 @@ def build_model(model: str, weights: str | Path, source: ModelSource | None = No
     return network.eval(), source, description
 
 
-def missing_pretrained(model: str, looked_for: str, where: str) -> BadInput:
+def missing_pretrained(model: str, looked_for: list[str], why: str) -> BadInput:
     """The error for pretrained weights that are neither cached nor downloadable."""
-    return BadInput(
-        f"No pretrained weights for '{model}' are cached and they cannot be downloaded ({where}). "
-        f"Looked for {looked_for}. Either give the weights file with --weights PATH (.safetensors or "
-        "a .pth state dict), or use --weights random for a seeded, untrained network."
-    )
+    return missing_weights(f"'{model}'", looked_for, why,
+                           "Either give the weights file with --weights PATH (.safetensors or a .pth state dict), "
+                           "or use --weights random for a seeded, untrained network.")

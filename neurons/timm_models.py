@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import functools
-import os
 
 import timm
 from timm.models import create_feature_extractor, get_graph_node_names
 from torch import nn
 
 from evolver_common.downloads import offline_reason, reachable
+from evolver_common.hub import HubFile
 from neurons.models import InputConfig, missing_pretrained
 
 # The files timm tries, in its own order, when a pretrained config names no file.
@@ -33,25 +33,21 @@ class TimmSource:
         return timm.create_model(model, pretrained=False)
 
     def build_pretrained(self, model: str) -> tuple[nn.Module, str]:
-        import huggingface_hub
         from huggingface_hub import constants
 
         cfg = self.build(model).pretrained_cfg
         repo = cfg.get("hf_hub_id")
         if not repo:
-            raise missing_pretrained(model, "a Hugging Face hub id in its timm config", "timm lists none")
-        files = [cfg["hf_hub_filename"]] if cfg.get("hf_hub_filename") else list(_HUB_FILES)
-        for filename in files:
-            cached = huggingface_hub.try_to_load_from_cache(repo, filename)
-            if isinstance(cached, str):
-                network = timm.create_model(model, pretrained=True, pretrained_cfg_overlay={"file": cached})
-                return network, cached
+            raise missing_pretrained(model, ["a Hugging Face hub id in its timm config"], "timm lists none")
+        files = [HubFile(repo, name) for name in
+                 ([cfg["hf_hub_filename"]] if cfg.get("hf_hub_filename") else _HUB_FILES)]
+        for file in files:
+            cached = file.cached()
+            if cached is not None:
+                network = timm.create_model(model, pretrained=True, pretrained_cfg_overlay={"file": str(cached)})
+                return network, str(cached)
         if not reachable(constants.ENDPOINT):
-            looked_for = " or ".join(
-                os.path.join(constants.HF_HUB_CACHE, f"models--{repo.replace('/', '--')}", "snapshots", "*", f)
-                for f in files
-            )
-            raise missing_pretrained(model, looked_for, offline_reason(constants.ENDPOINT))
+            raise missing_pretrained(model, [f.cache_pattern() for f in files], offline_reason(constants.ENDPOINT))
         return timm.create_model(model, pretrained=True), f"hf-hub:{repo}"
 
     def input_config(self, model: str, network: nn.Module) -> InputConfig:

@@ -40,7 +40,7 @@ class TorchvisionSource:
         cached = os.path.join(torch.hub.get_dir(), "checkpoints",
                               os.path.basename(urllib.parse.urlsplit(weights.url).path))
         if not os.path.isfile(cached) and not reachable(weights.url):
-            raise missing_pretrained(model, cached, offline_reason(weights.url))
+            raise missing_pretrained(model, [cached], offline_reason(weights.url))
         # torchvision reads the cached file when it is there and downloads it otherwise.
         return torchvision.models.get_model(model, weights=weights), cached
 

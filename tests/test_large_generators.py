@@ -1,4 +1,6 @@
-"""BigGAN-deep and DeePSiM load their weights through the public paths (random weights saved here)."""
+"""BigGAN-deep and DeePSiM load their weights through the public paths (random weights saved here), and
+download them from an imitation of the hub on 127.0.0.1."""
+import io
 import json
 
 import numpy as np
@@ -6,9 +8,10 @@ import pytest
 import torch
 
 import generators
-from conftest import evolver_cli
+from conftest import evolver_cli, evolver_process
 from evolver_common import BadInput
-from generators.deepsim import VARIANTS, deepsim_network
+from generators.deepsim import HUB_REPO, VARIANTS, deepsim_network
+from local_hub import LocalHub
 
 biggan_package = pytest.importorskip("pytorch_pretrained_biggan")
 
@@ -74,7 +77,7 @@ def test_biggan_wrong_files_fail_clearly(tmp, biggan_folder):
 
 def test_biggan_offline_with_nothing_cached_says_where_to_put_weights(tmp, monkeypatch):
     monkeypatch.setattr(biggan_package.file_utils, "PYTORCH_PRETRAINED_BIGGAN_CACHE", str(tmp))
-    with pytest.raises(BadInput, match=r"No weights for biggan-deep-256 are cached .*--generator-weights DIR"):
+    with pytest.raises(BadInput, match=r"No pretrained weights for biggan-deep-256 are cached .*--generator-weights DIR"):
         generators.create("biggan-deep-256")
 
 
@@ -98,9 +101,92 @@ def test_deepsim_fc6_loads_the_shared_state_dict_layout(tmp):
     torch.testing.assert_close(grey[0, :, 0, 0], torch.tensor([123.0, 117.0, 104.0]) / 255)
 
 
+def small_deepsim_file(variant: str) -> bytes:
+    """A state dict of deepsim-<variant> at its full shapes in a small file: each tensor is a strided view
+    of a short random vector, and torch.save keeps a view's storage, so 200 MB of weights take 200 kB."""
+    with torch.device("meta"):
+        shapes = {k: t.shape for k, t in deepsim_network(variant).state_dict().items()}
+    rng = torch.Generator().manual_seed(0)
+    state = {k: (0.01 * torch.randn(sum(shape) - len(shape) + 1, generator=rng)).as_strided(shape, (1,) * len(shape))
+             for k, shape in shapes.items()}
+    stream = io.BytesIO()
+    torch.save(state, stream)
+    return stream.getvalue()
+
+
+@pytest.fixture
+def hub(tmp, monkeypatch):
+    """A local hub serving the fc6 weights, with this process's huggingface_hub pointed at it and an
+    empty TORCH_HOME."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp / "torch"))
+    with LocalHub() as local:
+        local.patch(monkeypatch, tmp / "hub-cache")
+        yield local
+
+
+def go_offline(monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+
+
+def test_deepsim_pretrained_downloads_once_then_runs_offline_from_the_cache(hub, monkeypatch):
+    content = small_deepsim_file("fc6")
+    hub.add(HUB_REPO, "upconvGAN_fc6.pt", content)
+    first = generators.create("deepsim-fc6", precision="fp32")
+    assert hub.downloads() == 1 and "hub-cache" in first.weights
+    served = torch.load(io.BytesIO(content), weights_only=True)
+    torch.testing.assert_close(first.network.defc7.weight, served["defc7.weight"])
+    go_offline(monkeypatch)
+    second = generators.create("deepsim-fc6", precision="fp32")
+    assert hub.downloads() == 1 and second.weights == first.weights
+    codes = first.sample(2, np.random.default_rng(0))
+    torch.testing.assert_close(second.render(codes), first.render(codes))
+
+
+def test_a_corrupted_download_is_refused_and_removed_from_the_cache(hub):
+    content = small_deepsim_file("fc6")
+    corrupted = bytearray(content)
+    corrupted[len(content) // 2:len(content) // 2 + 64] = bytes(64)  # same size: only the sha256 tells
+    hub.add(HUB_REPO, "upconvGAN_fc6.pt", content, served=bytes(corrupted))
+    with pytest.raises(BadInput, match=r"upconvGAN_fc6.pt is corrupt: its sha256 is .* the hub lists "
+                                       r".*removed from the cache; run again"):
+        generators.create("deepsim-fc6")
+    assert generators.deepsim.hub_file("fc6").cached() is None
+    hub.add(HUB_REPO, "upconvGAN_fc6.pt", content, served=content[:-1000])  # cut off: the size check
+    with pytest.raises(BadInput, match=r"Downloading the weights of deepsim-fc6 from .*127.0.0.1.* failed"):
+        generators.create("deepsim-fc6")
+    hub.add(HUB_REPO, "upconvGAN_fc6.pt", content)
+    assert "hub-cache" in generators.create("deepsim-fc6").weights
+
+
+def test_deepsim_offline_with_nothing_cached_names_where_it_looked(hub, tmp, monkeypatch):
+    go_offline(monkeypatch)
+    with pytest.raises(BadInput) as error:
+        generators.create("deepsim-fc6")
+    message = str(error.value)
+    assert message.startswith("No pretrained weights for deepsim-fc6 are cached and they cannot be downloaded "
+                              "(the machine is declared offline")
+    assert f"{tmp}/torch/checkpoints/upconvGAN_fc6.pt" in message
+    assert f"{tmp}/hub-cache/models--binxu--DeePSim_DosovitskiyBrox2016/snapshots/*/upconvGAN_fc6.pt" in message
+    assert "--generator-weights PATH" in message and hub.requests == [], "offline: the hub is not asked"
+
+
+def test_biggan_pretrained_downloads_from_the_hub(hub, tmp, monkeypatch, biggan_folder):
+    monkeypatch.setattr(biggan_package.file_utils, "PYTORCH_PRETRAINED_BIGGAN_CACHE", str(tmp / "package-cache"))
+    for name in ("config.json", "pytorch_model.bin"):
+        hub.add("huggingface/biggan-deep-128", name, (biggan_folder / name).read_bytes())
+    g = generators.create("biggan-deep-128")
+    assert hub.downloads() == 2 and g.image_size == 128 and "hub-cache" in g.weights
+    local = generators.create("biggan-deep-128", weights=biggan_folder)
+    codes = g.sample(2, np.random.default_rng(0))
+    torch.testing.assert_close(g.render(codes), local.render(codes))
+
+
 def test_deepsim_pretrained_reads_torch_home(tmp, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp))
-    with pytest.raises(BadInput, match=r"upconvGAN_fc8.pt does not exist"):
+    with pytest.raises(BadInput, match=r"Looked for .*upconvGAN_fc8.pt"):
         generators.create("deepsim-fc8")
     (tmp / "checkpoints").mkdir()
     torch.save(deepsim_network("fc8").state_dict(), tmp / "checkpoints" / "upconvGAN_fc8.pt")
@@ -129,7 +215,8 @@ def test_generators_listing_says_where_weights_are_looked_for(tmp):
     listing = evolver_cli("generators", check=True, env={"TORCH_HOME": str(tmp)}).stdout
     lines = {line.split()[0]: line for line in listing.splitlines()}
     assert {"dcgan", "deepsim-fc6", "deepsim-pool5", "biggan-deep-128", "biggan-deep-512"} <= set(lines)
-    assert "MISSING" in lines["deepsim-fc6"] and f"{tmp}/checkpoints/upconvGAN_fc6.pt" in lines["deepsim-fc6"]
+    assert f"not here: {tmp}/checkpoints/upconvGAN_fc6.pt, else downloads on first use from hf-hub:{HUB_REPO}" \
+        in lines["deepsim-fc6"]
     assert "4096" in lines["deepsim-fc6"] and "256×256" in lines["deepsim-fc6"]
 
 
@@ -157,3 +244,24 @@ def test_an_evolution_through_a_large_generator_from_the_cli(tmp):
     config = json.loads((tmp / "run" / "config.json").read_text())
     assert config["resolved"]["generator"]["code_dim"] == 1000
     assert np.load(tmp / "run" / "codes" / "gen_0001.npy").shape == (4, 1000)
+
+
+@pytest.mark.slow
+def test_the_cli_downloads_deepsim_through_hf_endpoint_then_runs_offline(tmp):
+    """As a user sees it, in fresh processes: HF_ENDPOINT points huggingface_hub at the local hub."""
+    env = {"TORCH_HOME": str(tmp / "torch"), "HF_HUB_CACHE": str(tmp / "hub-cache"), "HF_HUB_OFFLINE": ""}
+    run = ["run", "--generator", "deepsim-fc6", "--neuron", "resnet18:layer2:unit3", "--weights", "random",
+           "--generations", 2, "--population", 4, "--quiet"]
+    with LocalHub() as hub:
+        hub.add(HUB_REPO, "upconvGAN_fc6.pt", small_deepsim_file("fc6"))
+        evolver_process(*run, "--out", tmp / "first", env={**env, "HF_ENDPOINT": hub.url}, check=True)
+        assert hub.downloads() == 1
+    listing = evolver_process("generators", env={**env, "HF_HUB_OFFLINE": "1"}, check=True).stdout
+    assert "deepsim-fc6 " in listing and f"found: {tmp}/hub-cache/models--binxu--" in listing
+    evolver_process(*run, "--out", tmp / "second", env={**env, "HF_HUB_OFFLINE": "1"}, check=True)
+    first, second = (json.loads((tmp / r / "config.json").read_text()) for r in ("first", "second"))
+    assert first["resolved"]["generator"]["weights"] == second["resolved"]["generator"]["weights"]
+    offline = evolver_process(*run, "--out", tmp / "third",
+                              env={**env, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp / "empty")})
+    assert offline.returncode == 2 and "Traceback" not in offline.stderr
+    assert "No pretrained weights for deepsim-fc6 are cached and they cannot be downloaded" in offline.stderr
