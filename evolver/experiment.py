@@ -20,7 +20,7 @@ import pandas as pd
 import generators
 import neurons
 from evolver import optimizers
-from evolver.loop import MISSING, GenerationRecord, Loop, RunResult, Track
+from evolver.loop import MISSING, GenerationRecord, Loop, RunResult, Track, generation_limit
 from evolver.records import RunDirectory
 from evolver.reference import load_reference
 from evolver_common import BadInput
@@ -75,6 +75,7 @@ class RunConfig:
     def __post_init__(self):
         if self.generations < 1:
             raise BadInput(f"--generations must be at least 1, got {self.generations}.")
+        generation_limit(self.generations)  # a malformed EVOLVER_MAX_GENERATIONS fails before the run's folder
         if self.images is not None and self.images < 1:
             raise BadInput(f"--images must be at least 1, got {self.images}.")
         if self.missing not in MISSING:

@@ -8,7 +8,9 @@ and records are handled here once, whatever the mode.
 from __future__ import annotations
 
 import copy
+import os
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -28,6 +30,20 @@ from evolver_common.memory import release_freed_memory
 # or told to the optimizer as missing (NaN): it then learns from the others.
 MISSING = ("represent", "skip")
 REPRESENTATIONS = 2
+# Stops every run after this many generations (a run resumes to its own count without it): for trying
+# a script, a sweep or the documentation's examples in seconds.
+MAX_GENERATIONS_VARIABLE = "EVOLVER_MAX_GENERATIONS"
+
+
+def generation_limit(generations: int) -> int:
+    """`generations`, or fewer where EVOLVER_MAX_GENERATIONS says so."""
+    value = os.environ.get(MAX_GENERATIONS_VARIABLE, "").strip()
+    if not value:
+        return generations
+    if not value.isdigit() or int(value) < 1:
+        raise BadInput(f"{MAX_GENERATIONS_VARIABLE}={value!r}: give a whole number of generations (at least 1), "
+                       "or unset it.")
+    return min(generations, int(value))
 
 
 @dataclass(frozen=True)
@@ -100,7 +116,7 @@ class Track:
 
     def active(self) -> bool:
         images = self.config.images
-        return not (self.stopped or self.gen >= self.config.generations
+        return not (self.stopped or self.gen >= generation_limit(self.config.generations)
                     or (images is not None and self.state["next_image_id"] >= images))
 
     def ids(self, n: int) -> np.ndarray:
@@ -225,7 +241,10 @@ class Loop:
             track.generator = generator
         self.missing = self.tracks[0].config.missing
         self.writer = ThreadPoolExecutor(max_workers=1)
-        generations = max(t.config.generations for t in self.tracks)
+        generations = max(generation_limit(t.config.generations) for t in self.tracks)
+        if generations < max(t.config.generations for t in self.tracks):
+            warnings.warn(f"{MAX_GENERATIONS_VARIABLE} stops this run after {generations} generations; resume it "
+                          "without the variable to finish.", stacklevel=2)
         first = min(t.gen for t in self.tracks)
         label = "evolving" if len(self.tracks) == 1 else f"evolving {len(self.tracks)} units"
         self.bar = tqdm(total=generations, initial=first, desc=label, unit="gen", disable=not progress)

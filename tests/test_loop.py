@@ -8,6 +8,7 @@ from torch import nn
 
 import evolver
 import neurons
+from evolver_common import BadInput
 from test_same_results import assert_same_records
 
 
@@ -41,3 +42,18 @@ def test_a_unit_of_a_set_evolves_as_it_does_alone(missing, tmp):
     assert (scores["score"].isna() == scores["score_clean"].isna()).all()
     assert len(pd.read_csv(tmp / "set" / "unit1" / "references.csv")) == 4 * 2
     assert_same_records(tmp / "set" / "unit1", tmp / "alone" / "unit1")
+
+
+def test_evolver_max_generations_stops_runs_early_and_they_resume_to_their_own_count(tmp, monkeypatch):
+    options = dict(neuron=unit(0), generator_weights="random", generations=6, progress=False)
+    monkeypatch.setenv("EVOLVER_MAX_GENERATIONS", "2")
+    with pytest.warns(UserWarning, match="stops this run after 2 generations"):
+        evolver.run(out=tmp / "run", **options)
+    assert len(pd.read_csv(tmp / "run" / "generations.csv")) == 2
+    monkeypatch.setenv("EVOLVER_MAX_GENERATIONS", "two")
+    with pytest.raises(BadInput, match="EVOLVER_MAX_GENERATIONS='two': give a whole number"):
+        evolver.run(out=tmp / "other", **options)
+    assert not (tmp / "other").exists()
+    monkeypatch.delenv("EVOLVER_MAX_GENERATIONS")
+    evolver.resume(tmp / "run", neuron=options["neuron"], progress=False)
+    assert len(pd.read_csv(tmp / "run" / "generations.csv")) == 6
