@@ -31,11 +31,11 @@ OPTIMIZER_STREAM, NOISE_STREAM = 0, 1
 
 # The bundled world: stimnet's "star" unit, whose preferred stimulus is known; its evolved images
 # drive it 3-4x above the best of 10,000 corpus images (CMA-ES, 100 generations); stimnet calls all of
-# them stars, an independent classifier most (README, "The bundled world": the cmaes row of the ground-truth
+# them stars, an independent classifier most (docs/bundled-world.md: the cmaes row of the ground-truth
 # table; the card's "ground_truth" now holds the GA's evolutions).
 DEFAULT_NEURON = "stimnet:classifier:unit7"
 
-# Chosen by `evolver bench` (README, "Choosing the default optimizer"): best mean normalised score on
+# Chosen by `evolver bench` (docs/optimizers.md, "Choosing the default optimizer"): best mean normalised score on
 # the bundled DCGAN (the unconditional one of the time) both noise-free and under multiplicative noise;
 # on the H200 conditional one, still first noise-free and tied with the GA under noise; on the 2-core
 # conditional one bundled now, first in both again, from the zero code (its default start).

@@ -119,7 +119,7 @@ def test_the_readme_main_job_runs_on_the_defaults(tmp):
 
 # One evolution's outcome turns on rounding: the same seed ends on another image in bf16 and in fp32, and
 # on CPUs whose fp32 kernels differ. So the check is over seven classes (those whose CMA-ES ground truth,
-# the README table's cmaes row, named them from all three seeds), each a 100-generation evolution from
+# docs/bundled-world.md table's cmaes row, named them from all three seeds), each a 100-generation evolution from
 # seed = unit: stimnet names 7 of 7 in bf16 (logit margins over the runner-up 1.8-42) and 6 of 7 in
 # fp32 (the cross -0.4, named dead leaves); at least 5 are asked, one below the worst measured.
 @pytest.mark.slow

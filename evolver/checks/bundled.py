@@ -40,7 +40,7 @@ class Sizes:
 SMOKE = Sizes(samples=60, corpus=60, held_out=60, judge_steps=2)
 
 # The independent classifier's training. 'clean' was the judge until it proved to name a generator's
-# faint noise and colour washes rather than its shapes (README, ground truth); 'corrupted' judges now.
+# faint noise and colour washes rather than its shapes (docs/bundled-world.md, ground truth); 'corrupted' judges now.
 JUDGES = {
     "corrupted": {"architecture": "checknet", "steps": 1600, "seed": 7, "corpus_seed": 77, "corruptions": True},
     "clean": {"architecture": "checknet", "steps": 800, "seed": 7, "corpus_seed": 77, "corruptions": False},

@@ -30,7 +30,7 @@ class CMAParams:
     Wang & Ponce 2022), 'sample' (the mean of a batch of the generator's initial codes) or 'prior'
     (the first generation is the generator's own samples and the search starts at the best of them,
     as the GA starts from them; on the bundled conditional DCGAN, whose zero code is an even mixture
-    of every class, it scored below 'zero' in `evolver bench`: README, "Choosing the default optimizer")."""
+    of every class, it scored below 'zero' in `evolver bench`: docs/optimizers.md, "Choosing the default optimizer")."""
 
     population: int = 0
     sigma0: float = 0.0
