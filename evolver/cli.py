@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+import numpy as np
 
 from evolver_common import BadInput, RigError
 
@@ -26,6 +27,11 @@ class BadInputAware(click.Group):
             ctx.exit(2)
         except RigError as err:
             click.echo(f"Error: {err}", err=True)
+            ctx.exit(1)
+        except OSError as err:  # the machine's fault, not the input's: a full disk, a read-only or vanished folder
+            click.echo(f"Error: {err.strerror or err} ({err.filename or 'a file'}): the operating system refused "
+                       "a read or write. What was recorded before it is kept: free space or fix the folder's "
+                       "permissions, then run again (`evolver run --resume RUN` continues a run).", err=True)
             ctx.exit(1)
 
 
@@ -109,16 +115,20 @@ def _is_unit_set(neuron: str) -> bool:
 
 
 def _summarise(result) -> None:
-    # a ratio means nothing when the first best is zero or negative (a logit, a correlation)
-    gain = f" ({result.best / result.first_best:.2f}x)" if result.first_best > 0 else ""
-    click.echo(
-        f"\nBest response {result.best:.4g} (generation {result.best_generation}); the first generation's "
-        f"best was {result.first_best:.4g}{gain}.\n"
-        f"Run folder: {result.path}\n"
-        f"  trajectory.html   the response trajectory (open in a browser)\n"
-        f"  best.png, best_code.npy   the best image and its code\n"
-        f"  generations.csv, scores.csv, codes/, images/, config.json, state/"
-    )
+    if not np.isfinite(result.best):  # every response missing: there is no best image to point at
+        click.echo(f"\nNo response came back in any generation, so there is no best image. Run folder: "
+                   f"{result.path} (generations.csv and scores.csv hold what was shown).")
+    else:
+        # a ratio means nothing when the first best is zero or negative (a logit, a correlation)
+        gain = f" ({result.best / result.first_best:.2f}x)" if result.first_best > 0 else ""
+        click.echo(
+            f"\nBest response {result.best:.4g} (generation {result.best_generation}); the first generation's "
+            f"best was {result.first_best:.4g}{gain}.\n"
+            f"Run folder: {result.path}\n"
+            f"  trajectory.html   the response trajectory (open in a browser)\n"
+            f"  best.png, best_code.npy   the best image and its code\n"
+            f"  generations.csv, scores.csv, codes/, images/, config.json, state/"
+        )
     for note in result.notes:
         click.echo(f"Note: {note}.")
 

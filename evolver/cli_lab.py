@@ -176,7 +176,12 @@ def decode(responses_path, codes_path, images_path, out, **options) -> None:
 @click.option("--twice", is_flag=True, help="Fault: send every answer twice.")
 @click.option("--malformed", type=int, default=0, show_default=True, help="Fault: the first N answers are garbage.")
 @click.option("--reorder", is_flag=True, help="Fault: answer the ids in a shuffled order.")
-def rig_sim(folder, connect, fmt, log, crash_after, drop, late, twice, malformed, reorder, **options) -> None:
+@click.option("--in-place", is_flag=True, help="Folder rig: write each h5 response file in place, slowly (as "
+              "MATLAB's save and h5py do), instead of through a renamed temporary file.")
+@click.option("--scores", type=click.Path(path_type=Path), help="Folder rig: write responses to this folder "
+              "(XDream's separate score folder; evolver's neuron then takes :scores=DIR).")
+def rig_sim(folder, connect, fmt, log, crash_after, drop, late, twice, malformed, reorder, in_place, scores,
+            **options) -> None:
     """Play the rig for a recorded neuron (folder:PATH or zmq:ADDRESS), with faults on command."""
     from evolver.rigsim import Faults, RigSim, RigSimConfig, serve_folder, serve_zmq
 
@@ -184,6 +189,9 @@ def rig_sim(folder, connect, fmt, log, crash_after, drop, late, twice, malformed
         raise BadInput("rig-sim plays one rig: give --folder DIR (file exchange) or --connect tcp://HOST:PORT (ZeroMQ).")
     if fmt not in ("h5", "mat"):
         raise BadInput(f"--format {fmt}: valid formats are h5 and mat.")
-    sim = RigSim(RigSimConfig(format=fmt, log=str(log) if log else None, **options),
-                 Faults(crash_after, drop, late, twice, malformed, reorder))
+    if in_place and fmt != "h5":
+        raise BadInput("--in-place writes h5 response files; give --format h5.")
+    sim = RigSim(RigSimConfig(format=fmt, log=str(log) if log else None, scores=str(scores) if scores else None,
+                              **options),
+                 Faults(crash_after, drop, late, twice, malformed, reorder, in_place))
     serve_folder(folder, sim) if folder else serve_zmq(connect, sim)

@@ -73,6 +73,9 @@ class RunConfig:
     compile: bool = False  # torch.compile the neuron's networks: faster after a compile at the start
 
     def __post_init__(self):
+        self._check_types()
+        if isinstance(self.optimizer, str):
+            optimizers.REGISTRY.get(self.optimizer)  # an unknown name is refused here, before any run starts
         if self.generations < 1:
             raise BadInput(f"--generations must be at least 1, got {self.generations}.")
         generation_limit(self.generations)  # a malformed EVOLVER_MAX_GENERATIONS fails before the run's folder
@@ -88,6 +91,23 @@ class RunConfig:
             if isinstance(getattr(self, part), dict):
                 raise BadInput(f"This run's {part} was a Python object ({getattr(self, part)['object']}); "
                                f"give it again: evolver.resume(path, {part}=...).")
+
+    def _check_types(self) -> None:
+        """Each option of its type (a sweep's TOML or a Python caller can give anything)."""
+        wrong = []
+        for f in dataclasses.fields(self):
+            value, kind = getattr(self, f.name), f.type
+            if kind in ("int", "int | None") and not (isinstance(value, int) and not isinstance(value, bool)
+                                                       or value is None and "None" in kind):
+                wrong.append(f"{f.name}={value!r} (a whole number{' or nothing' if 'None' in kind else ''})")
+            elif kind in ("str", "str | None") and not (isinstance(value, str) or value is None and "None" in kind):
+                wrong.append(f"{f.name}={value!r} (text)")
+            elif kind == "bool" and not isinstance(value, bool):
+                wrong.append(f"{f.name}={value!r} (true or false)")
+            elif kind.startswith("dict") and not isinstance(value, dict):
+                wrong.append(f"{f.name}={value!r} (a table of name = value)")
+        if wrong:
+            raise BadInput(f"A run's options have the wrong types: {'; '.join(wrong)}.")
 
     def request(self) -> dict[str, Any]:
         """The config as config.json holds it: strings as given, each object as its `describe()`."""
@@ -276,6 +296,22 @@ def resume(path: str | Path, progress: bool = True, on_generation: Callbacks = (
     (`resume(path, neuron=same_neuron)`): the record holds their description, not the objects.
     """
     directory = RunDirectory.open(path)
+    directory.lock()
+    try:  # until the loop holds the folder, a refusal here lets it go
+        config = _resumed_config(directory, requested)
+        generator, neuron = _generator(config), _neuron(config)
+        reference = _reference(config, neuron, generator)
+        track = _track(config, neuron, generator, directory, reference=reference)
+        loop = Loop(neuron, generator, [track], None, on_generation, stop_when, progress)
+    except BaseException:
+        directory.release()
+        raise
+    return loop.run()[0]
+
+
+def _resumed_config(directory: RunDirectory, requested: dict[str, Any]) -> RunConfig:
+    """The recorded config with the options given again; a conflicting one refused, and config.json
+    rewritten (a new generation count) only once the whole config is valid."""
     recorded = directory.config()
     fields = dict(recorded["run"])
     conflicts = []
@@ -292,17 +328,16 @@ def resume(path: str | Path, progress: bool = True, on_generation: Callbacks = (
             conflicts.append(f"{name}={value!r} (the run has {was!r})")
     if conflicts:
         raise BadInput(
-            f"--resume {path}: these options conflict with the run's config.json: {'; '.join(conflicts)}. "
+            f"--resume {directory.path}: these options conflict with the run's config.json: {'; '.join(conflicts)}. "
             "Leave them out to continue the run as it was (only --generations may change), or start a new run."
         )
-    if requested.get("generations"):
-        fields["generations"] = recorded["run"]["generations"] = requested["generations"]
-        directory.write_config(recorded)
+    if requested.get("generations") is not None:
+        fields["generations"] = requested["generations"]
     config = RunConfig(**fields)
-    generator, neuron = _generator(config), _neuron(config)
-    reference = _reference(config, neuron, generator)
-    track = _track(config, neuron, generator, directory, reference=reference)
-    return Loop(neuron, generator, [track], None, on_generation, stop_when, progress).run()[0]
+    if fields["generations"] != recorded["run"]["generations"]:
+        recorded["run"]["generations"] = fields["generations"]
+        directory.write_config(recorded)
+    return config
 
 
 def run_units(config: RunConfig | None = None, out: str | Path | None = None, progress: bool = True,

@@ -326,7 +326,13 @@ class Loop:
                                f"images; a neuron of {self.neuron.outputs} output(s) returns {expected}. The "
                                "generations recorded before this one are kept.")
             answers.append(answer.reshape(n, -1))
-        return np.concatenate(answers)
+        responses = np.concatenate(answers)
+        infinite = np.isinf(responses)
+        if infinite.any():  # no response is infinitely strong: a fault of the neuron, not a best image
+            warnings.warn(f"The neuron {self.neuron.spec} answered ±inf to {int(infinite.sum())} image(s); those "
+                          "responses are treated as missing.", stacklevel=2)
+            responses[infinite] = np.nan
+        return responses
 
     def run(self) -> list[RunResult]:
         """Step until every track is finished (its generations, its image budget, or `stop_when`)."""
@@ -351,6 +357,9 @@ class Loop:
         finally:
             self.writer.shutdown()
             self.bar.close()
+            for track in self.tracks:
+                if track.directory is not None:
+                    track.directory.release()
 
 
 def no_improvement(generations: int, by: float = 0.0) -> Callable[[GenerationRecord], bool]:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import io
 import json
 import os
+import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,7 @@ SCORE_COLUMNS = ("gen", "image_id", "parent_ids", "score")
 TABLES = ("generations.csv", "scores.csv")
 OPTIONAL_TABLES = ("references.csv",)  # interleaved reference images' responses
 STATE_FILE = Path("state") / "state.npz"
+LOCK_FILE = ".lock"  # held by the process writing the run; names it
 
 
 def npy_bytes(array: np.ndarray) -> bytes:
@@ -78,9 +81,14 @@ def state_bytes(tree: dict[str, Any]) -> bytes:
 
 
 def read_state(path: Path) -> dict[str, Any]:
-    with np.load(path, allow_pickle=False) as data:
-        arrays = {k: data[k] for k in data.files}
-    return _decode(json.loads(str(arrays.pop("__meta__"))), arrays)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+        return _decode(json.loads(str(arrays.pop("__meta__"))), arrays)
+    except Exception as err:  # a damaged file fails in many ways (zip, npy, JSON, keys): all mean the same
+        raise BadInput(f"The state file {path} is damaged ({type(err).__name__}: {str(err)[:200]}), so the run "
+                       "cannot continue from it. Its tables, codes and images are intact; start a new run, or "
+                       "restore the file from a backup.") from None
 
 
 class RunDirectory:
@@ -88,6 +96,34 @@ class RunDirectory:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        self._lock = None
+
+    def lock(self) -> None:
+        """Hold the folder for this process until `release` (or its exit): a second process that would
+        write the same run is refused, naming the first."""
+        try:
+            import fcntl
+        except ImportError:  # no advisory locks on this system (Windows): nothing to hold
+            return
+        handle = open(self.path / LOCK_FILE, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise BadInput(f"The run folder {self.path} is in use by {holder}. Two processes writing one run "
+                           "would mix their generations: wait for it to finish or stop it, then resume.") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"evolver process {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}")
+        handle.flush()
+        self._lock = handle
+
+    def release(self) -> None:
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
 
     @classmethod
     def create(cls, path: str | Path, config: dict[str, Any],
@@ -100,6 +136,7 @@ class RunDirectory:
                 f"folder, or continue that run with `evolver run --resume {run.path}`."
             )
         run.path.mkdir(parents=True, exist_ok=True)
+        run.lock()
         run.write_config(config)
         columns = columns or {"generations.csv": GENERATION_COLUMNS, "scores.csv": SCORE_COLUMNS}
         for name in columns:

@@ -35,6 +35,7 @@ class Faults:
     twice: bool = False  # send every answer twice
     malformed: int = 0  # the first N answers are garbage
     reorder: bool = False  # answer in a shuffled order
+    in_place: bool = False  # write response files in place, slowly (as MATLAB's save and h5py do), not renamed
 
 
 @dataclass
@@ -44,6 +45,7 @@ class RigSimConfig:
     delay: float = 0.0  # seconds a block takes to "present"
     seed: int = 0
     format: str = "h5"  # folder protocol: h5 or mat
+    scores: str | None = None  # folder protocol: write responses here, not beside the images (XDream's layout)
     token: str | None = None
     log: str | None = None  # JSON-lines file of every response sent
     idle_exit: float = 0.0  # stop after this many seconds without a block; 0 = never
@@ -97,14 +99,23 @@ def _image(data: bytes) -> torch.Tensor:
 
 # --------------------------------------------------------------------------------- folder protocol
 
-def _write_h5(path: Path, positions: list[int], values: np.ndarray) -> None:
+def _write_h5(path: Path, positions: list[int], values: np.ndarray, in_place: bool = False) -> None:
+    """`scores` and `indices`: whole, through a renamed temporary file; or `in_place`, into `path`
+    itself with pauses between the parts, as a rig that writes with h5py.File(path, "w") does."""
     import h5py
 
-    tmp = path.with_name(f".{path.name}.tmp")
-    with h5py.File(tmp, "w") as f:
+    target = path if in_place else path.with_name(f".{path.name}.tmp")
+    with h5py.File(target, "w") as f:
+        if in_place:
+            f.flush()
+            time.sleep(0.05)
         f["scores"] = values
+        if in_place:
+            f.flush()
+            time.sleep(0.05)
         f["indices"] = np.asarray(positions, dtype=np.int64)
-    tmp.replace(path)
+    if not in_place:
+        target.replace(path)
 
 
 def write_mat(path: Path, names: list[str], values: np.ndarray) -> None:
@@ -144,9 +155,11 @@ def serve_folder(folder: Path, sim: RigSim) -> None:
     """Answer every block of images that appears in `folder` (its set of files stable for one poll)."""
     import re
 
-    if not folder.is_dir():
-        raise BadInput(f"--folder {folder} does not exist.")
-    done = {n for p in folder.iterdir() if (n := block_number(p.name)) is not None}
+    scores = Path(sim.config.scores) if sim.config.scores else folder
+    for where in (folder, scores):
+        if not where.is_dir():
+            raise BadInput(f"The folder {where} does not exist.")
+    done = {n for p in scores.iterdir() if (n := block_number(p.name)) is not None}
     seen: dict[int, tuple[int, float]] = {}  # block -> (files, since when that many)
     idle_since = time.monotonic()
     while not sim.config.idle_exit or time.monotonic() - idle_since < sim.config.idle_exit:
@@ -160,7 +173,7 @@ def serve_folder(folder: Path, sim: RigSim) -> None:
             ids = [re.match(IMAGE_FILE, n)[3] for n in names]
             answered, values = sim.responses(ids, torch.stack([_image(p.read_bytes()) for p in paths]))
             time.sleep(sim.faults.late)
-            path = folder / f"block{number:03d}.{sim.config.format}"
+            path = scores / f"block{number:03d}.{sim.config.format}"
             if sim.garbage():
                 tmp = path.with_name(f".{path.name}.tmp")
                 tmp.write_bytes(b"this is not a response file")
@@ -173,7 +186,7 @@ def serve_folder(folder: Path, sim: RigSim) -> None:
             if sim.config.format == "mat":
                 write_mat(path, [names[r][:-4] for r in rows], cells)
             else:
-                _write_h5(path, rows, cells)
+                _write_h5(path, rows, cells, sim.faults.in_place)
             done.add(number)
             idle_since = time.monotonic()
             sim.finished_block()

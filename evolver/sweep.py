@@ -45,7 +45,7 @@ import numpy as np
 
 from evolver.experiment import RunConfig, resume, run
 from evolver.records import RunDirectory
-from evolver_common import BadInput, write_atomic
+from evolver_common import BadInput, RigError, write_atomic
 
 GRID_KEYS = ("neuron", "generator", "optimizer", "noise", "seed")
 NO_NOISE = "none"
@@ -145,10 +145,13 @@ def _plan_grid(grid: dict[str, list], spec: dict[str, Any]) -> list[PlannedRun]:
 
 
 def status(folder: Path, config: dict[str, Any]) -> str:
-    """'done', 'partial' (a run folder to resume) or 'new'."""
+    """'done', 'partial' (a run folder to resume), 'new', or 'damaged' (its state file unreadable)."""
     if not (folder / "config.json").is_file():
         return "new"
-    state = RunDirectory(folder).state()
+    try:
+        state = RunDirectory(folder).state()
+    except BadInput:
+        return "damaged"
     if state is None:
         return "partial"
     images = config.get("images")
@@ -157,8 +160,18 @@ def status(folder: Path, config: dict[str, Any]) -> str:
 
 
 def run_or_resume(folder: Path, config: dict[str, Any]) -> str:
-    """Bring one run to its end: start it, resume it, or leave it if finished. Returns what it did."""
+    """Bring one run to its end: start it, resume it, or leave it if finished. Returns what it did:
+    'skipped', 'resumed', 'started', or 'failed: WHY' for a run that could not go on (the others do)."""
+    try:
+        return _run_or_resume(folder, config)
+    except (BadInput, RigError, OSError) as err:
+        return f"failed: {folder.name}: {err}"
+
+
+def _run_or_resume(folder: Path, config: dict[str, Any]) -> str:
     found = status(folder, config)
+    if found == "damaged":
+        RunDirectory(folder).state()  # raises, saying what is damaged
     if found == "partial":
         resume(folder, progress=False)
     elif found == "new":
@@ -255,6 +268,9 @@ def sweep(spec: dict[str, Any], folder: str | Path, executor: str = "local", wor
         raise BadInput(f"Unknown executor '{executor}'. Valid: local (a process pool), slurm (submitit), "
                        "submitit-local (submitit's local executor, for testing a SLURM setup).")
     for outcome in (what for chunk in done for what in chunk.values()):
+        if outcome.startswith("failed"):
+            warnings.warn(f"A run of the sweep {outcome}", stacklevel=2)
+            outcome = "failed"
         counts[outcome] = counts.get(outcome, 0) + 1
     return counts
 

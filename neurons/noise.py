@@ -21,6 +21,24 @@ NOISE_HELP = ("Valid noise specs: poisson:max_rate=R[,reps=K] (e.g. poisson:max_
               "multiplicative:S (e.g. multiplicative:0.5), gaussian:sd=X (e.g. gaussian:sd=0.1).")
 
 
+# Repeats a response is averaged over: beyond this, a typo that would fill memory.
+MAX_REPS = 1000
+# Above this many expected spikes a Poisson count is drawn as its normal approximation (exact to
+# within 1/sqrt(rate)): numpy refuses rates near 1e19, which a response far above the first
+# generation's largest (the scale is fixed on it) reaches.
+NORMAL_ABOVE = 1e8
+
+
+def spike_counts(rates: np.ndarray, reps: int, rng: np.random.Generator) -> np.ndarray:
+    """The mean of `reps` Poisson counts at each of `rates` (expected spikes, ≥ 0)."""
+    small = rates <= NORMAL_ABOVE
+    counts = np.empty_like(rates)
+    counts[small] = rng.poisson(rates[small], size=(reps, int(small.sum()))).mean(axis=0)
+    large = rates[~small]
+    counts[~small] = large + np.sqrt(large / reps) * rng.standard_normal(large.shape)
+    return counts
+
+
 @dataclass
 class Noise:
     """A parsed noise spec; `__call__(clean, rng)` returns noisy responses of the same shape."""
@@ -34,7 +52,7 @@ class Noise:
     def parse(cls, spec: str) -> Noise:
         match = re.fullmatch(r"(poisson|multiplicative|gaussian):(.+)", spec.strip())
         if not match:
-            raise BadInput(f"Malformed noise spec '{spec}'. {NOISE_HELP}")
+            raise BadInput(f"Malformed noise spec '{spec[:200]}'. {NOISE_HELP}")
         kind, args = match.groups()
         try:
             if kind == "multiplicative":
@@ -45,15 +63,16 @@ class Noise:
             if values:
                 raise ValueError(f"unknown {', '.join(values)}")
         except KeyError as err:
-            raise BadInput(f"Malformed noise spec '{spec}' (missing {err.args[0]}). {NOISE_HELP}") from None
+            raise BadInput(f"Malformed noise spec '{spec[:200]}' (missing {err.args[0]}). {NOISE_HELP}") from None
         except ValueError as err:
-            raise BadInput(f"Malformed noise spec '{spec}' ({err}). {NOISE_HELP}") from None
+            raise BadInput(f"Malformed noise spec '{spec[:200]}' ({err}). {NOISE_HELP}") from None
         return cls._checked(kind, level, reps)
 
     @classmethod
     def _checked(cls, kind: str, level: float, reps: int) -> Noise:
-        if not level > 0 or reps < 1:
-            raise BadInput(f"Noise level must be positive and reps at least 1; got {kind} level {level}, reps {reps}.")
+        if not (0 < level < np.inf) or not 1 <= reps <= MAX_REPS:
+            raise BadInput(f"The noise level must be a positive finite number and reps 1–{MAX_REPS}; got {kind} level "
+                           f"{level}, reps {reps}.")
         return cls(kind, level, reps)
 
     def __str__(self) -> str:
@@ -74,6 +93,5 @@ class Noise:
             if "scale" not in self.state and s.size and s.max() > 0:
                 self.state["scale"] = self.level / float(s.max())
             scale = self.state.get("scale", 1.0)
-            counts = rng.poisson(np.maximum(s, 0.0)[None] * scale, size=(self.reps, *s.shape))
-            noisy[seen] = counts.mean(axis=0) / scale
+            noisy[seen] = spike_counts(np.maximum(s, 0.0) * scale, self.reps, rng) / scale
         return noisy

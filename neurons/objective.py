@@ -97,9 +97,15 @@ def _outputs(node) -> int:
     return 1  # Reduce, OneHot
 
 
+# Deeper nesting (of parentheses, functions and signs) than this is refused: no objective needs it,
+# and it would exhaust Python's recursion.
+MAX_DEPTH = 64
+
+
 class _Parser:
     def __init__(self, text: str):
         self.text = text
+        self.depth = 0
         self.tokens: list[tuple[str, str, int]] = []  # (kind, text, position)
         position = 0
         while position < len(text):
@@ -163,10 +169,20 @@ class _Parser:
         return variable[0] if variable and scale == 1.0 else (self.combine([(scale, variable[0])], start)
                                                                if variable else scale)
 
+    def nested(self, position: int, parse):
+        """`parse()` one level deeper, refused beyond MAX_DEPTH."""
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            self.fail(position, f"nested more than {MAX_DEPTH} deep (parentheses, functions and signs)")
+        try:
+            return parse()
+        finally:
+            self.depth -= 1
+
     def unary(self):
         if self.peek()[1] == "-":
             start = self.take()[2]
-            inner = self.unary()
+            inner = self.nested(start, self.unary)
             return -inner if isinstance(inner, float) else self.combine([(-1.0, inner)], start)
         return self.primary()
 
@@ -174,7 +190,7 @@ class _Parser:
         kind, text, position = self.peek()
         if text == "(":
             self.take()
-            node = self.expr()
+            node = self.nested(position, self.expr)
             self.take(")")
             return node
         if kind != "word":
@@ -187,7 +203,7 @@ class _Parser:
         if self.peek()[1] == "(":
             if text not in FUNCTIONS:
                 self.fail(position, f"unknown function '{text}' (functions: {', '.join(FUNCTIONS)})")
-            return self.call(text, position)
+            return self.nested(position, lambda: self.call(text, position))
         return self.leaf(text, position)
 
     def leaf(self, text: str, position: int) -> Leaf:

@@ -24,18 +24,36 @@ UNIT_SPEC_HELP = (
 )
 
 
+# No layer, rig or encoding model has more units, channels or voxels than this: a larger index or set is
+# a typo, refused before it could cost seconds and gigabytes.
+MAX_INDEX = 10_000_000
+MAX_SET = 100_000
+
+
+def whole_number(text: str, what: str, spec: str, help: str = UNIT_SPEC_HELP) -> int:
+    """`text` (digits) as an int no larger than MAX_INDEX."""
+    if not text.isdigit() or len(text) > len(str(MAX_INDEX)) or int(text) > MAX_INDEX:
+        raise BadInput(f"The {what} '{text[:20]}{'…' if len(text) > 20 else ''}' in spec '{spec[:200]}' is not a "
+                       f"whole number up to {MAX_INDEX:,}. {help}")
+    return int(text)
+
+
 def index_set(text: str, spec: str, help: str = UNIT_SPEC_HELP) -> tuple[int, ...]:
-    """The numbers of a set written N, A-B or a list of these ('1,5,9-12', brackets optional)."""
+    """The numbers of a set written N, A-B or a list of these ('1,5,9-12', brackets optional), at most
+    MAX_SET of them."""
     numbers: list[int] = []
     for part in text.strip("[]").split(","):
-        try:
-            bounds = [int(b) for b in part.split("-")]
-        except ValueError:  # an empty item or bound: '1,,2', '1--2'
-            bounds = []
-        if len(bounds) not in (1, 2) or bounds[0] > bounds[-1]:
-            raise BadInput(f"Malformed set '{text}' in spec '{spec}': each item is a whole number or an "
-                           f"increasing range A-B. {help}")
-        numbers += range(bounds[0], bounds[-1] + 1)
+        bounds = part.split("-")
+        if len(bounds) not in (1, 2) or not all(b.isdigit() for b in bounds):  # '1,,2', '1--2'
+            raise BadInput(f"Malformed set '{text[:200]}' in spec '{spec[:200]}': each item is a whole number or "
+                           f"an increasing range A-B. {help}")
+        first, last = (whole_number(b, "index", spec, help) for b in (bounds[0], bounds[-1]))
+        if first > last:
+            raise BadInput(f"Malformed set '{text[:200]}' in spec '{spec[:200]}': the range {first}-{last} "
+                           f"decreases. {help}")
+        if len(numbers) + last - first + 1 > MAX_SET:
+            raise BadInput(f"The set '{text[:200]}' in spec '{spec[:200]}' holds more than {MAX_SET:,} numbers.")
+        numbers += range(first, last + 1)
     if len(set(numbers)) != len(numbers):
         raise BadInput(f"The set '{text}' in spec '{spec}' names a number twice.")
     return tuple(numbers)
@@ -60,10 +78,10 @@ class UnitSpec:
             raise BadInput(f"Malformed neuron spec '{spec}'. {UNIT_SPEC_HELP}")
         position = match["position"]
         if position and position not in ("mean", "cls"):
-            x, y = (int(v) for v in position.split(","))
+            x, y = (whole_number(v, "position", spec) for v in position.split(","))
             position = (x, y)
         units = match["units"]
-        unit = int(units) if units.isdigit() else index_set(units, spec)
+        unit = whole_number(units, "unit", spec) if units.isdigit() else index_set(units, spec)
         return cls(match["model"], match["layer"], unit, position)
 
     @property

@@ -87,7 +87,7 @@ class V1Cell(Neuron):
         for part in parts[2:]:
             name, _, value = part.partition("=")
             try:
-                if name not in names or name in values:
+                if name not in names or name in values or not np.isfinite(float(value)):
                     raise ValueError
                 values[name] = float(value)
             except ValueError:

@@ -157,12 +157,16 @@ def test_bad_optimizer_and_params_exit_2(tmp):
 
 
 def test_bad_resume_exits_2(tmp, finished_run):
+    def recorded():  # what the run holds (.lock names the last process that held the folder)
+        return {p: p.read_bytes() for p in finished_run.rglob("*") if p.is_file() and p.name != ".lock"}
+
     _bad_input("run", "--resume", tmp, match="is not an evolver run folder")
-    before = {p: p.read_bytes() for p in finished_run.rglob("*") if p.is_file()}
+    before = recorded()
     _bad_input("run", "--resume", finished_run, "--seed", 8, match="seed=8 (the run has 7)")
     _bad_input("run", "--resume", finished_run, "--neuron", "resnet18:layer2:unit4", match="conflict")
+    _bad_input("run", "--resume", finished_run, "--generations", -5, match="--generations must be at least 1")
     _bad_input(*run_args(finished_run), match="already exists")
-    assert {p: p.read_bytes() for p in finished_run.rglob("*") if p.is_file()} == before  # nothing touched
+    assert recorded() == before  # nothing touched
 
 
 def test_plot_overlays_runs(tmp, finished_run, copy_of):

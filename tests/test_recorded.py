@@ -5,8 +5,10 @@ import os
 import socket
 import subprocess
 import sys
+import stat
 import textwrap
 import threading
+import time
 
 import numpy as np
 import pandas as pd
@@ -18,6 +20,7 @@ from conftest import evolver_process
 from evolver import RunConfig, resume, run
 from evolver.rigsim import write_mat
 from evolver_common import BadInput, RigError
+from evolver_common.files import FILE_MODE
 from generators.dcgan import bundled_code_dim
 from neurons.recorded import Block, ChannelSelection, FolderRig, read_mat_responses
 
@@ -262,15 +265,93 @@ def test_messages_without_the_token_are_ignored():
 
 # ------------------------------------------------------------------------------------------- the folder
 
+def answer_later(write, seconds: float = 0.3) -> None:
+    """Play a rig that answers `seconds` after the block was shown (after the adapter claimed the folder)."""
+    threading.Timer(seconds, write).start()
+
+
 def test_mat_files_are_read_and_rig_names_never_used_as_paths(tmp):
-    write_mat(tmp / "block000.mat", ["block000_000_7", "../../etc/passwd", "block000_001_8"],
-              np.array([[1.0, 10.0], [2.0, 20.0], [3.0, 30.0]]))
-    ids, values = read_mat_responses(tmp / "block000.mat")
-    assert ids[0] == "block000_000_7" and values.shape == (3, 2)
-    rig = FolderRig(f"folder:{tmp}:channel=1:timeout=1")
+    def answer():
+        write_mat(tmp / "block000.mat", ["block000_000_7", "../../etc/passwd", "block000_001_8"],
+                  np.array([[1.0, 10.0], [2.0, 20.0], [3.0, 30.0]]))
+
+    rig = FolderRig(f"folder:{tmp}:channel=1:timeout=2:connect_timeout=2")
+    answer_later(answer)
     with pytest.warns(UserWarning, match="did not show"):
         answered = rig.respond(torch.zeros(2, 3, 8, 8), ["7", "8"])
     assert answered.tolist() == [10.0, 30.0] and rig.log.unknown_ids == 1
+    ids, values = read_mat_responses(tmp / "block000.mat")
+    assert ids[0] == "block000_000_7" and values.shape == (3, 2)
+
+
+def write_h5(path, scores, indices=None):
+    import h5py
+
+    with h5py.File(path, "w") as f:
+        f["scores"] = np.asarray(scores, dtype=np.float64)
+        if indices is not None:
+            f["indices"] = np.asarray(indices)
+
+
+def test_blocks_of_another_session_are_refused_and_a_resumed_runs_own_moved_aside(tmp):
+    write_h5(tmp / "block000.h5", [5.0, 6.0])  # left by yesterday's session
+    with pytest.raises(BadInput, match=r"holds block files of another session \(block000.h5\)"):
+        FolderRig(f"folder:{tmp}:timeout=1:connect_timeout=1").respond(torch.zeros(2, 3, 8, 8), ["a", "b"])
+    (tmp / "block000.h5").unlink()
+    rig = FolderRig(f"folder:{tmp}:timeout=2:connect_timeout=2")
+    answer_later(lambda: write_h5(tmp / "block000.h5", [1.0, 2.0]))
+    assert rig.respond(torch.zeros(2, 3, 8, 8), ["a", "b"]).tolist() == [1.0, 2.0]
+    state = rig.state_dict()
+    write_h5(tmp / "block001.h5", [9.0])  # block 1 was shown, answered, and the run stopped before its record
+    resumed = FolderRig(f"folder:{tmp}:timeout=2:connect_timeout=2")
+    resumed.load_state_dict(state)
+    answer_later(lambda: write_h5(tmp / "block001.h5", [3.0]))
+    assert resumed.respond(torch.zeros(1, 3, 8, 8), ["c"]).tolist() == [3.0]
+    assert (tmp / "stale" / "block001.h5").is_file(), "the interrupted block's answer is kept, out of the way"
+
+
+def test_a_response_file_written_in_place_is_read_only_once_whole(tmp):
+    import h5py
+
+    def write_slowly():  # as a rig's h5py.File(path, "w") does: the file exists, unreadable, for a while
+        with h5py.File(tmp / "responses" / "block000.h5", "w") as f:
+            f.flush()
+            time.sleep(0.3)
+            f["scores"] = np.array([4.0, 5.0])
+
+    (tmp / "responses").mkdir()
+    rig = FolderRig(f"folder:{tmp}:scores={tmp / 'responses'}:timeout=3:connect_timeout=3")
+    answer_later(write_slowly, 0.1)
+    assert rig.respond(torch.zeros(2, 3, 8, 8), ["a", "b"]).tolist() == [4.0, 5.0]
+    assert rig.log.malformed == 0 and not list(tmp.glob("**/*.malformed"))
+    image = next(tmp.glob("block000_*.png"))
+    assert stat.S_IMODE(image.stat().st_mode) == FILE_MODE, "images readable as the user's umask says"
+
+
+@pytest.mark.parametrize("content, readable", [
+    ({"tEvokedResp": np.float64(3.0), "stimulusID": np.array([[1]], dtype=np.uint64)}, False),  # scalar, uint64 id
+    ({"tEvokedResp": np.array([[1.0]]), "stimulusID": np.array([[]], dtype=np.uint16)}, True),  # no ids: no answer
+    ({"scores": np.array([1.0]), "indices": np.array([2**62], dtype=np.uint64)}, False),  # beyond the block
+])
+def test_malformed_response_files_are_set_aside_or_answer_nothing(tmp, content, readable):
+    import h5py
+
+    suffix = "h5" if "scores" in content else "mat"
+    rig = FolderRig(f"folder:{tmp}:timeout=1.5:connect_timeout=1.5:retries=0")
+    rig.settle_seconds = 0.1
+
+    def answer():
+        with h5py.File(tmp / f"block000.{suffix}", "w") as f:
+            for name, value in content.items():
+                f[name] = value
+
+    answer_later(answer, 0.1)
+    if readable:
+        assert np.isnan(rig.respond(torch.zeros(1, 3, 8, 8), ["a"])).all()
+        return
+    with pytest.warns(UserWarning, match="could not be read"), pytest.raises(RigError, match="answered no responses"):
+        rig.respond(torch.zeros(1, 3, 8, 8), ["a"])
+    assert (tmp / f"block000.{suffix}.malformed").is_file()
 
 
 def test_channel_selection():

@@ -20,6 +20,10 @@ from evolver.optimizers.base import Optimizer, Sampler
 from evolver_common import BadInput
 
 FULL_COVARIANCE_LIMIT = 1024  # `cmaes` on codes longer than this runs `sep-cmaes`
+# On a neuron that answers every image alike, the plateau rule widens the step every generation without
+# end (codes of 1e12 by generation 100). Past this many times its initial value (or non-finite), the search
+# restarts from its mean with the initial step and covariance.
+MAX_STEP_GROWTH = 100.0
 STARTS = ("zero", "sample", "prior")
 
 
@@ -73,6 +77,7 @@ class _CMA(Optimizer):
 
     Params = CMAParams
     _SEARCH_KEY: ClassVar[str]  # where the record keeps the search state (the key of runs made before 'prior')
+    sigma0: float  # the initial step size, to which a restart returns
 
     def _begin(self) -> None:
         self.awaiting_prior = self.params.start == "prior"
@@ -91,6 +96,8 @@ class _CMA(Optimizer):
         valid = np.flatnonzero(np.isfinite(scores))
         if not self.awaiting_prior:
             self._learn(codes, scores, valid)
+            if not self._step() <= MAX_STEP_GROWTH * self.sigma0:
+                self._restart()
         elif valid.size:
             self._recentre(codes[valid[np.argmax(scores[valid])]].astype(np.float64))
             self.awaiting_prior = False
@@ -118,10 +125,19 @@ class CMAES(_CMA):
 
     def __init__(self, code_dim: int, sample: Sampler, rng: np.random.Generator, **params: Any):
         super().__init__(code_dim, sample, rng, **params)
-        centroid, sigma = _start(self.params, code_dim, sample, rng)
-        options = {"lambda_": self.params.population} if self.params.population else {}
-        self.strategy = cma.Strategy(centroid=centroid, sigma=sigma, **options)
+        centroid, self.sigma0 = _start(self.params, code_dim, sample, rng)
+        self.strategy = self._strategy(centroid)
         self._begin()
+
+    def _strategy(self, centroid: np.ndarray) -> cma.Strategy:
+        options = {"lambda_": self.params.population} if self.params.population else {}
+        return cma.Strategy(centroid=centroid, sigma=self.sigma0, **options)
+
+    def _step(self) -> float:
+        return float(self.strategy.sigma * np.max(self.strategy.diagD))
+
+    def _restart(self) -> None:
+        self.strategy = self._strategy(np.asarray(self.strategy.centroid, dtype=np.float64))
 
     def _lambda(self) -> int:
         return self.strategy.lambda_
@@ -185,10 +201,20 @@ class SepCMAES(_CMA):
         self.c1 = 2 / ((n + 1.3) ** 2 + self.mueff) * (n + 2) / 3
         self.cmu = min(1 - self.c1, 2 * (self.mueff - 2 + 1 / self.mueff) / ((n + 2) ** 2 + self.mueff) * (n + 2) / 3)
         self.chi = math.sqrt(n) * (1 - 1 / (4 * n) + 1 / (21 * n**2))
-        centroid, sigma = _start(self.params, n, sample, rng)
-        self.state = {"mean": centroid, "sigma": sigma, "diag": np.ones(n), "ps": np.zeros(n), "pc": np.zeros(n),
-                      "generation": 0}
+        centroid, self.sigma0 = _start(self.params, n, sample, rng)
+        self.state = self._initial(centroid)
         self._begin()
+
+    def _initial(self, mean: np.ndarray) -> dict[str, Any]:
+        n = self.code_dim
+        return {"mean": mean, "sigma": self.sigma0, "diag": np.ones(n), "ps": np.zeros(n), "pc": np.zeros(n),
+                "generation": 0}
+
+    def _step(self) -> float:
+        return float(self.state["sigma"] * np.sqrt(np.max(self.state["diag"])))
+
+    def _restart(self) -> None:
+        self.state = self._initial(self.state["mean"])
 
     def _lambda(self) -> int:
         return self.lam
