@@ -166,6 +166,7 @@ def decode(responses_path, codes_path, images_path, out, **options) -> None:
 @click.option("--delay", type=float, default=0.0, show_default=True, help="Seconds a block takes to present.")
 @click.option("--format", "fmt", default="h5", show_default=True, help="Folder rig's response files: h5 or mat.")
 @click.option("--token", help="The shared token evolver was given (ZeroMQ).")
+@click.option("--token-env", help="The environment variable holding that token (kept off the command line).")
 @click.option("--log", type=click.Path(path_type=Path), help="JSON-lines file of every response sent.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--idle-exit", type=float, default=0.0, show_default=True,
@@ -189,6 +190,9 @@ def rig_sim(folder, connect, fmt, log, crash_after, drop, late, twice, malformed
         raise BadInput("rig-sim plays one rig: give --folder DIR (file exchange) or --connect tcp://HOST:PORT (ZeroMQ).")
     if fmt not in ("h5", "mat"):
         raise BadInput(f"--format {fmt}: valid formats are h5 and mat.")
+    from neurons.recorded import rig_token
+
+    options["token"] = rig_token(options["token"], options.pop("token_env"), "rig-sim --token")
     if in_place and fmt != "h5":
         raise BadInput("--in-place writes h5 response files; give --format h5.")
     sim = RigSim(RigSimConfig(format=fmt, log=str(log) if log else None, scores=str(scores) if scores else None,

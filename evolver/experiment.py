@@ -25,6 +25,7 @@ from evolver.records import RunDirectory
 from evolver.reference import load_reference
 from evolver_common import BadInput
 from neurons.noise import Noise
+from neurons.recorded import redact
 
 # Independent random streams spawned from the run's seed, by purpose.
 OPTIMIZER_STREAM, NOISE_STREAM = 0, 1
@@ -240,7 +241,7 @@ def default_run_path(config: RunConfig, root: Path = Path("runs")) -> Path:
     """runs/<YYYYmmdd-HHMMSS>-<neuron and optimizer>, unique."""
     name = {p: v if isinstance(v, str) else getattr(v, "spec", getattr(v, "name", type(v).__name__))
             for p in PARTS for v in [getattr(config, p)]}
-    slug = re.sub(r"[^A-Za-z0-9.]+", "-", f"{name['neuron']}-{name['optimizer']}").strip("-")[:80]
+    slug = re.sub(r"[^A-Za-z0-9.]+", "-", redact(f"{name['neuron']}-{name['optimizer']}")).strip("-")[:80]
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     path, n = root / f"{stamp}-{slug}", 1
     while path.exists():
@@ -322,8 +323,9 @@ def _resumed_config(directory: RunDirectory, requested: dict[str, Any]) -> RunCo
         if name in PARTS and not isinstance(value, str):
             same = was == {"object": json.loads(json.dumps(describe(value)))} or was == getattr(value, "spec", None)
             fields[name] = value
-        else:
-            same = value == was
+        else:  # a spec given again with its secret matches the record that keeps the secret out
+            same = value == was or isinstance(value, str) and redact(value) == was
+            fields[name] = value if same else was
         if not same:
             conflicts.append(f"{name}={value!r} (the run has {was!r})")
     if conflicts:

@@ -22,6 +22,7 @@ import torch
 from PIL import Image
 
 from evolver_common import BadInput, write_atomic
+from neurons.recorded import redact
 
 GENERATION_COLUMNS = ("gen", "n_images", "best", "mean", "std", "best_so_far", "seconds")
 SCORE_COLUMNS = ("gen", "image_id", "parent_ids", "score")
@@ -158,7 +159,8 @@ class RunDirectory:
         return json.loads((self.path / "config.json").read_text())
 
     def write_config(self, config: dict[str, Any]) -> None:
-        write_atomic(self.path / "config.json", (json.dumps(config, indent=2) + "\n").encode())
+        """config.json, with a rig's literal token written `token=REDACTED` wherever it appears (spec, command line)."""
+        write_atomic(self.path / "config.json", (redact(json.dumps(config, indent=2)) + "\n").encode())
 
     def write_file(self, name: str, data: bytes) -> None:
         write_atomic(self.path / name, data)

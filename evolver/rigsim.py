@@ -209,12 +209,16 @@ def serve_zmq(address: str, sim: RigSim) -> None:
     socket = zmq.Context.instance().socket(zmq.DEALER)
     socket.setsockopt(zmq.LINGER, 1000)
     socket.connect(address)
-    token = {"token": sim.config.token} if sim.config.token else {}
-    socket.send_json({"type": "hello", **token})
+    token = [sim.config.token.encode()] if sim.config.token else []
+
+    def send(message: dict | bytes) -> None:  # [token, JSON] with a token: evolver checks it before parsing
+        socket.send_multipart([*token, message if isinstance(message, bytes) else json.dumps(message).encode()])
+
+    send({"type": "hello"})
     idle_since = last_beat = time.monotonic()
     while not sim.config.idle_exit or time.monotonic() - idle_since < sim.config.idle_exit:
         if time.monotonic() - last_beat > 1.0:
-            socket.send_json({"type": "heartbeat", **token})
+            send({"type": "heartbeat"})
             last_beat = time.monotonic()
         if not socket.poll(100, zmq.POLLIN):
             continue
@@ -225,14 +229,13 @@ def serve_zmq(address: str, sim: RigSim) -> None:
         late_until = time.monotonic() + sim.faults.late
         while time.monotonic() < late_until:  # a late rig is alive: its heartbeats go on
             time.sleep(min(0.5, late_until - time.monotonic()))
-            socket.send_json({"type": "heartbeat", **token})
+            send({"type": "heartbeat"})
         if sim.garbage():
-            socket.send(b"\x80garbage that is not JSON")
+            send(b"\x80garbage that is not JSON")
             continue  # the real answer comes when the block is served again
-        message = {"type": "responses", "block": block["block"], "ids": answered,
-                   "responses": values.tolist(), **token}
+        message = {"type": "responses", "block": block["block"], "ids": answered, "responses": values.tolist()}
         for _ in range(2 if sim.faults.twice else 1):
-            socket.send_json(message)
+            send(message)
         sim.log(block["block"], answered, values)
         idle_since = time.monotonic()
         sim.finished_block()

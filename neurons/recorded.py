@@ -21,10 +21,12 @@ mean), `channels=all` (the mean of all); `timeout=S` (seconds to wait for a bloc
 default 30), `retries=K` (times a block is served again after a timeout, default 2),
 `connect_timeout=S` (how long the first block waits for a rig that has not answered yet, default
 120), for the folder `scores=DIR` (where the rig writes its responses, as XDream's rigs do beside
-the image folder), and for zmq `token=T` and `max_bytes=B`.
+the image folder), and for zmq `token=T` (recorded as `token=REDACTED`) or `token_env=NAME` (read from that
+environment variable) and `max_bytes=B`.
 """
 from __future__ import annotations
 
+import hmac
 import io
 import json
 import os
@@ -47,8 +49,8 @@ from neurons.spec import index_set
 RIG_HELP = ("A recorded neuron is written folder:PATH[:OPTIONS] (XDream's file exchange) or "
             "zmq:tcp://HOST:PORT[:OPTIONS] (ZeroMQ), OPTIONS being name=value fields separated by ':': "
             "channel=N, channels=1,5,9 | A-B | all (their mean), timeout=SECONDS, retries=K, "
-            "connect_timeout=SECONDS, for a folder scores=DIR (a separate response folder), and for zmq token=T and "
-            "max_bytes=B.")
+            "connect_timeout=SECONDS, for a folder scores=DIR (a separate response folder), and for zmq token=T (or "
+            "token_env=NAME, read from that environment variable) and max_bytes=B.")
 BLOCK_FILE = re.compile(r"^block(\d{3,})\.(mat|h5)$")
 EXCHANGE_FILE = re.compile(r"^block(\d{3,})(?:_\d+_.+\.png|\.(?:mat|h5)(?:\.malformed)?)$")
 
@@ -354,18 +356,72 @@ def block_number(name: str) -> int | None:
 
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
+TOKEN_OPTION = re.compile(r"(token=)[^:\s'\"]+")
+REDACTED = "REDACTED"  # what records hold instead of a literal token
+
+
+def rig_token(value: str | None, variable: str | None, spec: str) -> str | None:
+    """The shared secret: `token=SECRET` as given (recorded as `token=REDACTED`), or `token_env=NAME`, read from the
+    environment variable NAME (kept off the command line and out of the records)."""
+    if value is not None and variable is not None:
+        raise BadInput(f"'{redact(spec)}': give token= or token_env=, not both.")
+    if value == REDACTED:
+        raise BadInput(f"'{redact(spec)}': this spec's token was kept out of the records. Give the neuron again with "
+                       "its token (--neuron ...:token=SECRET), or use token_env=NAME.")
+    if variable is not None:
+        value = os.environ.get(variable)
+        if not value:
+            raise BadInput(f"'{redact(spec)}': token_env={variable} names an environment variable that is not set. "
+                           "Set it to the rig's shared secret.")
+    return value
+
+
+def redact(text: str) -> str:
+    """`text` with every literal `token=SECRET` written `token=REDACTED`, for anything recorded or shown."""
+    return TOKEN_OPTION.sub(rf"\1{REDACTED}", text)
+
+
+# A rig's message is a flat object with two lists: deeper nesting is garbage, refused before it is parsed.
+MAX_JSON_DEPTH = 8
+MESSAGE_TYPES = ("hello", "heartbeat", "responses")
+
+
+def parse_message(data: bytes) -> dict | None:
+    """A rig's JSON message, or None when it is not one (not UTF-8 JSON, nested too deep, not an object
+    of a known type). Integers are read as floats, so a 5,000-digit number is a number (inf), not an
+    error."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for byte in data:  # JSON nesting outside strings, counted before the recursive parser sees it
+        if in_string:
+            escaped, in_string = (False, True) if escaped else (byte == 0x5C, byte != 0x22)
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):
+            depth += 1
+            deepest = max(deepest, depth)
+            if deepest > MAX_JSON_DEPTH:
+                return None
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+    try:
+        message = json.loads(data.decode("utf-8"), parse_int=float)
+    except (ValueError, RecursionError):
+        return None
+    return message if isinstance(message, dict) and message.get("type") in MESSAGE_TYPES else None
 
 
 class NetworkRig(RecordedNeuron):
     """A rig over ZeroMQ (see the module docstring). evolver binds a ROUTER socket; the rig connects a
     DEALER and sends JSON messages: {"type": "hello"} first, {"type": "heartbeat"} while idle, and
-    {"type": "responses", "block": N, "ids": [...], "responses": [[...], ...]} for a block; each with
-    "token" when one is set. A block goes out as [header JSON {"type": "block", "block": N, "ids": [...]},
-    one PNG per image]."""
+    {"type": "responses", "block": N, "ids": [...], "responses": [[...], ...]} for a block. With a token
+    every message is two frames, [token, JSON]: the token is compared (in constant time) before the JSON
+    is parsed. A message is at most `max_bytes` in all. A block goes out as [header JSON {"type": "block",
+    "block": N, "ids": [...]}, one PNG per image]."""
 
     kind = "zmq"
     address_fields = 3  # tcp://HOST:PORT
-    options = (*RecordedNeuron.options, "token", "max_bytes")
+    options = (*RecordedNeuron.options, "token", "token_env", "max_bytes")
 
     def __init__(self, spec: str, **kwargs):
         import zmq
@@ -374,7 +430,7 @@ class NetworkRig(RecordedNeuron):
         match = re.fullmatch(r"tcp://(?P<host>[^:/]+|\[[^\]]+\]):(?P<port>\d+)", self.address)
         if not match:
             raise BadInput(f"'{spec}': the address must be tcp://HOST:PORT, got '{self.address}'. {RIG_HELP}")
-        self.token = self.settings.get("token")
+        self.token = rig_token(self.settings.get("token"), self.settings.get("token_env"), spec)
         if match["host"] not in LOOPBACK and not self.token:
             raise BadInput(f"'{spec}': listening on {match['host']}, beyond this machine, needs a shared secret: "
                            "add :token=SECRET here and give the rig the same token (or bind to 127.0.0.1).")
@@ -394,26 +450,45 @@ class NetworkRig(RecordedNeuron):
 
     def _receive(self, until: float) -> tuple[bytes, dict | None] | None:
         """The next message before `until` (monotonic seconds) as (sender, message), message None if it was
-        malformed; None at the deadline. Messages with a wrong token are dropped unseen."""
+        malformed; None at the deadline. Messages without the token are dropped before they are parsed."""
         import zmq
 
         while (left := until - time.monotonic()) > 0:
             if not self.socket.poll(int(left * 1000) + 1, zmq.POLLIN):
                 continue
-            sender, *frames = self.socket.recv_multipart()
-            try:
-                message = json.loads(frames[0].decode("utf-8")) if len(frames) == 1 else None
-            except (UnicodeDecodeError, json.JSONDecodeError):
-                message = None
-            if not isinstance(message, dict) or message.get("type") not in ("hello", "heartbeat", "responses"):
-                self.log.note("malformed", "a message from the rig that is not one JSON object of a known type was "
-                                           "ignored")
-                return sender, None
-            if self.token and message.get("token") != self.token:
-                self.log.note("malformed", "a message with a wrong or missing token was ignored")
+            sender, frames = self._frames()
+            if frames is None:
+                self.log.note("malformed", f"a message over {self.max_bytes} bytes or of more than 2 frames was "
+                                           "dropped unread")
                 continue
+            if self.token is not None:
+                if not frames or not hmac.compare_digest(frames[0], self.token.encode()):
+                    self.log.note("malformed", "a message with a wrong or missing token was ignored")
+                    continue
+                frames = frames[1:]
+            message = parse_message(frames[0]) if len(frames) == 1 else None
+            if message is None:
+                self.log.note("malformed", "a message from the rig that is not one JSON object of a known type (at "
+                                           f"most {self.max_bytes} bytes, nested at most {MAX_JSON_DEPTH} deep) was "
+                                           "ignored")
             return sender, message
         return None
+
+    def _frames(self) -> tuple[bytes, list[bytes] | None]:
+        """(sender, frames) of the next message; frames None when it has more frames or bytes than a rig's
+        message may (those are received one frame at a time and dropped, so memory stays bounded)."""
+        import zmq
+
+        sender = self.socket.recv()
+        frames, size = [], 0
+        while self.socket.getsockopt(zmq.RCVMORE):
+            frame = self.socket.recv()
+            size += len(frame)
+            if frames is not None and (len(frames) >= 2 or size > self.max_bytes):
+                frames = None  # drain the rest, keep nothing
+            elif frames is not None:
+                frames.append(frame)
+        return sender, frames
 
     def _send(self, block: Block) -> None:
         header = json.dumps({"type": "block", "block": block.number, "ids": block.ids}).encode()

@@ -38,18 +38,19 @@ class Rig:
     """`evolver rig-sim` in its own process, as a lab runs it; `restart_on_crash` plays the lab restarting
     it. `in_process` plays it in a thread of this process instead (no faults that end a process)."""
 
-    def __init__(self, tmp, protocol: str, *faults: str, restart_on_crash: bool = False, in_process: bool = False):
+    def __init__(self, tmp, protocol: str, *faults: str, restart_on_crash: bool = False, in_process: bool = False,
+                 token: str | None = None):
         self.log = tmp / "rig.jsonl"
         if protocol == "zmq":
             self.address = f"tcp://127.0.0.1:{free_port()}"
             self.where = ["--connect", self.address]
-            self.spec = f"zmq:{self.address}"
+            self.spec = f"zmq:{self.address}" + (f":token={token}" if token else "")
         else:
             self.folder = tmp / "exchange"
             self.folder.mkdir(exist_ok=True)
             self.where = ["--folder", str(self.folder), *(["--format", "mat"] if protocol == "mat" else [])]
             self.spec = f"folder:{self.folder}"
-        self.protocol = protocol
+        self.protocol, self.token = protocol, token
         self.faults = list(faults)
         self.stopped = False
         if in_process:
@@ -64,7 +65,7 @@ class Rig:
 
         assert not self.faults, "faults are injected into a rig-sim process"
         sim = RigSim(RigSimConfig(neuron=SIM_NEURON, format="mat" if self.protocol == "mat" else "h5",
-                                  log=str(self.log), idle_exit=5), Faults())
+                                  log=str(self.log), idle_exit=5, token=self.token), Faults())
         serve = (lambda: serve_zmq(self.address, sim)) if self.protocol == "zmq" else \
             (lambda: serve_folder(self.folder, sim))
         threading.Thread(target=serve, daemon=True).start()
@@ -219,6 +220,8 @@ def test_listening_beyond_loopback_needs_a_token():
         neurons.create(f"zmq:tcp://0.0.0.0:{free_port()}")
     rig = neurons.create(f"zmq:tcp://0.0.0.0:{free_port()}:token=s3cret")
     rig.close()
+    with pytest.raises(BadInput, match="token_env=RIG_SECRET names an environment variable that is not set"):
+        neurons.create(f"zmq:tcp://0.0.0.0:{free_port()}:token_env=RIG_SECRET")
 
 
 def _dealer(address: str):
@@ -230,18 +233,22 @@ def _dealer(address: str):
     return dealer
 
 
-def _answer_once(message: dict, padding: int = 0, max_bytes: int | None = None) -> dict:
-    """What a NetworkRig accepts when its rig, after hello, answers block 0 with `message` (+ padding bytes)."""
+def _answer_once(message: dict | bytes, padding: int = 0, max_bytes: int | None = None, token: bytes = b"abc",
+                 frames: int = 0) -> dict:
+    """What a NetworkRig accepts when its rig, after hello, answers block 0 with `message` (+ padding bytes,
+    + `frames` extra frames of 100 kB each)."""
     port = free_port()
     limit = f":max_bytes={max_bytes}" if max_bytes else ""
-    rig = neurons.create(f"zmq:tcp://127.0.0.1:{port}:timeout=1:retries=0:token=abc{limit}")
+    rig = neurons.create(f"zmq:tcp://127.0.0.1:{port}:timeout=1:retries=0:connect_timeout=2:token=abc{limit}")
     dealer = _dealer(f"tcp://127.0.0.1:{port}")
-    dealer.send_json({"type": "hello", "token": "abc"})
+    dealer.send_multipart([b"abc", json.dumps({"type": "hello"}).encode()])
 
     def answer():
         dealer.recv_multipart()  # the block
-        dealer.send(json.dumps({"type": "responses", "block": 0, "ids": ["x"], "responses": [[1.0]],
-                                "padding": "x" * padding, **message}).encode())
+        body = message if isinstance(message, bytes) else json.dumps(
+            {"type": "responses", "block": 0, "ids": ["x"], "responses": [[1.0]], "padding": "x" * padding,
+             **message}).encode()
+        dealer.send_multipart([token, body, *[b"x" * 100_000] * frames])
 
     threading.Thread(target=answer, daemon=True).start()
     try:
@@ -252,15 +259,56 @@ def _answer_once(message: dict, padding: int = 0, max_bytes: int | None = None) 
 
 
 def test_messages_over_the_size_limit_are_refused():
-    assert _answer_once({"token": "abc"}, padding=100, max_bytes=4096)["x"].tolist() == [1.0]
-    assert _answer_once({"token": "abc"}, padding=10_000)["x"].tolist() == [1.0]  # the default limit is 1 MiB
+    assert _answer_once({}, padding=100, max_bytes=4096)["x"].tolist() == [1.0]
+    assert _answer_once({}, padding=10_000)["x"].tolist() == [1.0]  # the default limit is 1 MiB
     with pytest.warns(UserWarning, match="no responses"), pytest.raises(RigError):
-        _answer_once({"token": "abc"}, padding=10_000, max_bytes=4096)
+        _answer_once({}, padding=10_000, max_bytes=4096)
+    with pytest.warns(UserWarning, match="dropped unread"), pytest.raises(RigError):
+        _answer_once({}, frames=40)  # 4 MB in frames each under the limit: the message's total counts
 
 
-def test_messages_without_the_token_are_ignored():
+def test_messages_without_the_token_are_ignored_unparsed():
     with pytest.warns(UserWarning, match="wrong or missing token"), pytest.raises(RigError):
-        _answer_once({"token": "nope"})
+        _answer_once({}, token=b"nope")
+    with pytest.warns(UserWarning, match="wrong or missing token"), pytest.raises(RigError):
+        _answer_once(b"[" * 200_000, token=b"nope")
+
+
+@pytest.mark.parametrize("body", [b"[" * 200_000, b"\x80\x81", b'{"type": "bye"}', b'{"type": "responses", '
+                                  b'"block": 0, "ids": ["x"], "responses": [[1]], "extra": ' + b"{" * 20 + b"}" * 20 + b"}"],
+                         ids=["deep", "not utf-8", "unknown type", "nested"])
+def test_malformed_messages_are_ignored_never_raised(body):
+    with pytest.warns(UserWarning), pytest.raises(RigError, match="answered no responses"):
+        _answer_once(body)
+
+
+def test_a_5000_digit_number_is_a_number():
+    body = b'{"type": "responses", "block": 0, "ids": ["x"], "responses": [[' + b"9" * 5000 + b"]]}"
+    assert np.isinf(_answer_once(body)["x"]).all()  # then missing, as every infinite response
+
+
+def test_a_run_with_a_token_records_none_and_resumes_with_it_given_again(rig_factory, tmp):
+    rig = rig_factory("zmq", in_process=True, token="s3cret")
+    result = evolve(rig, tmp / "run", generations=2)
+    recorded = (result.path / "config.json").read_text()
+    assert "s3cret" not in recorded and "token=REDACTED" in recorded
+    with pytest.raises(BadInput, match="kept out of the records"):
+        resume(result.path, progress=False)
+    resumed = resume(result.path, progress=False, neuron=rig.spec + ":timeout=5:retries=2")  # the secret matches
+    assert resumed.generations == 2 and "s3cret" not in (result.path / "config.json").read_text()
+
+
+def test_a_literal_token_is_kept_out_of_the_records(tmp, monkeypatch):
+    monkeypatch.setenv("RIG_SECRET", "s3cret")
+    rig = neurons.create(f"zmq:tcp://0.0.0.0:{free_port()}:token_env=RIG_SECRET")
+    assert rig.token == "s3cret"
+    rig.close()
+    from neurons.recorded import redact
+
+    assert redact("zmq:tcp://h:1:token=s3cret:channel=2") == "zmq:tcp://h:1:token=REDACTED:channel=2"
+    assert redact("zmq:tcp://h:1:token_env=RIG_SECRET") == "zmq:tcp://h:1:token_env=RIG_SECRET"
+    with pytest.raises(BadInput, match="kept out of the records"):
+        neurons.create(f"zmq:tcp://0.0.0.0:{free_port()}:token=REDACTED")
 
 
 # ------------------------------------------------------------------------------------------- the folder
