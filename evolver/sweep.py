@@ -101,20 +101,30 @@ def _grids(spec: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def check_spec(spec: dict[str, Any], where: str = "the sweep spec") -> dict[str, Any]:
+    """The spec, or BadInput listing every problem of its layout (each run's values are checked by planning)."""
+    problems = _layout_problems(spec)
+    if problems:
+        raise BadInput(f"In {where}: {'; '.join(problems)}. See `evolver sweep --help` for the layout.")
+    return spec
+
+
+def _layout_problems(spec: dict[str, Any]) -> list[str]:
     unknown = sorted(set(spec) - {"grid", "params", "run"})
     problems = [f"unknown table [{unknown[0]}]"] if unknown else []
-    for grid in _grids(spec):
+    grids, params, options = _grids(spec), spec.get("params", {}), spec.get("run", {})
+    if not all(isinstance(g, dict) for g in grids) or not isinstance(params, dict) or not isinstance(options, dict) \
+            or not all(isinstance(v, dict) for v in params.values()):
+        return [*problems, "[grid] (or each [[grid]]), [run] and each [params.OPTIMIZER] must be tables of name = value"]
+    for grid in grids:
         problems += [f"[grid] {k}: unknown key (valid: {', '.join(GRID_KEYS)})" for k in grid if k not in GRID_KEYS]
         problems += [f"[grid] {k} must be a non-empty list" for k, v in grid.items() if not isinstance(v, list) or not v]
         problems += [f"[grid] needs {k}" for k in ("neuron", "optimizer") if k not in grid]
     problems += [f"[run] {k}: not a run option (valid: {', '.join(sorted(RUN_FIELDS - set(GRID_KEYS)))})"
-                 for k in spec.get("run", {}) if k not in RUN_FIELDS or k in GRID_KEYS]
-    for optimizer, values in spec.get("params", {}).items():
+                 for k in options if k not in RUN_FIELDS or k in GRID_KEYS]
+    for optimizer, values in params.items():
         problems += [f"[params.{optimizer}] {k} must be a non-empty list" for k, v in values.items()
                      if not isinstance(v, list) or not v]
-    if problems:
-        raise BadInput(f"In {where}: {'; '.join(problems)}. See `evolver sweep --help` for the layout.")
-    return spec
+    return problems
 
 
 def _slug(config: dict[str, Any]) -> str:

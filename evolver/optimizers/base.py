@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import math
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -11,6 +12,11 @@ import numpy as np
 from evolver_common import BadInput, nearest
 
 Sampler = Callable[[int, np.random.Generator], np.ndarray]
+
+
+# No parameter needs more (a population of 10,000 codes of 4,096 values is already 160 MB a generation):
+# a larger number is a typo, refused before it fills memory.
+MAX_INT = 10_000
 
 
 class Optimizer(abc.ABC):
@@ -53,8 +59,13 @@ class Optimizer(abc.ABC):
             kind = type(fields[name].default)
             try:
                 values[name] = kind(value)
-            except (TypeError, ValueError):
-                raise BadInput(f"Parameter {name}={value!r} of optimizer '{cls.name}' is not a {kind.__name__}.") from None
+                if kind is float and not math.isfinite(values[name]) or kind is int and abs(values[name]) > MAX_INT:
+                    raise ValueError
+            except (TypeError, ValueError, OverflowError):
+                what = {"float": "finite number", "int": f"whole number up to {MAX_INT:,}"}.get(kind.__name__,
+                                                                                              kind.__name__)
+                raise BadInput(f"Parameter {name}={str(value)[:40]!r} of optimizer '{cls.name}' is not a "
+                               f"{what}.") from None
         parsed = cls.Params(**values)
         cls.check_params(parsed)
         return parsed

@@ -1,0 +1,186 @@
+"""Property-based fuzzing of everything that reads outside input: spec strings, expressions, noise and
+optimizer parameters, sweep specs, rig messages and files, and run state files. Whatever comes in, the
+answer is a result or a BadInput with its message, never another exception (a traceback for the user).
+
+Each test tries `EXAMPLES` inputs (hypothesis's `max_examples`), drawn around the valid grammar so that
+most reach deep into the parsers rather than failing at the first character.
+"""
+from __future__ import annotations
+
+import io
+import json
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from evolver import optimizers
+from evolver.records import read_state, state_bytes
+from evolver.sweep import check_spec, plan
+from evolver_common import BadInput
+from neurons.noise import Noise
+from neurons.objective import parse
+from neurons.recorded import Block, FolderRig, parse_message
+from neurons.spec import UnitSpec
+from neurons.v1 import V1Cell
+
+EXAMPLES = 300
+FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                              HealthCheck.function_scoped_fixture])
+
+# pieces of valid input, recombined with noise
+NUMBERS = st.one_of(st.integers(-10, 10**12).map(str), st.sampled_from(["nan", "inf", "-inf", "1e999", "9" * 5000,
+                                                                        "0x10", "", "-", "1.5", "007"]))
+WORDS = st.sampled_from(["stimnet", "relu4", "unit", "resnet18", "layer4", "v1", "simple", "complex", "ori", "sf",
+                         "template", "encoder", "mean", "max", "min", "onehot", "folder", "zmq", "cls"])
+PUNCT = st.sampled_from([":", "-", "+", "*", "(", ")", ",", "[", "]", "@", "=", " ", "(" * 100, "-" * 300, "mean(" * 80])
+PIECES = st.lists(st.one_of(NUMBERS, WORDS, PUNCT, st.text(max_size=5)), max_size=24).map("".join)
+
+
+def refused_or_fine(call, *args):
+    """Run `call(*args)`: a result, or BadInput (its message non-empty); anything else fails the test."""
+    try:
+        return call(*args)
+    except BadInput as err:
+        assert str(err).strip()
+        return None
+
+
+@FUZZ
+@given(PIECES)
+def test_unit_specs(text):
+    refused_or_fine(UnitSpec.parse, text)
+
+
+@FUZZ
+@given(PIECES)
+def test_expressions(text):
+    refused_or_fine(parse, text)
+
+
+@FUZZ
+@given(st.lists(st.one_of(st.sampled_from(["v1:simple", "v1:complex", "ori=", "sf=", "x=", "y=", "size=", "phase=",
+                                           ":"]), NUMBERS), max_size=10).map("".join))
+def test_v1_specs(text):
+    refused_or_fine(V1Cell.parse, text)
+
+
+@FUZZ
+@given(st.lists(st.one_of(st.sampled_from(["poisson:", "multiplicative:", "gaussian:", "max_rate=", "reps=", "sd=",
+                                           ","]), NUMBERS), max_size=8).map("".join))
+def test_noise_specs(text):
+    noise = refused_or_fine(Noise.parse, text)
+    if noise is not None:
+        responses = np.array([0.0, 1.0, 1e30, np.nan, -3.0, np.inf])
+        assert noise(responses, np.random.default_rng(0)).shape == responses.shape
+
+
+@FUZZ
+@given(st.sampled_from(sorted(optimizers.REGISTRY.available())),
+       st.dictionaries(st.sampled_from(["population", "sigma0", "start", "selectivity", "mutation_rate", "lr",
+                                        "angle_start", "n_conserve", "heritability", "nonsense"]), NUMBERS, max_size=3))
+def test_optimizer_params(name, params):
+    def build():
+        sample = lambda n, rng: rng.standard_normal((n, 8)).astype(np.float32)  # noqa: E731
+        optimizer = optimizers.create(name, 8, sample, np.random.default_rng(0), **params)
+        codes = optimizer.ask()
+        optimizer.tell(codes, np.arange(len(codes), dtype=float))
+
+    refused_or_fine(build)
+
+
+TOML_VALUES = st.one_of(st.integers(-5, 10**20), st.text(max_size=8), st.booleans(), st.floats(allow_nan=True),
+                        st.lists(st.one_of(st.integers(-2, 5), st.text(max_size=6),
+                                           st.sampled_from(["stimnet:relu4:unit1", "cmaes", "ga", "none", "cmaez"])),
+                                 max_size=3))
+
+
+@FUZZ
+@given(st.dictionaries(st.sampled_from(["grid", "params", "run", "extra"]),
+                       st.dictionaries(st.sampled_from(["neuron", "optimizer", "seed", "noise", "generator",
+                                                        "generations", "images", "ga", "colour"]), TOML_VALUES,
+                                       max_size=5), max_size=3))
+def test_sweep_specs(spec):
+    def planned():
+        return plan(check_spec(json.loads(json.dumps(spec, default=str))))
+
+    refused_or_fine(planned)
+
+
+JSON_VALUES = st.recursive(st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=5)),
+                           lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner,
+                                                                                      max_size=3), max_leaves=12)
+
+
+@FUZZ
+@given(st.one_of(
+    st.binary(max_size=300),
+    st.builds(lambda t, b, ids, r: json.dumps({"type": t, "block": b, "ids": ids, "responses": r}).encode(),
+              st.sampled_from(["responses", "hello", "heartbeat", "other"]), JSON_VALUES, JSON_VALUES, JSON_VALUES),
+    st.integers(1, 100_000).map(lambda n: b"[" * n),
+    st.integers(1, 6000).map(lambda n: b'{"type": "responses", "responses": [' + b"9" * n + b"]}"),
+))
+def test_rig_messages(data):
+    message = parse_message(data)
+    assert message is None or (isinstance(message, dict) and message["type"] in ("hello", "heartbeat", "responses"))
+
+
+def _h5_bytes(content: dict) -> bytes:
+    import h5py
+
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w") as f:
+        for name, value in content.items():
+            f[name] = value
+    return buffer.getvalue()
+
+
+H5_CONTENT = st.dictionaries(
+    st.sampled_from(["scores", "indices", "tEvokedResp", "stimulusID", "other"]),
+    st.one_of(st.floats(allow_nan=True).map(np.float64),
+              st.lists(st.floats(allow_nan=True), max_size=4).map(lambda v: np.array(v, dtype=np.float64)),
+              st.lists(st.integers(-2**63, 2**63 - 1), max_size=4).map(lambda v: np.array(v, dtype=np.int64)),
+              st.lists(st.integers(0, 2**64 - 1), min_size=1, max_size=3).map(lambda v: np.array(v, dtype=np.uint64)),
+              st.text(max_size=4).map(lambda s: np.bytes_(s.encode()))),
+    max_size=3)
+
+
+@pytest.fixture(scope="module")
+def exchange(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("exchange")
+    rig = FolderRig(f"folder:{folder}")
+    return folder, rig
+
+
+@FUZZ
+@given(H5_CONTENT, st.sampled_from(["h5", "mat"]), st.integers(0, 100), st.binary(max_size=64))
+def test_rig_response_files(exchange, content, suffix, cut, garbage):
+    """A response file, whole, cut short, or with garbage spliced in: read, or set aside as malformed."""
+    folder, rig = exchange
+    data = _h5_bytes(content)
+    data = data[: len(data) * cut // 100] + garbage if cut < 100 else data
+    path = folder / f"block000.{suffix}"
+    path.write_bytes(data)
+    block = Block(0, torch.zeros(2, 3, 4, 4), ["a", "b"])
+    with warnings.catch_warnings():  # a set-aside file is noted with a warning: expected here
+        warnings.simplefilter("ignore")
+        answered = rig._read(path, block, [rig.image_name(block, i) for i in range(2)], final=True)
+    assert answered is None or set(answered) <= {"a", "b"}
+    for leftover in folder.iterdir():
+        leftover.unlink()
+
+
+@FUZZ
+@given(st.integers(0, 2000), st.binary(min_size=1, max_size=16), st.booleans())
+def test_state_files(tmp_path_factory, position, garbage, truncate):
+    good = state_bytes({"generation": 3, "optimizer": {"mean": np.arange(5.0), "rng": {"state": 7}},
+                        "table_bytes": {"generations.csv": 100}})
+    position = position % len(good)
+    data = good[:position] if truncate else good[:position] + garbage + good[position + len(garbage):]
+    path = tmp_path_factory.getbasetemp() / "state.npz"
+    path.write_bytes(data)
+    state = refused_or_fine(read_state, path)
+    assert state is None or state["generation"] == 3 or data != good
