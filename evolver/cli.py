@@ -72,8 +72,10 @@ def main() -> None:
 @click.option("--interleave", type=int, help="Reference images shown in every generation's block (XDream's drift "
               "check); their responses go to references.csv. Needs --reference.")
 @click.option("--resume", type=click.Path(path_type=Path), help="Continue the run in this folder.")
+@click.option("--force", multiple=True, help="With --resume: continue although this differs from the record "
+              "(device, precision, weights, generator-weights, versions); the change is recorded.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def run(param_pairs, population, class_index, truncation, out, resume, quiet, **options) -> None:
+def run(param_pairs, population, class_index, truncation, out, resume, force, quiet, **options) -> None:
     """Evolve codes for a neuron and record the run."""
     from evolver import experiment
     from evolver.optimizers import parse_params
@@ -86,10 +88,12 @@ def run(param_pairs, population, class_index, truncation, out, resume, quiet, **
     generator_options = {k: v for k, v in (("class_index", class_index), ("truncation", truncation)) if v is not None}
     if generator_options:
         requested["generator_options"] = generator_options
+    if force and not resume:
+        raise BadInput("--force goes with --resume: it accepts a difference from a run's record.")
     if resume:
         if out:
             raise BadInput("--out and --resume do not go together: a resumed run stays in its own folder.")
-        result = experiment.resume(resume, progress=not quiet, params=params or None, **requested)
+        result = experiment.resume(resume, progress=not quiet, params=params or None, force=force, **requested)
     elif _is_unit_set(requested.get("neuron", "")):
         results = experiment.run_units(experiment.RunConfig(params=params, **requested), out=out, progress=not quiet,
                                        command=command)

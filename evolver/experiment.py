@@ -289,12 +289,15 @@ def _config(config: RunConfig | None, options: dict[str, Any]) -> RunConfig:
 
 
 def resume(path: str | Path, progress: bool = True, on_generation: Callbacks = (),
-           stop_when: Callable[[GenerationRecord], bool] | None = None, **requested: Any) -> RunResult:
+           stop_when: Callable[[GenerationRecord], bool] | None = None, force: Sequence[str] = (),
+           **requested: Any) -> RunResult:
     """Continue the run in `path` from its last finished generation.
 
     `requested` holds options given again (RunConfig fields); they must match the run's configuration,
     except `generations`, which may extend the run. A run built from Python objects needs them again
-    (`resume(path, neuron=same_neuron)`): the record holds their description, not the objects.
+    (`resume(path, neuron=same_neuron)`): the record holds their description, not the objects. What the
+    run resolved to (device, precision, each part's weights, package versions) must be as recorded,
+    unless `force` names it: a run continued under other conditions mixes two experiments.
     """
     directory = RunDirectory.open(path)
     directory.lock()
@@ -303,11 +306,42 @@ def resume(path: str | Path, progress: bool = True, on_generation: Callbacks = (
         generator, neuron = _generator(config), _neuron(config)
         reference = _reference(config, neuron, generator)
         track = _track(config, neuron, generator, directory, reference=reference)
+        forced = _check_unchanged(directory, record(track, generator), force)
+        if forced:
+            recorded = directory.config()
+            recorded.setdefault("forced", []).append({"generation": track.gen, "changed": forced})
+            directory.write_config(recorded)
         loop = Loop(neuron, generator, [track], None, on_generation, stop_when, progress)
     except BaseException:
         directory.release()
         raise
     return loop.run()[0]
+
+
+# What a resumed run must find as it was recorded, by the name `force` takes: (where in config.json).
+RESOLVED = {"device": ("resolved", "device"), "precision": ("resolved", "precision"),
+            "weights": ("resolved", "neuron", "weights"), "generator-weights": ("resolved", "generator", "weights"),
+            "versions": ("versions",)}
+
+
+def _check_unchanged(directory: RunDirectory, now: dict[str, Any], force: Sequence[str]) -> list[str]:
+    """What differs from the record and `force` accepts; BadInput for a difference it does not."""
+    unknown = sorted(set(force) - set(RESOLVED))
+    if unknown:
+        raise BadInput(f"--force {unknown[0]}: it names what may differ from the record: {', '.join(RESOLVED)}.")
+    recorded = directory.config()
+    changed, forced = [], []
+    for name, keys in RESOLVED.items():
+        was, is_ = recorded, json.loads(redact(json.dumps(now)))
+        for key in keys:
+            was, is_ = (was or {}).get(key), (is_ or {}).get(key)
+        if was is not None and was != is_:
+            (forced if name in force else changed).append(f"{name}: recorded {was!r}, now {is_!r}")
+    if changed:
+        raise BadInput(f"--resume {directory.path}: the run would continue under other conditions than it began "
+                       f"({'; '.join(changed)}). Restore them, or accept the change with --force "
+                       f"{' --force '.join(c.split(':')[0] for c in changed)} (it is then part of the record).")
+    return forced
 
 
 def _resumed_config(directory: RunDirectory, requested: dict[str, Any]) -> RunConfig:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -82,3 +83,19 @@ def seeded_init(seed: int) -> Iterator[None]:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         yield
+
+
+def parameters_digest(network: nn.Module) -> str:
+    """A short fingerprint of a network's weights, so that a record tells two versions apart."""
+    digest = hashlib.sha1()
+    for key, tensor in network.state_dict().items():
+        digest.update(key.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes()
+                      if tensor.numel() else b"")
+    return digest.hexdigest()[:12]
+
+
+def file_weights(path: str | Path, network: nn.Module) -> str:
+    """How a record names weights loaded from a file: its path and the loaded weights' fingerprint (so that
+    a resume notices a file changed under the same name)."""
+    return f"{Path(path).resolve()} (weights sha1 {parameters_digest(network)})"

@@ -19,6 +19,7 @@ import torch
 
 from evolver_common import BadInput, apply_state_dict, autocast, resolve_device, resolve_precision, seeded_init
 from evolver_common.hub import HubFile, fetch
+from evolver_common.state_files import file_weights
 from generators.base import Generator
 
 SIZES = (128, 256, 512)
@@ -139,7 +140,7 @@ class BigGAN(Generator):
             state = torch.load(weights_file, map_location="cpu", weights_only=True)
             # the package itself loads with strict=False, which would hide a wrong file
             apply_state_dict(self.network, state, source=weights_file)
-            self.weights = str(Path(weights_file).resolve())
+            self.weights = file_weights(weights_file, self.network)
         self.image_size = config.output_dim
         self.classes = config.num_classes
         if class_index is not None and not 0 <= class_index < self.classes:

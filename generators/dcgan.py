@@ -11,6 +11,7 @@ from torch.nn import functional as F
 
 from evolver_common import (BadInput, apply_state_dict, autocast, load_state_file, resolve_device,
                             resolve_precision, seeded_init)
+from evolver_common.state_files import file_weights
 from generators.base import Generator
 
 
@@ -175,7 +176,7 @@ class DCGAN(Generator):
         else:
             path = self._path(weights)
             apply_state_dict(self.network, state, source=str(path))
-            self.weights = f"bundled {path.name}" if str(weights) == "pretrained" else str(path.resolve())
+            self.weights = f"bundled {path.name}" if str(weights) == "pretrained" else file_weights(path, self.network)
         self.network.eval().requires_grad_(False).to(self.device, memory_format=torch.channels_last)
 
     @staticmethod

@@ -24,6 +24,7 @@ from torch import nn
 from evolver_common import (apply_state_dict, autocast, load_state_file, resolve_device,
                             resolve_precision, seeded_init)
 from evolver_common.hub import HubFile, fetch
+from evolver_common.state_files import file_weights
 from generators.base import Generator
 
 # CaffeNet's mean pixel, added back to the generator's BGR output (0-255 scale).
@@ -143,7 +144,7 @@ class DeePSiM(Generator):
         else:
             path = pretrained_weights(variant) if str(weights) == "pretrained" else Path(weights)
             apply_state_dict(self.network, _normalise_keys(load_state_file(path)), source=str(path))
-            self.weights = str(path.resolve())
+            self.weights = file_weights(path, self.network)
         self.network.eval().requires_grad_(False).to(self.device, memory_format=torch.channels_last)
         self.mean = torch.tensor(CAFFE_MEAN_BGR, device=self.device).view(1, 3, 1, 1)
 

@@ -6,17 +6,16 @@ models, then timm, then torchvision, as docs/design.md says.
 """
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-import torch
 from torch import nn
 from torchvision.models import feature_extraction
 
 from evolver_common import BadInput, apply_state_dict, load_state_file, nearest, seeded_init
+from evolver_common.state_files import file_weights, parameters_digest
 from evolver_common.hub import missing_weights
 from evolver_common.registry import Registry
 
@@ -87,16 +86,6 @@ def register_model(name: str, factory: Callable[[], nn.Module], input_config: In
                        "interpolation, e.g. {'size': 224, 'mean': (0.485, 0.456, 0.406), 'std': (0.229, 0.224, 0.225)}."
                        ) from None
     MODELS.register(name, factory, input_config=config)
-
-
-def parameters_digest(network: nn.Module) -> str:
-    """A short fingerprint of a network's weights, so that a record tells two versions apart."""
-    digest = hashlib.sha1()
-    for key, tensor in network.state_dict().items():
-        digest.update(key.encode())
-        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes()
-                      if tensor.numel() else b"")
-    return digest.hexdigest()[:12]
 
 
 class ModuleSource:
@@ -179,7 +168,7 @@ def build_model(model: str, weights: str | Path, source: ModelSource | None = No
             description = f"random (seed {RANDOM_WEIGHTS_SEED}, untrained)"
         else:
             apply_state_dict(network, load_state_file(weights), source=weights)
-            description = str(Path(weights).resolve())
+            description = file_weights(weights, network)
     return network.eval(), source, description
 
 
