@@ -90,7 +90,7 @@ def parameters_digest(network: nn.Module) -> str:
     digest = hashlib.sha1()
     for key, tensor in network.state_dict().items():
         digest.update(key.encode())
-        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes()
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
                       if tensor.numel() else b"")
     return digest.hexdigest()[:12]
 

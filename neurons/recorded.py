@@ -522,6 +522,9 @@ class NetworkRig(RecordedNeuron):
                 elif message["type"] == "hello":  # a (re)started rig: it gets the block in hand
                     self.peer, heard = sender, True
                     self._send(block)
+                elif message["type"] == "responses" and sender != self.peer:
+                    self.log.note("malformed", "responses from a connection that is not the rig's (no hello) were "
+                                               "ignored")
                 elif message["type"] == "responses":
                     answered = self._responses(block, message)
                     if answered is not None:

@@ -105,7 +105,7 @@ def test_parameters_are_recorded_and_checked():
         make(mutation_sise=0.3)
     with pytest.raises(BadInput, match=r"heritability=1.5 \(must be in \[0, 1\]\)"):
         make(heritability=1.5)
-    with pytest.raises(BadInput, match="is not a float"):
+    with pytest.raises(BadInput, match="is not a finite number"):
         make(selectivity="high")
     with pytest.raises(BadInput, match=r"closest: ga\). Valid optimizers: .*ga"):
         optimizers.create("gaa", code_dim=DIM, sample=normal, rng=np.random.default_rng(0))
