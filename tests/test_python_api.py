@@ -134,6 +134,7 @@ def test_stop_when_no_improvement_ends_each_unit_of_a_set_on_its_own(tmp):
         assert len(bests) < 60 and bests[-1] == bests[-4] and (len(bests) == 4 or bests[-4] > bests[-5])
 
 
+@pytest.mark.slow  # a sweep's worker process: 8 s
 def test_a_registered_model_works_in_the_cli_expressions_and_sweeps(tmp, monkeypatch):
     monkeypatch.setattr(MODELS, "_entries", dict(MODELS._entries))  # registered for this test alone
     neurons.register_model("tinynet", tiny_net, {"size": 32, "mean": (0.5,) * 3, "std": (0.25,) * 3})

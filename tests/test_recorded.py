@@ -140,7 +140,8 @@ def test_every_score_is_what_the_rig_sent_for_that_image(rig_factory, tmp, proto
     assert len(scores) == 4 * population and scores.score.max() == pytest.approx(result.best)
 
 
-@pytest.mark.parametrize("protocol", ["zmq", pytest.param("folder", marks=pytest.mark.slow)])
+@pytest.mark.slow  # a rig-sim process each: 5 s and more
+@pytest.mark.parametrize("protocol", ["zmq", "folder"])
 def test_a_rig_sim_process_answers_twenty_generations(rig_factory, tmp, protocol):
     rig = rig_factory(protocol)
     result = evolve(rig, tmp / "run")
@@ -239,7 +240,7 @@ def _answer_once(message: dict | bytes, padding: int = 0, max_bytes: int | None 
     + `frames` extra frames of 100 kB each)."""
     port = free_port()
     limit = f":max_bytes={max_bytes}" if max_bytes else ""
-    rig = neurons.create(f"zmq:tcp://127.0.0.1:{port}:timeout=1:retries=0:connect_timeout=2:token=abc{limit}")
+    rig = neurons.create(f"zmq:tcp://127.0.0.1:{port}:timeout=0.5:retries=0:connect_timeout=0.5:token=abc{limit}")
     dealer = _dealer(f"tcp://127.0.0.1:{port}")
     dealer.send_multipart([b"abc", json.dumps({"type": "hello"}).encode()])
 
@@ -467,6 +468,7 @@ PLUGIN = {
 }
 
 
+@pytest.mark.slow  # pip installs a package: 6 s
 def test_a_lab_plugin_package_adds_a_neuron_and_a_generator(tmp):
     source = tmp / "plugin"
     source.mkdir()

@@ -41,7 +41,12 @@ def test_every_script_has_a_smoke_test():
     assert scripts == set(SMOKE) | set(SHELL_SCRIPTS)
 
 
-@pytest.mark.parametrize("script", SMOKE)
+# Smoke runs that take more than a few seconds (a 1,000-generation memory probe even at tiny sizes) run with
+# the slow suite.
+SLOW_SMOKE = {"benchmarks/loop_speed.py"}
+
+
+@pytest.mark.parametrize("script", [pytest.param(s, marks=pytest.mark.slow) if s in SLOW_SMOKE else s for s in SMOKE])
 def test_script_runs_with_tiny_sizes(script, tmp, monkeypatch, capsys):
     args, printed = SMOKE[script]
     status, out, err = run_script(script, "--smoke", *(a.format(tmp=tmp) for a in args), monkeypatch=monkeypatch,

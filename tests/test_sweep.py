@@ -100,6 +100,7 @@ def test_bad_specs_are_named(tmp, text, message):
         load_spec(tmp / "bad.toml")
 
 
+@pytest.mark.slow  # two executors' worker processes: 13 s
 def test_local_pool_and_submitit_give_the_same_results_and_a_report(small_spec_file, tmp):
     spec = load_spec(small_spec_file)
     local = sweep(spec, tmp / "local", "local", workers=2)

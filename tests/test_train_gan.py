@@ -323,6 +323,7 @@ def test_bad_training_input(tmp):
         GANTrainer(GANTrainingConfig(mode_seeking=-1.0, **SMALL))
 
 
+@pytest.mark.slow  # a training: 9 s
 def test_conditional_training_resumes_exactly_and_saves_a_generator_with_class_logits(tmp):
     parts = assert_resumed_equals_uninterrupted(tmp, 3, conditional=True, ema=0.5)
     card = json.loads((tmp / "parts" / "card.json").read_text())
