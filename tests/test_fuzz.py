@@ -38,6 +38,23 @@ WORDS = st.sampled_from(["stimnet", "relu4", "unit", "resnet18", "layer4", "v1",
                          "template", "encoder", "mean", "max", "min", "onehot", "folder", "zmq", "cls"])
 PUNCT = st.sampled_from([":", "-", "+", "*", "(", ")", ",", "[", "]", "@", "=", " ", "(" * 100, "-" * 300, "mean(" * 80])
 PIECES = st.lists(st.one_of(NUMBERS, WORDS, PUNCT, st.text(max_size=5)), max_size=24).map("".join)
+# specs and expressions built by the grammar, with hostile numbers in their places
+INDICES = st.one_of(st.integers(0, 2000).map(str), NUMBERS)
+UNITS = st.one_of(INDICES.map(lambda u: f"unit{u}"), INDICES,
+                  st.tuples(INDICES, INDICES).map(lambda r: f"unit{r[0]}-{r[1]}"),
+                  st.lists(st.one_of(INDICES, st.tuples(INDICES, INDICES).map("-".join)), max_size=4)
+                  .map(lambda items: "unit[" + ",".join(items) + "]"))
+SPECS = st.builds(lambda model, layer, units, where: f"{model}:{layer}:{units}{where}",
+                  st.sampled_from(["stimnet", "resnet18", "m"]), st.sampled_from(["relu4", "layer4", "classifier"]),
+                  UNITS, st.one_of(st.sampled_from(["", "@mean", "@cls", "@", "@1"]),
+                                   st.tuples(INDICES, INDICES).map(lambda xy: f"@{xy[0]},{xy[1]}")))
+EXPRESSIONS = st.recursive(SPECS, lambda inner: st.one_of(
+    st.tuples(inner, st.sampled_from([" + ", " - ", "-", "+"]), inner).map("".join),
+    st.tuples(NUMBERS, inner).map(lambda n: f"{n[0]}*{n[1]}"),
+    inner.map(lambda e: f"({e})"), inner.map(lambda e: f"-{e}"),
+    st.tuples(st.sampled_from(["mean", "max", "min", "onehot", "sum"]), inner).map(lambda c: f"{c[0]}({c[1]})"),
+    st.tuples(inner, INDICES, st.sampled_from(["", ", max", ", mean", ", 3"]))
+    .map(lambda c: f"onehot({c[0]}, {c[1]}{c[2]})")), max_leaves=12)
 
 
 def refused_or_fine(call, *args):
@@ -50,13 +67,13 @@ def refused_or_fine(call, *args):
 
 
 @FUZZ
-@given(PIECES)
+@given(st.one_of(PIECES, SPECS))
 def test_unit_specs(text):
     refused_or_fine(UnitSpec.parse, text)
 
 
 @FUZZ
-@given(PIECES)
+@given(st.one_of(PIECES, EXPRESSIONS))
 def test_expressions(text):
     refused_or_fine(parse, text)
 
