@@ -238,7 +238,9 @@ def list_generators() -> None:
 @click.option("--runs-per-job", type=int, default=8, show_default=True, help="slurm: runs in each array task.")
 @click.option("--parallel-jobs", type=int, default=64, show_default=True, help="slurm: array tasks at once.")
 @click.option("--no-wait", is_flag=True, help="slurm: submit and return; re-run the command later to finish.")
-def sweep_command(spec, out, executor, workers, no_wait, **resources) -> None:
+@click.option("--status", "show_status", is_flag=True, help="Print how many runs are finished, running, pending, "
+              "failed and not started (from the folder and squeue), and do nothing else.")
+def sweep_command(spec, out, executor, workers, no_wait, show_status, **resources) -> None:
     """Run every combination of a SPEC.toml grid: neurons × generators × optimizers (and their parameter
     grids) × noise × seeds, one run folder each. Re-running skips finished runs and resumes killed ones.
 
@@ -253,9 +255,12 @@ def sweep_command(spec, out, executor, workers, no_wait, **resources) -> None:
     [run]                                      # optional fixed run options
     generations = 50
     """
-    from evolver.sweep import Resources, load_spec, sweep
+    from evolver.sweep import Resources, load_spec, sweep, sweep_status
 
     folder = out or Path("runs") / "sweeps" / spec.stem
+    if show_status:
+        click.echo(", ".join(f"{k} {v}" for k, v in sweep_status(folder).items()))
+        return
     counts = sweep(load_spec(spec), folder, executor, workers, Resources(**resources), wait=not no_wait)
     click.echo(", ".join(f"{k} {v}" for k, v in counts.items() if k != "jobs"))
     if "jobs" in counts:

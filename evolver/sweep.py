@@ -34,6 +34,7 @@ import multiprocessing
 import os
 import re
 import shutil
+import subprocess
 import tomllib
 import warnings
 from concurrent.futures import ProcessPoolExecutor
@@ -298,12 +299,49 @@ def _submit(folder: Path, todo: list[str], executor: str, resources: Resources, 
     size = max(1, resources.runs_per_job)
     chunks = [todo[i:i + size] for i in range(0, len(todo), size)]
     jobs = submitter.map_array(_Chunk(models), [str(folder)] * len(chunks), chunks, [resources.cpus] * len(chunks))
+    submitted = [{"job": job.job_id, "runs": chunk} for job, chunk in zip(jobs, chunks)]
+    write_atomic(folder / JOBS_FILE, (json.dumps(submitted, indent=1) + "\n").encode())
     if not wait:
         return [job.job_id for job in jobs]
     return [job.result() for job in jobs]
 
 
 # ---------------------------------------------------------------------------------------------- reading
+
+JOBS_FILE = "jobs.json"  # the last submission: each array task's job id and its runs
+
+
+def sweep_status(folder: str | Path) -> dict[str, int]:
+    """How many of a sweep's planned runs are finished, running, pending (queued in SLURM), failed (their
+    task left the queue unfinished, or their folder is damaged) and not started, from the folder and squeue."""
+    folder = Path(folder)
+    found = {r.path: status(folder / r.path, r.config) for r in read_plan(folder)}
+    jobs = json.loads((folder / JOBS_FILE).read_text()) if (folder / JOBS_FILE).is_file() else []
+    queued = _queue_states([job["job"] for job in jobs])
+    submitted = {path: queued.get(job["job"]) for job in jobs for path in job["runs"]}
+    counts = dict.fromkeys(("planned", "finished", "running", "pending", "failed", "not started"), 0)
+    counts["planned"] = len(found)
+    for path, state in found.items():
+        if state == "done":
+            counts["finished"] += 1
+        elif state == "damaged" or path in submitted and submitted[path] is None:
+            counts["failed"] += 1
+        elif path in submitted:
+            counts["running" if submitted[path] in ("RUNNING", "COMPLETING") else "pending"] += 1
+        else:
+            counts["not started"] += 1
+    return counts
+
+
+def _queue_states(job_ids: list[str]) -> dict[str, str]:
+    """{array task id (as submitit names it, JOB_TASK): its squeue state} for those still in the queue."""
+    if not job_ids or shutil.which("squeue") is None:
+        return {}
+    arrays = sorted({j.split("_")[0] for j in job_ids})
+    listed = subprocess.run(["squeue", "-h", "-r", "-o", "%i %T", "-j", ",".join(arrays)], capture_output=True,
+                            text=True, check=False).stdout
+    return dict(line.split() for line in listed.splitlines() if len(line.split()) == 2)
+
 
 @dataclass
 class Aggregate:
