@@ -174,3 +174,14 @@ def test_a_preempted_job_is_requeued_with_the_same_runs():
     chunk = _Chunk()
     again = chunk.checkpoint("SWEEP", ["runs/a", "runs/b"], 2)
     assert again.function is chunk and again.args == ("SWEEP", ["runs/a", "runs/b"], 2)
+
+
+def test_status_counts_runs_from_the_folder_and_the_queue(tmp):
+    from evolver.sweep import JOBS_FILE, sweep_status, write_plan
+
+    spec = {"grid": {"neuron": ["stimnet:relu4:unit1", "stimnet:relu4:unit6"], "optimizer": ["cmaes", "ga"]}}
+    runs = write_plan(spec, tmp)
+    # a task that left the queue (here: never was in it) without finishing its run: failed
+    (tmp / JOBS_FILE).write_text(json.dumps([{"job": "999999_0", "runs": [runs[0].path]}]))
+    assert sweep_status(tmp) == {"planned": 4, "finished": 0, "running": 0, "pending": 0, "failed": 1,
+                                 "not started": 3}
