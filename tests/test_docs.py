@@ -82,6 +82,7 @@ def test_python_blocks_run(page, tmp, monkeypatch):
 
 
 @pytest.mark.slow
+@pytest.mark.docs
 @pytest.mark.parametrize("page", pages_with("bash"), ids=lambda p: p.name)
 def test_shell_blocks_run(page, tmp):
     write_files(page, tmp)
