@@ -207,24 +207,31 @@ def record(track: Track, generator, command: list[str] | None = None) -> dict[st
     for it (default: this process's)."""
     config, neuron = track.config, track.neuron
     name = config.generator if isinstance(config.generator, str) else describe(generator)["class"]
+    now = conditions(neuron, generator)
     return {
         "run": config.request(),
         "resolved": {
-            "neuron": {"spec": neuron.spec, "weights": neuron.weights},
-            "generator": {"name": name, "weights": generator.weights, "code_dim": generator.code_dim,
+            "neuron": {"spec": neuron.spec, "weights": now["weights"]},
+            "generator": {"name": name, "weights": now["generator-weights"], "code_dim": generator.code_dim,
                           "image_size": generator.image_size},
             "optimizer": track.optimizer.describe(),
             "noise": str(track.noise) if track.noise else None,
             "reference": {"images": len(track.reference), "best": float(np.nanmax(track.reference))}
             if track.reference is not None else None,
-            "device": str(neuron.device),
-            "precision": neuron.precision,
+            "device": now["device"],
+            "precision": now["precision"],
             "precision_check": getattr(getattr(neuron, "reader", None), "precision_check", None),
         },
-        "versions": {"python": platform.python_version(), **_versions()},
+        "versions": now["versions"],
         "command": command or sys.argv,
         "created": datetime.datetime.now().isoformat(timespec="seconds"),
     }
+
+
+def conditions(neuron, generator) -> dict[str, Any]:
+    """What a run resolved to that a resume must find unchanged, by the name `resume(force=...)` takes."""
+    return {"device": str(neuron.device), "precision": neuron.precision, "weights": neuron.weights,
+            "generator-weights": generator.weights, "versions": {"python": platform.python_version(), **_versions()}}
 
 
 def _versions() -> dict[str, str]:
@@ -304,12 +311,14 @@ def resume(path: str | Path, progress: bool = True, on_generation: Callbacks = (
     try:  # until the loop holds the folder, a refusal here lets it go
         config = _resumed_config(directory, requested)
         generator, neuron = _generator(config), _neuron(config)
+        forced = _check_unchanged(directory, conditions(neuron, generator), force)  # before anything is written
         reference = _reference(config, neuron, generator)
         track = _track(config, neuron, generator, directory, reference=reference)
-        forced = _check_unchanged(directory, record(track, generator), force)
-        if forced:
-            recorded = directory.config()
-            recorded.setdefault("forced", []).append({"generation": track.gen, "changed": forced})
+        recorded = directory.config()
+        if forced or config.generations != recorded["run"]["generations"]:  # written once all is checked
+            recorded["run"]["generations"] = config.generations
+            if forced:
+                recorded.setdefault("forced", []).append({"generation": track.gen, "changed": forced})
             directory.write_config(recorded)
         loop = Loop(neuron, generator, [track], None, on_generation, stop_when, progress)
     except BaseException:
@@ -318,7 +327,7 @@ def resume(path: str | Path, progress: bool = True, on_generation: Callbacks = (
     return loop.run()[0]
 
 
-# What a resumed run must find as it was recorded, by the name `force` takes: (where in config.json).
+# Where config.json records each of `conditions`.
 RESOLVED = {"device": ("resolved", "device"), "precision": ("resolved", "precision"),
             "weights": ("resolved", "neuron", "weights"), "generator-weights": ("resolved", "generator", "weights"),
             "versions": ("versions",)}
@@ -329,12 +338,12 @@ def _check_unchanged(directory: RunDirectory, now: dict[str, Any], force: Sequen
     unknown = sorted(set(force) - set(RESOLVED))
     if unknown:
         raise BadInput(f"--force {unknown[0]}: it names what may differ from the record: {', '.join(RESOLVED)}.")
-    recorded = directory.config()
+    recorded, now = directory.config(), json.loads(redact(json.dumps(now)))  # as config.json would hold it
     changed, forced = [], []
     for name, keys in RESOLVED.items():
-        was, is_ = recorded, json.loads(redact(json.dumps(now)))
+        was, is_ = recorded, now[name]
         for key in keys:
-            was, is_ = (was or {}).get(key), (is_ or {}).get(key)
+            was = (was or {}).get(key)
         if was is not None and was != is_:
             (forced if name in force else changed).append(f"{name}: recorded {was!r}, now {is_!r}")
     if changed:
@@ -345,8 +354,7 @@ def _check_unchanged(directory: RunDirectory, now: dict[str, Any], force: Sequen
 
 
 def _resumed_config(directory: RunDirectory, requested: dict[str, Any]) -> RunConfig:
-    """The recorded config with the options given again; a conflicting one refused, and config.json
-    rewritten (a new generation count) only once the whole config is valid."""
+    """The recorded config with the options given again (a conflicting one refused)."""
     recorded = directory.config()
     fields = dict(recorded["run"])
     conflicts = []
@@ -369,11 +377,7 @@ def _resumed_config(directory: RunDirectory, requested: dict[str, Any]) -> RunCo
         )
     if requested.get("generations") is not None:
         fields["generations"] = requested["generations"]
-    config = RunConfig(**fields)
-    if fields["generations"] != recorded["run"]["generations"]:
-        recorded["run"]["generations"] = fields["generations"]
-        directory.write_config(recorded)
-    return config
+    return RunConfig(**fields)
 
 
 def run_units(config: RunConfig | None = None, out: str | Path | None = None, progress: bool = True,

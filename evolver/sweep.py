@@ -313,13 +313,14 @@ JOBS_FILE = "jobs.json"  # the last submission: each array task's job id and its
 
 def sweep_status(folder: str | Path) -> dict[str, int]:
     """How many of a sweep's planned runs are finished, running, pending (queued in SLURM), failed (their
-    task left the queue unfinished, or their folder is damaged) and not started, from the folder and squeue."""
+    task left the queue unfinished, or their folder is damaged), interrupted (begun outside SLURM and
+    stopped; running the sweep again resumes them) and not started, from the folder and squeue."""
     folder = Path(folder)
     found = {r.path: status(folder / r.path, r.config) for r in read_plan(folder)}
     jobs = json.loads((folder / JOBS_FILE).read_text()) if (folder / JOBS_FILE).is_file() else []
     queued = _queue_states([job["job"] for job in jobs])
     submitted = {path: queued.get(job["job"]) for job in jobs for path in job["runs"]}
-    counts = dict.fromkeys(("planned", "finished", "running", "pending", "failed", "not started"), 0)
+    counts = dict.fromkeys(("planned", "finished", "running", "pending", "failed", "interrupted", "not started"), 0)
     counts["planned"] = len(found)
     for path, state in found.items():
         if state == "done":
@@ -329,7 +330,7 @@ def sweep_status(folder: str | Path) -> dict[str, int]:
         elif path in submitted:
             counts["running" if submitted[path] in ("RUNNING", "COMPLETING") else "pending"] += 1
         else:
-            counts["not started"] += 1
+            counts["interrupted" if state == "partial" else "not started"] += 1
     return counts
 
 

@@ -53,7 +53,7 @@ def test_a_sweep_runs_as_a_job_array_with_the_local_executors_results(partition,
     for run in runs:
         same_records(tmp / "slurm" / "runs" / run, tmp / "local" / "runs" / run)
     assert sweep_status(tmp / "slurm") == {"planned": 12, "finished": 12, "running": 0, "pending": 0, "failed": 0,
-                                           "not started": 0}
+                                           "interrupted": 0, "not started": 0}
 
 
 def test_a_requeued_task_resumes_its_run_exactly(partition, tmp):

@@ -184,4 +184,4 @@ def test_status_counts_runs_from_the_folder_and_the_queue(tmp):
     # a task that left the queue (here: never was in it) without finishing its run: failed
     (tmp / JOBS_FILE).write_text(json.dumps([{"job": "999999_0", "runs": [runs[0].path]}]))
     assert sweep_status(tmp) == {"planned": 4, "finished": 0, "running": 0, "pending": 0, "failed": 1,
-                                 "not started": 3}
+                                 "interrupted": 0, "not started": 3}
