@@ -52,6 +52,8 @@ def main() -> None:
 @click.option("--generator-weights", help="Generator weights: pretrained (default: the bundled ones), random or PATH.")
 @click.option("--class", "class_index", type=int, help="BigGAN: fix this ImageNet class and evolve only the noise.")
 @click.option("--truncation", type=float, help="Truncation of the generator's codes (BigGAN default 0.7).")
+@click.option("--image-size", type=int, help="Side of the images in pixels, for generators that draw at any size "
+              "(stimuli; default 64).")
 @click.option("--optimizer", help="Optimizer name: cmaes (default; the separable sep-cmaes on codes over 1,024-d), ga "
               "(XDream's genetic algorithm and defaults), sep-cmaes, sphere-cma, random, gradient.")
 @click.option("--param", "param_pairs", multiple=True, help="Optimizer parameter NAME=VALUE (repeatable).")
@@ -75,7 +77,7 @@ def main() -> None:
 @click.option("--force", multiple=True, help="With --resume: continue although this differs from the record "
               "(device, precision, weights, generator-weights, versions); the change is recorded.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def run(param_pairs, population, class_index, truncation, out, resume, force, quiet, **options) -> None:
+def run(param_pairs, population, class_index, truncation, image_size, out, resume, force, quiet, **options) -> None:
     """Evolve codes for a neuron and record the run."""
     from evolver import experiment
     from evolver.optimizers import parse_params
@@ -85,7 +87,8 @@ def run(param_pairs, population, class_index, truncation, out, resume, force, qu
     if population is not None:
         params["population"] = population
     requested = {k: v for k, v in options.items() if v is not None}
-    generator_options = {k: v for k, v in (("class_index", class_index), ("truncation", truncation)) if v is not None}
+    generator_options = {k: v for k, v in (("class_index", class_index), ("truncation", truncation),
+                                           ("image_size", image_size)) if v is not None}
     if generator_options:
         requested["generator_options"] = generator_options
     if force and not resume:
@@ -237,6 +240,8 @@ def list_generators() -> None:
 @click.option("--mem", "mem_gb", type=float, default=4.0, show_default=True, help="slurm: GB of memory a job.")
 @click.option("--runs-per-job", type=int, default=8, show_default=True, help="slurm: runs in each array task.")
 @click.option("--parallel-jobs", type=int, default=64, show_default=True, help="slurm: array tasks at once.")
+@click.option("--requeues", type=click.IntRange(min=0), default=3, show_default=True,
+              help="slurm: times a task that reaches its time limit is queued again to go on.")
 @click.option("--no-wait", is_flag=True, help="slurm: submit and return; re-run the command later to finish.")
 @click.option("--status", "show_status", is_flag=True, help="Print how many runs are finished, running, pending, "
               "failed and not started (from the folder and squeue), and do nothing else.")

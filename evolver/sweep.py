@@ -80,6 +80,15 @@ class Resources:
     mem_gb: float = 4.0
     runs_per_job: int = 8
     parallel_jobs: int = 64  # array tasks running at once
+    requeues: int = 3  # times a task that reaches its time limit is queued again to go on
+
+    @property
+    def warning_seconds(self) -> int:
+        """How long before its time limit a task is told to stop (submitit's USR2). slurmctld sends the
+        signal up to a minute early, so submitit's 90 s would reach a task of two minutes or less as it
+        starts, before its handler is installed, and kill it (exit 140); a quarter of the limit leaves
+        every task most of its time."""
+        return min(90, 15 * self.time_minutes)
 
 
 # ---------------------------------------------------------------------------------------------- planning
@@ -290,9 +299,11 @@ def _submit(folder: Path, todo: list[str], executor: str, resources: Resources, 
     import submitit
 
     cluster = "slurm" if executor == "slurm" else "local"
-    submitter = submitit.AutoExecutor(folder=folder / "logs" / "%j", cluster=cluster)
+    submitter = submitit.AutoExecutor(folder=folder / "logs" / "%j", cluster=cluster,
+                                      **{f"{cluster}_max_num_timeout": resources.requeues})
     options = {"timeout_min": resources.time_minutes, "cpus_per_task": resources.cpus, "mem_gb": resources.mem_gb,
-               "gpus_per_node": resources.gpus, "slurm_array_parallelism": resources.parallel_jobs}
+               "gpus_per_node": resources.gpus, "slurm_array_parallelism": resources.parallel_jobs,
+               "slurm_signal_delay_s": resources.warning_seconds}
     if resources.partition:
         options["slurm_partition"] = resources.partition
     submitter.update_parameters(**options)
@@ -303,7 +314,21 @@ def _submit(folder: Path, todo: list[str], executor: str, resources: Resources, 
     write_atomic(folder / JOBS_FILE, (json.dumps(submitted, indent=1) + "\n").encode())
     if not wait:
         return [job.job_id for job in jobs]
-    return [job.result() for job in jobs]
+    return [_outcomes(job, folder, chunk) for job, chunk in zip(jobs, chunks)]
+
+
+def _outcomes(job, folder: Path, paths: list[str]) -> dict[str, str]:
+    """{path: what it did} of a finished job; a job that ended unfinished (its time limit reached more than
+    `requeues` times, cancelled, killed) fails the runs it left, which keep what they recorded."""
+    error = job.exception()  # the task raised or gave up (FailedJobError), or died without a word
+    if error is None:
+        return job.result()
+    text = str(error).split("----------------------\n")  # a FailedJobError holds the task's traceback so
+    reason = (text[1] if len(text) >= 3 else text[0]).strip().splitlines()[-1][:300]
+    planned = {p.path: p.config for p in read_plan(folder)}
+    return {path: "finished" if status(folder / path, planned[path]) == "done" else
+            f"failed: {path}: its job {job.job_id} ended unfinished ({reason}); the run keeps what it recorded "
+            f"and running the sweep again resumes it. Log: {job.paths.stderr}" for path in paths}
 
 
 # ---------------------------------------------------------------------------------------------- reading

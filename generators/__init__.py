@@ -1,7 +1,8 @@
 """Generators: anything that turns latent codes into images.
 
-`create(name, **options)` builds one from the registry, like timm's `create_model`; `REGISTRY`'s
-entries describe each (code size, image size, where 'pretrained' looks) without loading weights.
+`create(name, **options)` builds one from the registry, like timm's `create_model`; options may also be
+written into the name, `NAME:KEY=VALUE[:KEY=VALUE...]` (`stimuli:layers=3`). `REGISTRY`'s entries
+describe each (code size, image size, where 'pretrained' looks) without loading weights.
 Installed packages add generators through the entry-point group `evolver.generators` (a Generator
 class or factory that takes the options as keywords).
 """
@@ -16,6 +17,7 @@ from evolver_common.registry import Entry, Registry
 from generators import biggan, dcgan, deepsim
 from generators.base import Generator
 from generators.dcgan import DCGAN
+from generators.stimuli import Stimuli
 
 REGISTRY: Registry[Callable[..., Generator]] = Registry(
     "generator", group="evolver.generators", hint="`evolver generators` lists them.")
@@ -39,8 +41,32 @@ def entries() -> list[Entry]:
     return [REGISTRY.entry(name) for name in REGISTRY.available()]
 
 
+def parse(spec: str) -> tuple[str, dict]:
+    """'NAME:KEY=VALUE[:KEY=VALUE...]' -> (NAME, {KEY: VALUE}); values are read as integers, numbers or text."""
+    name, *pairs = spec.strip().split(":")
+    options = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key.isidentifier() or key in options or not text:
+            raise BadInput(f"Malformed generator '{spec}' at '{pair}': options follow the name as "
+                           "NAME:KEY=VALUE[:KEY=VALUE...], e.g. stimuli:layers=3.")
+        options[key] = _value(text)
+    return name, options
+
+
+def _value(text: str) -> int | float | str:
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
 def create(name: str, **options) -> Generator:
-    """Build the generator registered as `name` (e.g. 'dcgan', weights='random')."""
+    """Build the generator registered as `name` (e.g. 'dcgan', weights='random'; 'stimuli:layers=3')."""
+    name, written = parse(name)
+    options = {**written, **options}
     factory = REGISTRY.get(name)
     try:
         inspect.signature(factory).bind(**options)
@@ -56,8 +82,9 @@ register("dcgan", DCGAN, f"{dcgan.bundled_code_dim()} bundled (100 random)", DCG
 for variant in deepsim.VARIANTS:
     register(f"deepsim-{variant}", functools.partial(deepsim.DeePSiM, variant), str(deepsim.code_dim(variant)),
              deepsim.DeePSiM.image_size, functools.partial(deepsim.weights_location, variant))
+register("stimuli", Stimuli, "25 a layer (stimuli:layers=L)", 64, lambda: ("none needed (formulas)", True))
 for size in biggan.SIZES:
     register(f"biggan-deep-{size}", functools.partial(biggan.BigGAN, size), "256 (128 with --class)", size,
              functools.partial(biggan.weights_location, size))
 
-__all__ = ["Generator", "DCGAN", "REGISTRY", "create", "register", "available", "entries"]
+__all__ = ["Generator", "DCGAN", "Stimuli", "REGISTRY", "create", "parse", "register", "available", "entries"]

@@ -12,6 +12,7 @@ cycles per image width.
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Callable, Iterator
@@ -19,6 +20,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+from evolver_common import BadInput, resolve_device
+from generators.base import Generator
 
 FAMILIES = ("grating", "gabor", "bar", "blob", "circle", "square", "triangle", "star", "cross",
             "checkerboard", "pink_noise", "dead_leaves")
@@ -37,25 +41,13 @@ class StimulusBatch:
         return [FAMILIES[i] for i in self.family.tolist()]
 
 
-class _Draw:
-    """Random draws for m images of one family, and the pixel grid they are drawn on."""
+class Grid:
+    """The pixel grid of S×S images: x to the right, y downwards, both in [-1, 1] (pixel centres)."""
 
-    def __init__(self, m: int, size: int, gen: torch.Generator):
-        self.m, self.gen = m, gen
-        axis = (torch.arange(size, dtype=torch.float32) + 0.5) / size * 2 - 1
+    def __init__(self, size: int, device: torch.device | str = "cpu"):
+        axis = (torch.arange(size, dtype=torch.float32, device=device) + 0.5) / size * 2 - 1
         self.y, self.x = torch.meshgrid(axis, axis, indexing="ij")  # (S, S)
         self.edge = 2.0 / size  # one pixel, for anti-aliased edges
-
-    def uniform(self, low: float, high: float) -> torch.Tensor:
-        return low + (high - low) * torch.rand(self.m, generator=self.gen)
-
-    def colours(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """A background and a foreground colour (m, 3, 1, 1) that differ visibly."""
-        bg = 0.15 + 0.7 * torch.rand(self.m, 3, generator=self.gen)
-        fg = torch.rand(self.m, 3, generator=self.gen)
-        close = (fg - bg).norm(dim=1) < 0.45
-        fg[close] = (1 - bg[close]).round()  # the opposite corner of the colour cube
-        return bg[:, :, None, None], fg[:, :, None, None]
 
     def frame(self, cx: torch.Tensor, cy: torch.Tensor, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Coordinates (m, S, S) along and across the orientation `theta` (radians), centred at (cx, cy)."""
@@ -64,68 +56,117 @@ class _Draw:
         return dx * c + dy * s, -dx * s + dy * c
 
     def fill(self, distance: torch.Tensor) -> torch.Tensor:
-        """Anti-aliased inside-ness (m, 1, S, S) of a signed distance (negative inside)."""
-        return torch.sigmoid(-distance / (0.5 * self.edge))[:, None]
+        """Anti-aliased inside-ness (m, S, S) of a signed distance (negative inside)."""
+        return torch.sigmoid(-distance / (0.5 * self.edge))
+
+
+class _Draw:
+    """Random draws for m images of one family, and the pixel grid they are drawn on."""
+
+    def __init__(self, m: int, size: int, gen: torch.Generator):
+        self.m, self.gen, self.grid = m, gen, Grid(size)
+
+    def uniform(self, low: float, high: float) -> torch.Tensor:
+        return low + (high - low) * torch.rand(self.m, generator=self.gen)
+
+    def colours(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """A background and a foreground colour (m, 3) that differ visibly."""
+        bg = 0.15 + 0.7 * torch.rand(self.m, 3, generator=self.gen)
+        fg = torch.rand(self.m, 3, generator=self.gen)
+        close = (fg - bg).norm(dim=1) < 0.45
+        fg[close] = (1 - bg[close]).round()  # the opposite corner of the colour cube
+        return bg, fg
 
 
 def _blend(bg: torch.Tensor, fg: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
     return bg + (fg - bg) * alpha
 
 
-def _grating(d: _Draw) -> tuple[torch.Tensor, dict]:
-    theta, freq, phase, contrast = d.uniform(0, math.pi), d.uniform(1.5, 8), d.uniform(0, 2 * math.pi), d.uniform(0.5, 1)
-    u, _ = d.frame(torch.zeros(d.m), torch.zeros(d.m), theta)
-    wave = torch.sin(math.pi * freq[:, None, None] * u + phase[:, None, None])  # 2 units across = 1 image width
-    bg, fg = d.colours()
-    mean = (bg + fg) / 2
-    images = mean + (fg - mean) * contrast[:, None, None, None] * wave[:, None]
-    return images, dict(orientation=torch.rad2deg(theta), frequency=freq, phase=phase, contrast=contrast)
+# ---------------------------------------------------------------------------------- parametric families
+# Each parametric family is a corpus draw (its parameters from the corpus's ranges, in a fixed order of
+# random draws) and a `mix`: how far each pixel goes from the background colour towards the foreground's,
+# (m, S, S), from parameters in the units below; `stimuli` and the `stimuli` generator share the mixes.
+#
+#   orientation radians; frequency cycles per image width; phase radians; contrast, sharpness in [0, 1];
+#   size (the family's extent: Gaussian s.d., bar length, shape radius) and x, y in image coordinates.
+PARAMETERS = ("orientation", "frequency", "phase", "contrast", "size", "x", "y", "sharpness")
+SQUARE_WAVE_GAIN = 8.0  # tanh(8 sin) is a square wave with soft edges
 
 
-def _gabor(d: _Draw) -> tuple[torch.Tensor, dict]:
-    theta, freq, phase, contrast = d.uniform(0, math.pi), d.uniform(2, 8), d.uniform(0, 2 * math.pi), d.uniform(0.6, 1)
-    sigma, cx, cy = d.uniform(0.2, 0.4), d.uniform(-0.3, 0.3), d.uniform(-0.3, 0.3)
-    u, v = d.frame(cx, cy, theta)
-    envelope = torch.exp(-(u**2 + v**2) / (2 * sigma[:, None, None] ** 2))
-    wave = torch.sin(math.pi * freq[:, None, None] * u + phase[:, None, None])
-    bg, fg = d.colours()
-    images = bg + (fg - bg) * (contrast[:, None, None] * envelope * wave)[:, None]
-    return images, dict(orientation=torch.rad2deg(theta), frequency=freq, phase=phase, contrast=contrast,
-                        size=sigma, x=cx, y=cy)
+@dataclass(frozen=True)
+class Family:
+    draw: Callable[[_Draw], dict[str, torch.Tensor]]  # the corpus's parameters (m,) of each name it uses
+    mix: Callable[[Frames], torch.Tensor]
+    reported: tuple[str, ...]  # the attributes the corpus reports
 
 
-def _bar(d: _Draw) -> tuple[torch.Tensor, dict]:
-    theta, length, width = d.uniform(0, math.pi), d.uniform(0.8, 1.6), d.uniform(0.08, 0.22)
-    cx, cy = d.uniform(-0.3, 0.3), d.uniform(-0.3, 0.3)
-    # the bar's long axis runs across `theta`, so its orientation matches a grating's stripes
-    u, v = d.frame(cx, cy, theta)
-    distance = torch.maximum(u.abs() - width[:, None, None] / 2, v.abs() - length[:, None, None] / 2)
-    bg, fg = d.colours()
-    return _blend(bg, fg, d.fill(distance)), dict(orientation=torch.rad2deg(theta), size=length, x=cx, y=cy)
+class Frames:
+    """One set of parameters (m,) on a grid, with the coordinate frames its families share, each computed once."""
+
+    def __init__(self, grid: Grid, p: dict[str, torch.Tensor]):
+        self.grid, self.p = grid, p
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        """A parameter as a column (m, 1, 1), to broadcast over the pixels."""
+        return self.p[name][:, None, None]
+
+    @functools.cached_property
+    def centred(self) -> tuple[torch.Tensor, torch.Tensor]:
+        zero = torch.zeros_like(self.p["orientation"])
+        return self.grid.frame(zero, zero, self.p["orientation"])
+
+    @functools.cached_property
+    def placed(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.grid.frame(self.p["x"], self.p["y"], self.p["orientation"])
+
+    @functools.cached_property
+    def radius2(self) -> torch.Tensor:
+        u, v = self.placed
+        return u**2 + v**2
+
+    def wave(self, u: torch.Tensor) -> torch.Tensor:
+        """The carrier (m, S, S) along `u`, in [-1, 1]: sine to square as sharpness goes 0 to 1."""
+        sine = torch.sin(math.pi * self["frequency"] * u + self["phase"])  # 2 units = 1 image width
+        if "sharpness" not in self.p:
+            return sine
+        square = torch.tanh(SQUARE_WAVE_GAIN * sine) / math.tanh(SQUARE_WAVE_GAIN)
+        return sine + self["sharpness"] * (square - sine)
 
 
-def _blob(d: _Draw) -> tuple[torch.Tensor, dict]:
-    sigma, cx, cy = d.uniform(0.12, 0.4), d.uniform(-0.4, 0.4), d.uniform(-0.4, 0.4)
-    u, v = d.frame(cx, cy, torch.zeros(d.m))
-    bg, fg = d.colours()
-    alpha = torch.exp(-(u**2 + v**2) / (2 * sigma[:, None, None] ** 2))[:, None]
-    return _blend(bg, fg, alpha), dict(size=sigma, x=cx, y=cy)
+def _grating_mix(f: Frames) -> torch.Tensor:
+    return 0.5 + 0.5 * f["contrast"] * f.wave(f.centred[0])
 
 
-def _shape(distance: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor], symmetry: float):
-    """A filled shape family from its signed distance in the shape's own frame (size R)."""
-    def draw(d: _Draw) -> tuple[torch.Tensor, dict]:
-        radius, theta = d.uniform(0.3, 0.62), d.uniform(0, symmetry)
-        cx, cy = d.uniform(-0.3, 0.3), d.uniform(-0.3, 0.3)
-        u, v = d.frame(cx, cy, theta)
-        bg, fg = d.colours()
-        return _blend(bg, fg, d.fill(distance(u, v, radius[:, None, None]))), dict(
-            orientation=torch.rad2deg(theta), size=radius, x=cx, y=cy)
-    return draw
+def _gabor_mix(f: Frames) -> torch.Tensor:
+    return f["contrast"] * torch.exp(-f.radius2 / (2 * f["size"] ** 2)) * f.wave(f.placed[0])
+
+
+def _bar_mix(f: Frames) -> torch.Tensor:
+    # the bar's long axis runs across `orientation`, so its orientation matches a grating's stripes; its
+    # width is half a period of `frequency`
+    u, v = f.placed
+    return f["contrast"] * f.grid.fill(torch.maximum(u.abs() - 0.25 / f["frequency"], v.abs() - f["size"] / 2))
+
+
+def _blob_mix(f: Frames) -> torch.Tensor:
+    return f["contrast"] * torch.exp(-f.radius2 / (2 * f["size"] ** 2))  # round: its frame's rotation is moot
+
+
+def _shape_mix(distance: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]):
+    """A filled shape from its signed distance in the shape's own frame (radius `size`)."""
+    def mix(f: Frames) -> torch.Tensor:
+        return f["contrast"] * f.grid.fill(distance(*f.placed, f["size"]))
+    return mix
+
+
+def _checkerboard_mix(f: Frames) -> torch.Tensor:
+    u, v = f.centred
+    product = torch.sin(math.pi * f["frequency"] * u + f["phase"]) * torch.sin(math.pi * f["frequency"] * v)
+    return f["contrast"] * torch.sigmoid(product / 0.08)
 
 
 def _circle(u, v, r):
-    return torch.sqrt(u**2 + v**2) - r
+    return torch.sqrt(u**2 + v**2 + 1e-12) - r  # 1e-12: a finite gradient at the centre
 
 
 def _square(u, v, r):
@@ -140,7 +181,7 @@ def _triangle(u, v, r):
 def _star(u, v, r):
     angle = torch.atan2(v, u)
     boundary = r * (0.42 + 0.58 * ((1 + torch.cos(5 * angle)) / 2) ** 2)
-    return torch.sqrt(u**2 + v**2) - boundary
+    return torch.sqrt(u**2 + v**2 + 1e-12) - boundary
 
 
 def _cross(u, v, r):
@@ -148,18 +189,75 @@ def _cross(u, v, r):
     return torch.minimum(torch.maximum(u.abs() - r, v.abs() - arm), torch.maximum(u.abs() - arm, v.abs() - r))
 
 
-def _checkerboard(d: _Draw) -> tuple[torch.Tensor, dict]:
-    theta, freq, phase = d.uniform(0, math.pi / 2), d.uniform(2, 8), d.uniform(0, 2 * math.pi)
-    u, v = d.frame(torch.zeros(d.m), torch.zeros(d.m), theta)
-    f = math.pi * freq[:, None, None]
-    product = torch.sin(f * u + phase[:, None, None]) * torch.sin(f * v)
-    alpha = torch.sigmoid(product / 0.08)[:, None]
-    bg, fg = d.colours()
-    return _blend(bg, fg, alpha), dict(orientation=torch.rad2deg(theta), frequency=freq, phase=phase)
+def _full(d: _Draw) -> torch.Tensor:
+    return torch.ones(d.m)
 
+
+def _draw_grating(d: _Draw) -> dict:
+    theta, freq, phase, contrast = d.uniform(0, math.pi), d.uniform(1.5, 8), d.uniform(0, 2 * math.pi), d.uniform(0.5, 1)
+    return dict(orientation=theta, frequency=freq, phase=phase, contrast=contrast)
+
+
+def _draw_gabor(d: _Draw) -> dict:
+    theta, freq, phase, contrast = d.uniform(0, math.pi), d.uniform(2, 8), d.uniform(0, 2 * math.pi), d.uniform(0.6, 1)
+    sigma, cx, cy = d.uniform(0.2, 0.4), d.uniform(-0.3, 0.3), d.uniform(-0.3, 0.3)
+    return dict(orientation=theta, frequency=freq, phase=phase, contrast=contrast, size=sigma, x=cx, y=cy)
+
+
+def _draw_bar(d: _Draw) -> dict:
+    theta, length, width = d.uniform(0, math.pi), d.uniform(0.8, 1.6), d.uniform(0.08, 0.22)
+    cx, cy = d.uniform(-0.3, 0.3), d.uniform(-0.3, 0.3)
+    return dict(orientation=theta, size=length, frequency=0.5 / width, x=cx, y=cy, contrast=_full(d))
+
+
+def _draw_blob(d: _Draw) -> dict:
+    sigma, cx, cy = d.uniform(0.12, 0.4), d.uniform(-0.4, 0.4), d.uniform(-0.4, 0.4)
+    return dict(size=sigma, x=cx, y=cy, contrast=_full(d), orientation=torch.zeros(d.m))
+
+
+def _draw_shape(symmetry: float):
+    def draw(d: _Draw) -> dict:
+        radius, theta = d.uniform(0.3, 0.62), d.uniform(0, symmetry)
+        cx, cy = d.uniform(-0.3, 0.3), d.uniform(-0.3, 0.3)
+        return dict(size=radius, orientation=theta, x=cx, y=cy, contrast=_full(d))
+    return draw
+
+
+def _draw_checkerboard(d: _Draw) -> dict:
+    theta, freq, phase = d.uniform(0, math.pi / 2), d.uniform(2, 8), d.uniform(0, 2 * math.pi)
+    return dict(orientation=theta, frequency=freq, phase=phase, contrast=_full(d))
+
+
+_SHAPE_REPORT = ("orientation", "size", "x", "y")
+PARAMETRIC: dict[str, Family] = {
+    "grating": Family(_draw_grating, _grating_mix, ("orientation", "frequency", "phase", "contrast")),
+    "gabor": Family(_draw_gabor, _gabor_mix, ("orientation", "frequency", "phase", "contrast", "size", "x", "y")),
+    "bar": Family(_draw_bar, _bar_mix, _SHAPE_REPORT),
+    "blob": Family(_draw_blob, _blob_mix, ("size", "x", "y")),
+    "circle": Family(_draw_shape(2 * math.pi), _shape_mix(_circle), _SHAPE_REPORT),
+    "square": Family(_draw_shape(math.pi / 2), _shape_mix(_square), _SHAPE_REPORT),
+    "triangle": Family(_draw_shape(2 * math.pi / 3), _shape_mix(_triangle), _SHAPE_REPORT),
+    "star": Family(_draw_shape(2 * math.pi / 5), _shape_mix(_star), _SHAPE_REPORT),
+    "cross": Family(_draw_shape(math.pi / 2), _shape_mix(_cross), _SHAPE_REPORT),
+    "checkerboard": Family(_draw_checkerboard, _checkerboard_mix, ("orientation", "frequency", "phase")),
+}
+
+
+def _parametric(family: Family):
+    """The corpus renderer of a parametric family: its draw, then colours, then its mix."""
+    def draw(d: _Draw) -> tuple[torch.Tensor, dict]:
+        p = family.draw(d)
+        bg, fg = d.colours()
+        images = _blend(bg[:, :, None, None], fg[:, :, None, None], family.mix(Frames(d.grid, p))[:, None])
+        reported = {name: torch.rad2deg(p[name]) if name == "orientation" else p[name] for name in family.reported}
+        return images, reported
+    return draw
+
+
+# ------------------------------------------------------------------------------------------------ textures
 
 def _pink_noise(d: _Draw) -> tuple[torch.Tensor, dict]:
-    size = d.x.shape[0]
+    size = d.grid.x.shape[0]
     exponent = d.uniform(1.0, 2.0)
     noise = torch.randn(d.m, size, size, generator=d.gen)
     fy = torch.fft.fftfreq(size)[:, None]
@@ -170,27 +268,24 @@ def _pink_noise(d: _Draw) -> tuple[torch.Tensor, dict]:
     field = (field - field.mean(dim=(1, 2), keepdim=True)) / field.std(dim=(1, 2), keepdim=True)
     alpha = torch.sigmoid(1.5 * field)[:, None]
     bg, fg = d.colours()
-    return _blend(bg, fg, alpha), dict(frequency=exponent)
+    return _blend(bg[:, :, None, None], fg[:, :, None, None], alpha), dict(frequency=exponent)
 
 
 def _dead_leaves(d: _Draw, leaves: int = 40) -> tuple[torch.Tensor, dict]:
     bg, _ = d.colours()
-    images = bg.expand(-1, -1, *d.x.shape).clone()
+    images = bg[:, :, None, None].expand(-1, -1, *d.grid.x.shape).clone()
     for _ in range(leaves):
         # radii from a power law, as in the dead-leaves model of natural images
         radius = 0.06 * (1 - d.uniform(0, 0.97)) ** -0.7
         cx, cy = d.uniform(-1.1, 1.1), d.uniform(-1.1, 1.1)
-        u, v = d.frame(cx, cy, torch.zeros(d.m))
+        u, v = d.grid.frame(cx, cy, torch.zeros(d.m))
         colour = torch.rand(d.m, 3, 1, 1, generator=d.gen)
-        images = _blend(images, colour, d.fill(torch.sqrt(u**2 + v**2) - radius[:, None, None]))
+        images = _blend(images, colour, d.grid.fill(torch.sqrt(u**2 + v**2) - radius[:, None, None])[:, None])
     return images, {}
 
 
 _RENDERERS: dict[str, Callable[[_Draw], tuple[torch.Tensor, dict]]] = {
-    "grating": _grating, "gabor": _gabor, "bar": _bar, "blob": _blob,
-    "circle": _shape(_circle, 2 * math.pi), "square": _shape(_square, math.pi / 2),
-    "triangle": _shape(_triangle, 2 * math.pi / 3), "star": _shape(_star, 2 * math.pi / 5),
-    "cross": _shape(_cross, math.pi / 2), "checkerboard": _checkerboard,
+    **{name: _parametric(family) for name, family in PARAMETRIC.items()},
     "pink_noise": _pink_noise, "dead_leaves": _dead_leaves,
 }
 
@@ -226,3 +321,126 @@ def corpus_batch(seed: int, batch_size: int, k: int, size: int = 64,
                  families: tuple[str, ...] = FAMILIES) -> StimulusBatch:
     """Batch `k` of `corpus(seed, batch_size)`, drawn on its own."""
     return stimuli(batch_size, int(np.random.SeedSequence((seed, k)).generate_state(1)[0]), size, families)
+
+
+# ------------------------------------------------------------------------------------------- generator
+
+SETTINGS = ("orientation", "frequency", "phase", "contrast", "size", "x", "y", "sharpness", "opacity")
+FAMILY_GAIN = 4.0  # family weights are softmax(4 × their code values): a code value of 2.5 is 99.96% one family
+# Bounded settings: code value z maps to low + (high - low) (1 + sin z) / 2, smooth and without bounds to
+# hit (a search that passes a bound comes back, as CMA-ES's mirrored boundaries), exact at both ends; z in
+# [-π/2, π/2] covers the range once and the zero code is its middle. Frequency is mapped on a log scale.
+RANGES = {"frequency": (math.log(0.5), math.log(16.0)), "contrast": (0.0, 1.0), "size": (0.03, 1.6),
+          "x": (-1.0, 1.0), "y": (-1.0, 1.0), "sharpness": (0.0, 1.0), "opacity": (0.0, 1.0), "colour": (0.0, 1.0)}
+
+
+def _between(z: torch.Tensor, name: str) -> torch.Tensor:
+    low, high = RANGES[name]
+    return low + (high - low) * (1 + torch.sin(z)) / 2
+
+
+def _code_of(value: torch.Tensor, name: str) -> torch.Tensor:
+    """The code value in [-π/2, π/2] that `_between` maps to `value`."""
+    low, high = RANGES[name]
+    return torch.arcsin((2 * (value - low) / (high - low) - 1).clamp(-1, 1))
+
+
+class Stimuli(Generator):
+    """The corpus's parametric families as a generator (`--generator stimuli[:layers=L]`): each code is L
+    layers of 25 values, drawn back to front, each over what is below it:
+
+    - 10 family weights, softmaxed: grating, gabor, bar, blob, circle, square, triangle, star, cross,
+      checkerboard (a mixture between families is a blend of their patterns);
+    - orientation and phase (radians, the code value itself), frequency (0.5–16 cycles per image width,
+      log scale), contrast, size (0.03–1.6, image coordinates: Gaussian s.d., bar length, shape radius),
+      x and y (−1–1), sharpness (0 sine, 1 square wave) and opacity (layers after the first), each
+      mapped from an unbounded code value (see RANGES);
+    - background and foreground colours, RGB in [0, 1] (the first layer's background is the canvas).
+
+    Rendering is torch throughout, differentiable, at any `image_size`. `sample` draws the corpus's
+    distribution for the first layer (one family, its parameter ranges and colours); later layers are
+    corpus stimuli laid over it at opacities between 0.25 and 0.75. The texture families (pink noise,
+    dead leaves) are random fields, not parameters, and are not in this space.
+    """
+
+    def __init__(self, layers: int = 1, image_size: int = 64, weights: str = "none", device: str = "auto",
+                 precision: str = "auto"):
+        """`weights` and `precision` are accepted like every generator's and unused: the stimuli are formulas,
+        rendered in fp32."""
+        if not (isinstance(layers, int) and 1 <= layers <= 8):
+            raise BadInput(f"stimuli:layers={layers}: the number of stimuli in one image is an integer from 1 to 8.")
+        if not (isinstance(image_size, int) and 8 <= image_size <= 1024):
+            raise BadInput(f"--image-size {image_size}: the stimuli generator draws square images of 8 to 1,024 "
+                           "pixels a side.")
+        if weights not in ("none", "pretrained", "random"):
+            raise BadInput(f"The stimuli generator has no weights (it draws formulas); got --generator-weights "
+                           f"{weights}.")
+        self.layers, self.image_size = layers, image_size
+        self.per_layer = len(PARAMETRIC) + len(SETTINGS) + 6
+        self.code_dim = layers * self.per_layer
+        self.weights = "analytic (no weights)"
+        self.device = resolve_device(device)
+        self.grid = Grid(image_size, self.device)
+
+    def describe(self) -> dict:
+        return {**super().describe(), "layers": self.layers, "families": list(PARAMETRIC)}
+
+    def decode(self, codes: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+        """Each layer's settings from codes (n, code_dim): {'weights': (n, 10), setting: (n,), 'bg', 'fg': (n, 3)}
+        in the units of PARAMETERS (orientation and phase in radians)."""
+        layers = []
+        for block in codes.reshape(len(codes), self.layers, self.per_layer).unbind(1):
+            logits, settings, colours = block.split([len(PARAMETRIC), len(SETTINGS), 6], dim=1)
+            layer = {"weights": torch.softmax(FAMILY_GAIN * logits, dim=1),
+                     "bg": _between(colours[:, :3], "colour"), "fg": _between(colours[:, 3:], "colour")}
+            for name, z in zip(SETTINGS, settings.unbind(1)):
+                layer[name] = z if name in ("orientation", "phase") else _between(z, name)
+            layer["frequency"] = torch.exp(layer["frequency"])
+            layers.append(layer)
+        return layers
+
+    def differentiable(self, codes: torch.Tensor) -> torch.Tensor:
+        canvas = None
+        for layer in self.decode(codes.float()):
+            frames, weights = Frames(self.grid, layer), layer["weights"]
+            # a family no image of the batch draws (weight under 1e-6) is not computed: it changes nothing
+            mix = sum(weights[:, k, None, None] * family.mix(frames)
+                      for k, family in enumerate(PARAMETRIC.values()) if weights[:, k].max() > 1e-6)
+            if canvas is None:
+                canvas = layer["bg"][:, :, None, None].expand(-1, -1, self.image_size, self.image_size)
+            else:
+                mix = mix * layer["opacity"][:, None, None]
+            canvas = canvas + (layer["fg"][:, :, None, None] - canvas) * mix[:, None]
+        return canvas.clamp(0, 1)
+
+    def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
+        codes = torch.empty(n, self.layers, self.per_layer)
+        for layer in range(self.layers):
+            codes[:, layer] = self._sample_layer(n, gen, rng, opacity=(0.25, 0.75) if layer else (0.0, 1.0))
+        return codes.reshape(n, self.code_dim).numpy()
+
+    def _sample_layer(self, n: int, gen: torch.Generator, rng: np.random.Generator,
+                      opacity: tuple[float, float]) -> torch.Tensor:
+        names = list(PARAMETRIC)
+        family = rng.integers(len(names), size=n)
+        d = _Draw(n, 8, gen)
+        # settings a family does not use are drawn over their whole range: the search may need them
+        settings = {name: torch.pi * (torch.rand(n, generator=gen) - 0.5) for name in SETTINGS}
+        settings["opacity"] = _code_of(d.uniform(*opacity), "opacity")
+        settings["sharpness"] = torch.full((n,), -torch.pi / 2)  # the corpus's waves are sines
+        logits = torch.zeros(n, len(names))
+        logits[torch.arange(n), torch.as_tensor(family)] = 2.5
+        colours = torch.empty(n, 6)
+        for k, name in enumerate(names):
+            rows = torch.as_tensor(np.flatnonzero(family == k))
+            if len(rows) == 0:
+                continue
+            drawn = PARAMETRIC[name].draw(_Draw(len(rows), 8, gen))
+            for setting, value in drawn.items():
+                coded = value if setting in ("orientation", "phase") else \
+                    _code_of(torch.log(value) if setting == "frequency" else value, setting)
+                settings[setting][rows] = coded
+            bg, fg = _Draw(len(rows), 8, gen).colours()
+            colours[rows] = _code_of(torch.cat([bg, fg], dim=1), "colour")
+        return torch.cat([logits, torch.stack([settings[name] for name in SETTINGS], dim=1), colours], dim=1)

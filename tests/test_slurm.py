@@ -1,7 +1,11 @@
 """Sweeps through a real SLURM controller: the one-node cluster of tests/slurm/start.sh (started here if it
 is not up; .ci/run starts it), with real sbatch, squeue and scontrol."""
+import json
+import re
 import subprocess
 import time
+import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
@@ -36,6 +40,24 @@ def queue_state(job: str) -> str:
     return listed.stdout.strip()
 
 
+def restarts(job: str) -> int:
+    shown = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True).stdout
+    return int(re.search(r"Restarts=(\d+)", shown).group(1))
+
+
+def release(job: str) -> None:
+    """Start a requeued task now: SLURM holds one for a couple of minutes (its BeginTime); a cluster would
+    too, a test need not."""
+    wait_for(lambda: queue_state(job) in ("PENDING", "RUNNING"), 120, "the task to be queued again")
+    subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], capture_output=True, check=False)
+    wait_for(lambda: queue_state(job) != "PENDING", 30, "the released task to start")
+
+
+def generations_done(folder: Path) -> int:
+    tables = list((folder / "runs").glob("*/generations.csv"))
+    return tables[0].read_text().count("\n") - 1 if tables else 0
+
+
 def wait_for(condition, seconds: float, what: str) -> None:
     deadline = time.monotonic() + seconds
     while not condition():
@@ -61,21 +83,53 @@ def test_a_requeued_task_resumes_its_run_exactly(partition, tmp):
     submitted = sweep(spec, tmp / "sweep", executor="slurm", wait=False,
                       resources=Resources(partition=partition, time_minutes=10, mem_gb=1))
     job, runs = submitted["jobs"][0], tmp / "sweep" / "runs"
-
-    def generations_done() -> int:
-        tables = list(runs.glob("*/generations.csv"))
-        return tables[0].read_text().count("\n") - 1 if tables else 0
-
-    wait_for(lambda: generations_done() >= 30, 240, "the run to pass 30 generations")
+    wait_for(lambda: generations_done(tmp / "sweep") >= 30, 240, "the run to pass 30 generations")
     assert sweep_status(tmp / "sweep")["running"] == 1
     subprocess.run(["scontrol", "requeue", str(job)], check=True)  # killed mid-run, queued again, run again
-    # SLURM holds a requeued job for a couple of minutes (its BeginTime); a cluster would too, a test need not
     wait_for(lambda: queue_state(job) == "PENDING", 120, "the task to be queued again")
-    subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True)
+    release(job)
     wait_for(lambda: sweep_status(tmp / "sweep")["finished"] == 1, 300, "the requeued task to finish the run")
     status = evolver_cli("sweep", tmp / "spec.toml", "--out", tmp / "sweep", "--status", check=True).stdout
     assert status.startswith("planned 1, finished 1, running 0, pending 0, failed 0")
-    shown = subprocess.run(["scontrol", "show", "job", str(job)], capture_output=True, text=True).stdout
-    assert "Restarts=1" in shown, shown
+    assert restarts(job) == 1
     sweep(spec, tmp / "local", workers=2)  # the same run, never interrupted
     same_records(next(runs.iterdir()), next((tmp / "local" / "runs").iterdir()))
+    evolver_cli("report", tmp / "sweep", check=True)  # what the lab reads once --status says finished
+    reported = pd.read_parquet(tmp / "sweep" / "runs.parquet")
+    best = pd.read_csv(next(runs.iterdir()) / "generations.csv")["best_so_far"].iloc[-1]
+    assert reported[["status", "generations", "best"]].values.tolist() == [["done", 150, best]]
+    assert (tmp / "sweep" / "report.html").is_file()
+
+
+def test_a_task_past_its_time_limit_is_requeued_then_given_up_and_the_sweep_rerun_finishes_it(partition, tmp):
+    spec = {"grid": {"neuron": ["stimnet:relu4:unit6"], "optimizer": ["ga"]}, "run": {"generations": 2000}}
+    folder = tmp / "sweep"
+
+    def waited_for() -> tuple[dict, list[str]]:  # the sweep as a user runs it: submit, then wait for the end
+        with warnings.catch_warnings(record=True) as warned:
+            warnings.simplefilter("always")
+            counts = sweep(spec, folder, executor="slurm",
+                           resources=Resources(partition=partition, time_minutes=1, mem_gb=1, requeues=1))
+        return counts, [str(w.message) for w in warned]
+
+    with ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(waited_for)
+        wait_for(lambda: (folder / "jobs.json").is_file(), 60, "the submission")
+        job = json.loads((folder / "jobs.json").read_text())[0]["job"]
+        # submitit's USR2 comes a quarter of the limit early; the task checkpoints and SLURM queues it again
+        wait_for(lambda: restarts(job) == 1, 150, "the task to be requeued")
+        first = generations_done(folder)
+        release(job)
+        counts, warned = waiting.result(timeout=150)
+    assert counts == {"planned": 1, "skipped": 0, "failed": 1}
+    assert len(warned) == 1 and "ended unfinished" in warned[0] and "timed-out too many times" in warned[0]
+    second = generations_done(folder)
+    assert 0 < first < second < 2000  # it went on from where it stopped, and was given up before the end
+    wait_for(lambda: queue_state(job) == "", 60, "the task to leave the queue")  # from COMPLETING
+    assert sweep_status(folder)["failed"] == 1
+    assert sweep(spec, folder, workers=1) == {"planned": 1, "skipped": 0, "resumed": 1}
+    run = next((folder / "runs").iterdir())
+    assert pd.read_csv(run / "generations.csv")["gen"].tolist() == list(range(2000))  # none lost, none twice
+    images = pd.read_csv(run / "scores.csv")["image_id"]
+    assert images.tolist() == list(range(len(images)))
+    assert sweep_status(folder)["finished"] == 1
