@@ -212,6 +212,37 @@ def bench(neurons, optimizers, seeds, noises, param_pairs, no_gradient, out, wor
     click.echo(f"\nTables: {out / 'bench.csv'}, {out / 'summary.csv'}; figure: {out / 'bench.html'}")
 
 
+@main.group("check")
+def check() -> None:
+    """Measure how close evolution gets to known ground truth."""
+
+
+@check.command("ground-truth")
+@click.option("--target", "targets", multiple=True, help="v1-complex, v1-simple or classes (repeatable; default all).")
+@click.option("--generator", "generators_", multiple=True, help="A generator (repeatable); default stimuli, dcgan.")
+@click.option("--optimizer", "optimizers", multiple=True, help="An optimizer (repeatable); default cmaes, ga.")
+@click.option("--seeds", type=int, default=3, show_default=True, help="Seeds 0..N-1 per cell.")
+@click.option("--images", type=int, default=3000, show_default=True, help="Images shown per run.")
+@click.option("--quick", is_flag=True, help="One orientation, frequency and position (67.5°, 4 cycles, centre).")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder of the runs (re-run to finish).")
+@click.option("--workers", type=int, default=1, show_default=True, help="Runs at once, each in its own process.")
+@click.option("--quiet", is_flag=True)
+def check_ground_truth(targets, generators_, optimizers, seeds, images, quick, out, workers, quiet) -> None:
+    """Evolve for V1 cells (analytic optimum) and stimnet's class units (best of 10,000 corpus images) and
+    report the best response each run found over the optimum: median and worst per generator and optimizer."""
+    from evolver.checks.ground_truth import GroundTruthConfig, format_summary, ground_truth
+
+    config = GroundTruthConfig(seeds=list(range(seeds)), images=images)
+    for name, given in (("targets", targets), ("generators", generators_), ("optimizers", optimizers)):
+        if given:
+            setattr(config, name, list(given))
+    if quick:
+        config.orientations, config.frequencies, config.positions = (67.5,), (4,), ((0.5, 0.5),)
+    _, summary = ground_truth(config, out, workers=workers, progress=not quiet)
+    click.echo(format_summary(summary))
+    click.echo(f"\nTables: {out / 'ground_truth.csv'} (one row a run), {out / 'summary.csv'}")
+
+
 @main.command("generators")
 def list_generators() -> None:
     """List the generators: code size, image size, where 'pretrained' looks for weights, and if found."""

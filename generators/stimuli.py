@@ -334,15 +334,20 @@ RANGES = {"frequency": (math.log(0.5), math.log(16.0)), "contrast": (0.0, 1.0), 
           "x": (-1.0, 1.0), "y": (-1.0, 1.0), "sharpness": (0.0, 1.0), "opacity": (0.0, 1.0), "colour": (0.0, 1.0)}
 
 
-def _between(z: torch.Tensor, name: str) -> torch.Tensor:
-    low, high = RANGES[name]
-    return low + (high - low) * (1 + torch.sin(z)) / 2
+# The zero code is a dark background, a bright foreground and a high contrast: a stimulus the search can
+# improve on from the start, where mid-grey on mid-grey would show nothing. A quarter period shifts these.
+SHIFTS = {"bg": -math.pi / 4, "fg": math.pi / 4, "contrast": math.pi / 4}
 
 
-def _code_of(value: torch.Tensor, name: str) -> torch.Tensor:
-    """The code value in [-π/2, π/2] that `_between` maps to `value`."""
+def _between(z: torch.Tensor, name: str, shift: float = 0.0) -> torch.Tensor:
     low, high = RANGES[name]
-    return torch.arcsin((2 * (value - low) / (high - low) - 1).clamp(-1, 1))
+    return low + (high - low) * (1 + torch.sin(z + shift)) / 2
+
+
+def _code_of(value: torch.Tensor, name: str, shift: float = 0.0) -> torch.Tensor:
+    """The code value within a half period of -shift that `_between` maps to `value`."""
+    low, high = RANGES[name]
+    return torch.arcsin((2 * (value - low) / (high - low) - 1).clamp(-1, 1)) - shift
 
 
 class Stimuli(Generator):
@@ -392,9 +397,10 @@ class Stimuli(Generator):
         for block in codes.reshape(len(codes), self.layers, self.per_layer).unbind(1):
             logits, settings, colours = block.split([len(PARAMETRIC), len(SETTINGS), 6], dim=1)
             layer = {"weights": torch.softmax(FAMILY_GAIN * logits, dim=1),
-                     "bg": _between(colours[:, :3], "colour"), "fg": _between(colours[:, 3:], "colour")}
+                     "bg": _between(colours[:, :3], "colour", SHIFTS["bg"]),
+                     "fg": _between(colours[:, 3:], "colour", SHIFTS["fg"])}
             for name, z in zip(SETTINGS, settings.unbind(1)):
-                layer[name] = z if name in ("orientation", "phase") else _between(z, name)
+                layer[name] = z if name in ("orientation", "phase") else _between(z, name, SHIFTS.get(name, 0.0))
             layer["frequency"] = torch.exp(layer["frequency"])
             layers.append(layer)
         return layers
@@ -415,32 +421,52 @@ class Stimuli(Generator):
 
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
         gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
-        codes = torch.empty(n, self.layers, self.per_layer)
-        for layer in range(self.layers):
-            codes[:, layer] = self._sample_layer(n, gen, rng, opacity=(0.25, 0.75) if layer else (0.0, 1.0))
-        return codes.reshape(n, self.code_dim).numpy()
+        layers = [self._sample_layer(n, gen, rng, opacity=(0.25, 0.75) if k else (0.0, 1.0)) for k in range(self.layers)]
+        return torch.cat(layers, dim=1).numpy()
 
     def _sample_layer(self, n: int, gen: torch.Generator, rng: np.random.Generator,
                       opacity: tuple[float, float]) -> torch.Tensor:
-        names = list(PARAMETRIC)
-        family = rng.integers(len(names), size=n)
-        d = _Draw(n, 8, gen)
-        # settings a family does not use are drawn over their whole range: the search may need them
-        settings = {name: torch.pi * (torch.rand(n, generator=gen) - 0.5) for name in SETTINGS}
-        settings["opacity"] = _code_of(d.uniform(*opacity), "opacity")
-        settings["sharpness"] = torch.full((n,), -torch.pi / 2)  # the corpus's waves are sines
-        logits = torch.zeros(n, len(names))
-        logits[torch.arange(n), torch.as_tensor(family)] = 2.5
+        """One layer's codes (n, 25): a corpus family each, with the corpus's parameters and colours."""
+        family = rng.integers(len(PARAMETRIC), size=n)
+        settings = {name: torch.empty(n) for name in PARAMETERS}
         colours = torch.empty(n, 6)
-        for k, name in enumerate(names):
-            rows = torch.as_tensor(np.flatnonzero(family == k))
-            if len(rows) == 0:
-                continue
-            drawn = PARAMETRIC[name].draw(_Draw(len(rows), 8, gen))
-            for setting, value in drawn.items():
-                coded = value if setting in ("orientation", "phase") else \
-                    _code_of(torch.log(value) if setting == "frequency" else value, setting)
-                settings[setting][rows] = coded
-            bg, fg = _Draw(len(rows), 8, gen).colours()
-            colours[rows] = _code_of(torch.cat([bg, fg], dim=1), "colour")
-        return torch.cat([logits, torch.stack([settings[name] for name in SETTINGS], dim=1), colours], dim=1)
+        for k, family_name in enumerate(PARAMETRIC):
+            rows = torch.as_tensor(np.flatnonzero(family == k), dtype=torch.long)
+            if len(rows):
+                d = _Draw(len(rows), 8, gen)
+                drawn = {**dict.fromkeys(PARAMETERS), **PARAMETRIC[family_name].draw(d)}
+                bg, fg = d.colours()
+                for name, value in drawn.items():
+                    settings[name][rows] = float("nan") if value is None else value
+                colours[rows] = torch.cat([bg, fg], dim=1)
+        # settings a family does not use are drawn over their whole range (the search may need them)
+        unused = {name: torch.isnan(value) for name, value in settings.items()}
+        layer = encode(torch.as_tensor(family), settings, colours[:, :3], colours[:, 3:],
+                       torch.empty(n).uniform_(*opacity, generator=gen))
+        free = torch.pi * (torch.rand(n, len(SETTINGS), generator=gen) - 0.5)
+        columns = len(PARAMETRIC) + torch.arange(len(PARAMETERS))
+        for j, name in enumerate(PARAMETERS):
+            if name != "sharpness":  # the corpus's waves are sines
+                layer[unused[name], columns[j]] = free[unused[name], j]
+        return layer
+
+
+def encode(family: torch.Tensor, settings: dict[str, torch.Tensor], bg: torch.Tensor, fg: torch.Tensor,
+           opacity: torch.Tensor) -> torch.Tensor:
+    """The codes (n, 25) of one layer that render `family` (n,) indices into PARAMETRIC with `settings` (n,)
+    in the units of PARAMETERS (NaN: not used; sharpness NaN is a sine), colours (n, 3) and opacity (n,)."""
+    n = len(family)
+    logits = torch.zeros(n, len(PARAMETRIC))
+    logits[torch.arange(n), family] = 2.5
+    coded = []
+    for name in SETTINGS:
+        value = opacity if name == "opacity" else settings[name]
+        if name in ("orientation", "phase"):
+            coded.append(torch.nan_to_num(value))
+        else:
+            low = RANGES[name][0]
+            value = torch.where(torch.isnan(value), torch.full_like(value, math.exp(low) if name == "frequency"
+                                                                     else low), value)
+            coded.append(_code_of(torch.log(value) if name == "frequency" else value, name, SHIFTS.get(name, 0.0)))
+    return torch.cat([logits, torch.stack(coded, dim=1), _code_of(bg, "colour", SHIFTS["bg"]),
+                      _code_of(fg, "colour", SHIFTS["fg"])], dim=1)
