@@ -145,7 +145,7 @@ def _bar_mix(f: Frames) -> torch.Tensor:
     # the bar's long axis runs across `orientation`, so its orientation matches a grating's stripes; its
     # width is half a period of `frequency`
     u, v = f.placed
-    return f["contrast"] * f.grid.fill(torch.maximum(u.abs() - 0.25 / f["frequency"], v.abs() - f["size"] / 2))
+    return f["contrast"] * f.grid.fill(torch.maximum(u.abs() - 0.5 / f["frequency"], v.abs() - f["size"] / 2))
 
 
 def _blob_mix(f: Frames) -> torch.Tensor:
@@ -207,7 +207,7 @@ def _draw_gabor(d: _Draw) -> dict:
 def _draw_bar(d: _Draw) -> dict:
     theta, length, width = d.uniform(0, math.pi), d.uniform(0.8, 1.6), d.uniform(0.08, 0.22)
     cx, cy = d.uniform(-0.3, 0.3), d.uniform(-0.3, 0.3)
-    return dict(orientation=theta, size=length, frequency=0.5 / width, x=cx, y=cy, contrast=_full(d))
+    return dict(orientation=theta, size=length, frequency=1 / width, x=cx, y=cy, contrast=_full(d))
 
 
 def _draw_blob(d: _Draw) -> dict:
@@ -331,17 +331,36 @@ FAMILY_GAIN = 4.0  # family weights are softmax(4 × their code values): a code 
 # hit (a search that passes a bound comes back, as CMA-ES's mirrored boundaries), exact at both ends; z in
 # [-π/2, π/2] covers the range once and the zero code is its middle. Frequency is mapped on a log scale.
 RANGES = {"frequency": (math.log(0.5), math.log(16.0)), "contrast": (0.0, 1.0), "size": (0.03, 1.6),
-          "x": (-1.0, 1.0), "y": (-1.0, 1.0), "sharpness": (0.0, 1.0), "opacity": (0.0, 1.0), "colour": (0.0, 1.0)}
+          "x": (-1.0, 1.0), "y": (-1.0, 1.0), "sharpness": (0.0, 1.0), "opacity": (0.0, 1.0), "luma": (0.0, 1.0),
+          "chroma": (-0.5, 0.5)}
+# Colours are coded as luma and two chroma values (full-range YCbCr, BT.601): a neuron that sees luminance
+# (a V1 cell, most of a CNN's early units) is then searched along one code value, not a diagonal of three.
+YCBCR_TO_RGB = torch.tensor([[1.0, 0.0, 1.402], [1.0, -0.344136, -0.714136], [1.0, 1.772, 0.0]])
 
 
 # The zero code is a dark background, a bright foreground and a high contrast: a stimulus the search can
 # improve on from the start, where mid-grey on mid-grey would show nothing. A quarter period shifts these.
+# The zero code's waves are near square: their harmonics drive cells tuned to 3 and 5 times their frequency.
 SHIFTS = {"bg": -math.pi / 4, "fg": math.pi / 4, "contrast": math.pi / 4}
 
 
 def _between(z: torch.Tensor, name: str, shift: float = 0.0) -> torch.Tensor:
     low, high = RANGES[name]
     return low + (high - low) * (1 + torch.sin(z + shift)) / 2
+
+
+def _colour(code: torch.Tensor, shift: float) -> torch.Tensor:
+    """RGB (n, 3) in [0, 1] of colour codes (n, 3): luma (shifted by `shift`), then blue and red chroma."""
+    ycc = torch.stack([_between(code[:, 0], "luma", shift), _between(code[:, 1], "chroma"),
+                       _between(code[:, 2], "chroma")], dim=1)
+    return (ycc @ YCBCR_TO_RGB.to(code.device).T).clamp(0, 1)
+
+
+def _colour_code(rgb: torch.Tensor, shift: float) -> torch.Tensor:
+    """The colour code (n, 3) of RGB colours (n, 3) in [0, 1]."""
+    ycc = rgb @ torch.linalg.inv(YCBCR_TO_RGB).T
+    return torch.stack([_code_of(ycc[:, 0], "luma", shift), _code_of(ycc[:, 1], "chroma"),
+                        _code_of(ycc[:, 2], "chroma")], dim=1)
 
 
 def _code_of(value: torch.Tensor, name: str, shift: float = 0.0) -> torch.Tensor:
@@ -360,7 +379,8 @@ class Stimuli(Generator):
       log scale), contrast, size (0.03–1.6, image coordinates: Gaussian s.d., bar length, shape radius),
       x and y (−1–1), sharpness (0 sine, 1 square wave) and opacity (layers after the first), each
       mapped from an unbounded code value (see RANGES);
-    - background and foreground colours, RGB in [0, 1] (the first layer's background is the canvas).
+    - background and foreground colours, each as luma and two chroma values (YCbCr, see YCBCR_TO_RGB), the
+      first layer's background being the canvas.
 
     Rendering is torch throughout, differentiable, at any `image_size`. `sample` draws the corpus's
     distribution for the first layer (one family, its parameter ranges and colours); later layers are
@@ -397,8 +417,7 @@ class Stimuli(Generator):
         for block in codes.reshape(len(codes), self.layers, self.per_layer).unbind(1):
             logits, settings, colours = block.split([len(PARAMETRIC), len(SETTINGS), 6], dim=1)
             layer = {"weights": torch.softmax(FAMILY_GAIN * logits, dim=1),
-                     "bg": _between(colours[:, :3], "colour", SHIFTS["bg"]),
-                     "fg": _between(colours[:, 3:], "colour", SHIFTS["fg"])}
+                     "bg": _colour(colours[:, :3], SHIFTS["bg"]), "fg": _colour(colours[:, 3:], SHIFTS["fg"])}
             for name, z in zip(SETTINGS, settings.unbind(1)):
                 layer[name] = z if name in ("orientation", "phase") else _between(z, name, SHIFTS.get(name, 0.0))
             layer["frequency"] = torch.exp(layer["frequency"])
@@ -468,5 +487,5 @@ def encode(family: torch.Tensor, settings: dict[str, torch.Tensor], bg: torch.Te
             value = torch.where(torch.isnan(value), torch.full_like(value, math.exp(low) if name == "frequency"
                                                                      else low), value)
             coded.append(_code_of(torch.log(value) if name == "frequency" else value, name, SHIFTS.get(name, 0.0)))
-    return torch.cat([logits, torch.stack(coded, dim=1), _code_of(bg, "colour", SHIFTS["bg"]),
-                      _code_of(fg, "colour", SHIFTS["fg"])], dim=1)
+    return torch.cat([logits, torch.stack(coded, dim=1), _colour_code(bg, SHIFTS["bg"]),
+                      _colour_code(fg, SHIFTS["fg"])], dim=1)
