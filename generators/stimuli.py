@@ -336,11 +336,8 @@ RANGES = {"frequency": (math.log(0.5), math.log(16.0)), "contrast": (0.0, 1.0), 
 # Colours are coded as luma and two chroma values (full-range YCbCr, BT.601): a neuron that sees luminance
 # (a V1 cell, most of a CNN's early units) is then searched along one code value, not a diagonal of three.
 YCBCR_TO_RGB = torch.tensor([[1.0, 0.0, 1.402], [1.0, -0.344136, -0.714136], [1.0, 1.772, 0.0]])
-
-
 # The zero code is a dark background, a bright foreground and a high contrast: a stimulus the search can
 # improve on from the start, where mid-grey on mid-grey would show nothing. A quarter period shifts these.
-# The zero code's waves are near square: their harmonics drive cells tuned to 3 and 5 times their frequency.
 SHIFTS = {"bg": -math.pi / 4, "fg": math.pi / 4, "contrast": math.pi / 4}
 
 

@@ -28,7 +28,7 @@ SMOKE = {
     "scripts/check_bundled.py": (["--grid", "{tmp}/grid.png"], ["frechet_stimnet_features", "best corpus",
                                                                 '"evolutions": 12']),
     "scripts/check_encoding.py": (["--out", "{tmp}/encoding"], ["fit:", "evolution:", "decoding:"]),
-    "scripts/check_objectives.py": ([], ["V1, sphere-cma: ", "V1, cmaes: ", "template:", "population:"]),
+    "scripts/check_objectives.py": ([], ["template:", "population:"]),
     "scripts/readme_figures.py": (["--out", "{tmp}/images"], ["best response by generation [1, 2, 3, 4, 5, 6]",
                                                               "main_job_best.png and", "main_job_trajectory.png"]),
     "scripts/train_stimnet.py": (["--out", "{tmp}/net.safetensors"], ['"held_out"', '"steps": 2']),

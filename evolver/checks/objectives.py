@@ -1,5 +1,5 @@
-"""The outcome measures behind scripts/check_objectives.py: V1 cells' evolved orientations, template
-reconstruction, and one-hot population targets.
+"""The outcome measures behind scripts/check_objectives.py: template reconstruction and one-hot
+population targets (V1 cells: evolver.checks.ground_truth).
 """
 from __future__ import annotations
 
@@ -15,31 +15,10 @@ from evolver import RunConfig, run
 from evolver_common.images import read_image
 from generators.stimuli import stimuli
 from neurons.template import reconstruction_quality
-from neurons.v1 import dominant_orientation, orientation_error
-
-ORIENTATIONS = (0, 30, 60, 90, 120, 150)
-FREQUENCIES = (3, 6, 10)  # cycles per image width
 
 
 def best_image(path: Path) -> torch.Tensor:
     return read_image(path / "best.png")
-
-
-def v1_table(folder: Path, optimizer: str, generations: int, orientations=ORIENTATIONS,
-             frequencies=FREQUENCIES) -> list[dict]:
-    prior_norm = float(np.linalg.norm(generators.create("dcgan").sample(1000, np.random.default_rng(0)), axis=1).mean())
-    rows = []
-    for sf in frequencies:
-        for ori in orientations:
-            result = run(RunConfig(neuron=f"v1:complex:ori={ori}:sf={sf}", optimizer=optimizer,
-                                   generations=generations), out=folder / f"v1-{optimizer}-{ori}-{sf}", progress=False)
-            found = float(dominant_orientation(best_image(result.path))[0])
-            code_norm = float(np.linalg.norm(np.load(result.path / "best_code.npy"))) / prior_norm
-            rows.append({"optimizer": optimizer, "ori": ori, "sf": sf, "evolved_ori": round(found, 1),
-                         "error": round(float(orientation_error(found, ori)), 1), "response": round(result.best, 4),
-                         "code_norm_over_prior": round(code_norm, 2)})
-            print(rows[-1], flush=True)
-    return rows
 
 
 def template_figures(folder: Path, optimizer: str, generations: int) -> dict:
