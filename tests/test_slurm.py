@@ -78,13 +78,15 @@ def test_a_sweep_runs_as_a_job_array_with_the_local_executors_results(partition,
                                            "interrupted": 0, "not started": 0}
 
 
-def test_a_requeued_task_resumes_its_run_exactly(partition, tmp):
+def test_a_requeued_task_resumes_its_run_exactly(partition, tmp, record_property):
     spec = {"grid": {"neuron": ["stimnet:relu4:unit6"], "optimizer": ["ga"]}, "run": {"generations": 150}}
     submitted = sweep(spec, tmp / "sweep", executor="slurm", wait=False,
                       resources=Resources(partition=partition, time_minutes=10, mem_gb=1))
     job, runs = submitted["jobs"][0], tmp / "sweep" / "runs"
     wait_for(lambda: generations_done(tmp / "sweep") >= 30, 240, "the run to pass 30 generations")
     assert sweep_status(tmp / "sweep")["running"] == 1
+    record_property("job", job)
+    record_property("generations_before_requeue", generations_done(tmp / "sweep"))
     subprocess.run(["scontrol", "requeue", str(job)], check=True)  # killed mid-run, queued again, run again
     wait_for(lambda: queue_state(job) == "PENDING", 120, "the task to be queued again")
     release(job)
@@ -101,7 +103,8 @@ def test_a_requeued_task_resumes_its_run_exactly(partition, tmp):
     assert (tmp / "sweep" / "report.html").is_file()
 
 
-def test_a_task_past_its_time_limit_is_requeued_then_given_up_and_the_sweep_rerun_finishes_it(partition, tmp):
+def test_a_task_past_its_time_limit_is_requeued_then_given_up_and_the_sweep_rerun_finishes_it(partition, tmp,
+                                                                                               record_property):
     spec = {"grid": {"neuron": ["stimnet:relu4:unit6"], "optimizer": ["ga"]}, "run": {"generations": 2000}}
     folder = tmp / "sweep"
 
@@ -124,6 +127,8 @@ def test_a_task_past_its_time_limit_is_requeued_then_given_up_and_the_sweep_reru
     assert counts == {"planned": 1, "skipped": 0, "failed": 1}
     assert len(warned) == 1 and "ended unfinished" in warned[0] and "timed-out too many times" in warned[0]
     second = generations_done(folder)
+    record_property("job", job)
+    record_property("generations_at_the_first_limit_and_the_second", [first, second])
     assert 0 < first < second < 2000  # it went on from where it stopped, and was given up before the end
     wait_for(lambda: queue_state(job) == "", 60, "the task to leave the queue")  # from COMPLETING
     assert sweep_status(folder)["failed"] == 1

@@ -100,13 +100,15 @@ def corpus_best(units: list[str], size: int, images: int = CORPUS_IMAGES, batch:
 
 def optima(config: GroundTruthConfig) -> pd.DataFrame:
     """One row per target neuron and generator: its optimum at that generator's image size."""
-    rows = []
+    rows, known = [], {}
     for generator in config.generators:
         size = generators.create(generator, weights="random").image_size
         for target, specs in targets(config).items():
-            known = corpus_best(specs, size) if target == "classes" else {s: v1_optimum(s, size) for s in specs}
+            if (target, size) not in known:  # generators of one image size share their optima
+                known[target, size] = corpus_best(specs, size) if target == "classes" else \
+                    {spec: v1_optimum(spec, size) for spec in specs}
             rows += [{"target": target, "neuron": spec, "generator": generator, "optimum": value}
-                     for spec, value in known.items()]
+                     for spec, value in known[target, size].items()]
     return pd.DataFrame(rows)
 
 
