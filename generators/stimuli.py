@@ -367,8 +367,8 @@ def _code_of(value: torch.Tensor, name: str, shift: float = 0.0) -> torch.Tensor
 
 
 class Stimuli(Generator):
-    """The corpus's parametric families as a generator (`--generator stimuli[:layers=L]`): each code is L
-    layers of 25 values, drawn back to front, each over what is below it:
+    """The corpus's parametric families as a generator (`--generator stimuli[:layers=L][:families=F+G]`):
+    each code is L layers of 25 values, drawn back to front, each over what is below it:
 
     - 10 family weights, softmaxed: grating, gabor, bar, blob, circle, square, triangle, star, cross,
       checkerboard (a mixture between families is a blend of their patterns);
@@ -385,10 +385,11 @@ class Stimuli(Generator):
     dead leaves) are random fields, not parameters, and are not in this space.
     """
 
-    def __init__(self, layers: int = 1, image_size: int = 64, weights: str = "none", device: str = "auto",
-                 precision: str = "auto"):
-        """`weights` and `precision` are accepted like every generator's and unused: the stimuli are formulas,
-        rendered in fp32."""
+    def __init__(self, layers: int = 1, image_size: int = 64, families: str = "all", weights: str = "none",
+                 device: str = "auto", precision: str = "auto"):
+        """`families`: 'all', or some of PARAMETRIC joined by '+' (`stimuli:families=grating+gabor`), a smaller
+        space with one family weight each (none for one family). `weights` and `precision` are accepted like
+        every generator's and unused: the stimuli are formulas, rendered in fp32."""
         if not (isinstance(layers, int) and 1 <= layers <= 8):
             raise BadInput(f"stimuli:layers={layers}: the number of stimuli in one image is an integer from 1 to 8.")
         if not (isinstance(image_size, int) and 8 <= image_size <= 1024):
@@ -397,23 +398,34 @@ class Stimuli(Generator):
         if weights not in ("none", "pretrained", "random"):
             raise BadInput(f"The stimuli generator has no weights (it draws formulas); got --generator-weights "
                            f"{weights}.")
+        self.families = tuple(PARAMETRIC) if families == "all" else tuple(str(families).split("+"))
+        unknown = [f for f in self.families if f not in PARAMETRIC]
+        if unknown or len(set(self.families)) != len(self.families):
+            raise BadInput(f"stimuli:families={families}: name each family once, joined by '+', from "
+                           f"{', '.join(PARAMETRIC)}; or all.")
         self.layers, self.image_size = layers, image_size
-        self.per_layer = len(PARAMETRIC) + len(SETTINGS) + 6
+        self.per_layer = self.logits + len(SETTINGS) + 6
         self.code_dim = layers * self.per_layer
         self.weights = "analytic (no weights)"
         self.device = resolve_device(device)
         self.grid = Grid(image_size, self.device)
 
+    @property
+    def logits(self) -> int:
+        """Family weights in a layer's code: none when there is one family."""
+        return len(self.families) if len(self.families) > 1 else 0
+
     def describe(self) -> dict:
-        return {**super().describe(), "layers": self.layers, "families": list(PARAMETRIC)}
+        return {**super().describe(), "layers": self.layers, "families": list(self.families)}
 
     def decode(self, codes: torch.Tensor) -> list[dict[str, torch.Tensor]]:
         """Each layer's settings from codes (n, code_dim): {'weights': (n, 10), setting: (n,), 'bg', 'fg': (n, 3)}
         in the units of PARAMETERS (orientation and phase in radians)."""
         layers = []
         for block in codes.reshape(len(codes), self.layers, self.per_layer).unbind(1):
-            logits, settings, colours = block.split([len(PARAMETRIC), len(SETTINGS), 6], dim=1)
-            layer = {"weights": torch.softmax(FAMILY_GAIN * logits, dim=1),
+            logits, settings, colours = block.split([self.logits, len(SETTINGS), 6], dim=1)
+            weights = torch.softmax(FAMILY_GAIN * logits, dim=1) if self.logits else torch.ones(len(block), 1)
+            layer = {"weights": weights,
                      "bg": _colour(colours[:, :3], SHIFTS["bg"]), "fg": _colour(colours[:, 3:], SHIFTS["fg"])}
             for name, z in zip(SETTINGS, settings.unbind(1)):
                 layer[name] = z if name in ("orientation", "phase") else _between(z, name, SHIFTS.get(name, 0.0))
@@ -426,8 +438,8 @@ class Stimuli(Generator):
         for layer in self.decode(codes.float()):
             frames, weights = Frames(self.grid, layer), layer["weights"]
             # a family no image of the batch draws (weight under 1e-6) is not computed: it changes nothing
-            mix = sum(weights[:, k, None, None] * family.mix(frames)
-                      for k, family in enumerate(PARAMETRIC.values()) if weights[:, k].max() > 1e-6)
+            mix = sum(weights[:, k, None, None] * PARAMETRIC[family].mix(frames)
+                      for k, family in enumerate(self.families) if weights[:, k].max() > 1e-6)
             if canvas is None:
                 canvas = layer["bg"][:, :, None, None].expand(-1, -1, self.image_size, self.image_size)
             else:
@@ -443,10 +455,10 @@ class Stimuli(Generator):
     def _sample_layer(self, n: int, gen: torch.Generator, rng: np.random.Generator,
                       opacity: tuple[float, float]) -> torch.Tensor:
         """One layer's codes (n, 25): a corpus family each, with the corpus's parameters and colours."""
-        family = rng.integers(len(PARAMETRIC), size=n)
+        family = rng.integers(len(self.families), size=n)
         settings = {name: torch.empty(n) for name in PARAMETERS}
         colours = torch.empty(n, 6)
-        for k, family_name in enumerate(PARAMETRIC):
+        for k, family_name in enumerate(self.families):
             rows = torch.as_tensor(np.flatnonzero(family == k), dtype=torch.long)
             if len(rows):
                 d = _Draw(len(rows), 8, gen)
@@ -458,9 +470,9 @@ class Stimuli(Generator):
         # settings a family does not use are drawn over their whole range (the search may need them)
         unused = {name: torch.isnan(value) for name, value in settings.items()}
         layer = encode(torch.as_tensor(family), settings, colours[:, :3], colours[:, 3:],
-                       torch.empty(n).uniform_(*opacity, generator=gen))
+                       torch.empty(n).uniform_(*opacity, generator=gen), self.logits)
         free = torch.pi * (torch.rand(n, len(SETTINGS), generator=gen) - 0.5)
-        columns = len(PARAMETRIC) + torch.arange(len(PARAMETERS))
+        columns = self.logits + torch.arange(len(PARAMETERS))
         for j, name in enumerate(PARAMETERS):
             if name != "sharpness":  # the corpus's waves are sines
                 layer[unused[name], columns[j]] = free[unused[name], j]
@@ -468,12 +480,14 @@ class Stimuli(Generator):
 
 
 def encode(family: torch.Tensor, settings: dict[str, torch.Tensor], bg: torch.Tensor, fg: torch.Tensor,
-           opacity: torch.Tensor) -> torch.Tensor:
-    """The codes (n, 25) of one layer that render `family` (n,) indices into PARAMETRIC with `settings` (n,)
-    in the units of PARAMETERS (NaN: not used; sharpness NaN is a sine), colours (n, 3) and opacity (n,)."""
+           opacity: torch.Tensor, families: int = len(PARAMETRIC)) -> torch.Tensor:
+    """The codes (n, families + 15) of one layer that render `family` (n,), indices into the generator's
+    families (`families` of them; 0 for one family), with `settings` (n,) in the units of PARAMETERS (NaN: not
+    used; sharpness NaN is a sine), colours (n, 3) and opacity (n,)."""
     n = len(family)
-    logits = torch.zeros(n, len(PARAMETRIC))
-    logits[torch.arange(n), family] = 2.5
+    logits = torch.zeros(n, families)
+    if families:
+        logits[torch.arange(n), family] = 2.5
     coded = []
     for name in SETTINGS:
         value = opacity if name == "opacity" else settings[name]

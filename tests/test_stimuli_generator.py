@@ -26,6 +26,20 @@ def test_the_codes_of_corpus_parameters_render_the_corpus_images(index, family):
     assert (Stimuli().render(codes) - corpus.clamp(0, 1)).abs().max() < 1e-3
 
 
+def test_a_space_of_some_families_codes_only_their_weights():
+    gratings = generators.create("stimuli:families=grating")
+    assert gratings.code_dim == 15 and gratings.describe()["families"] == ["grating"]
+    corpus, _ = _RENDERERS["grating"](_Draw(6, 64, torch.Generator().manual_seed(8)))
+    d = _Draw(6, 64, torch.Generator().manual_seed(8))
+    drawn = PARAMETRIC["grating"].draw(d)
+    bg, fg = d.colours()
+    settings = {name: drawn.get(name, torch.full((6,), math.nan)) for name in PARAMETERS}
+    codes = encode(torch.zeros(6, dtype=torch.long), settings, bg, fg, torch.zeros(6), families=0)
+    assert (gratings.render(codes) - corpus.clamp(0, 1)).abs().max() < 1e-4
+    two = generators.create("stimuli:families=bar+star:layers=2")
+    assert two.code_dim == 2 * 17 and two.render(two.sample(3, np.random.default_rng(0))).shape == (3, 3, 64, 64)
+
+
 def test_samples_are_corpus_stimuli_of_every_family_and_reproducible():
     g = Stimuli()
     codes = g.sample(400, np.random.default_rng(0))
@@ -61,6 +75,8 @@ def test_layers_and_image_size_come_from_the_name_or_options():
     ("stimuli:layers=2:layers=3", {}, "NAME:KEY=VALUE"),
     ("stimuli:colour=red", {}, "does not take these options"),
     ("stimuli", {"image_size": 4}, "8 to 1,024 pixels"),
+    ("stimuli:families=grating+grating", {}, "name each family once"),
+    ("stimuli:families=plaid", {}, "from grating, gabor, bar"),
     ("stimuli", {"weights": "gan.pt"}, "has no weights"),
     ("dcgan", {"image_size": 128}, "does not take these options"),
 ])
