@@ -168,3 +168,15 @@ def test_gradient_ascent_through_stimuli_reaches_the_v1_optimum(tmp):
     result = run(RunConfig(neuron=spec, generator="stimuli", optimizer="gradient", images=1500,
                            generations=10**6), out=tmp / "gradient", progress=False)
     assert 0.9 <= result.best / v1_optimum(spec, 64) <= 1
+
+
+def test_the_cli_reports_ground_truth(tmp):
+    done = evolver_cli("check", "ground-truth", "--quick", "--target", "v1-complex", "--generator",
+                       "stimuli:families=grating", "--optimizer", "cmaes", "--seeds", "1", "--images", "40",
+                       "--out", tmp / "gt", "--quiet")
+    assert done.returncode == 0, done.stderr
+    header, row = done.stdout.splitlines()[:2]
+    assert header.split() == ["target", "generator", "optimizer", "runs", "median", "worst", "images"]
+    assert row.split()[:4] == ["v1-complex", "stimuli:families=grating", "cmaes", "1"]
+    refused = evolver_cli("check", "ground-truth", "--target", "v4", "--out", tmp / "bad")
+    assert refused.returncode == 2 and "Valid: v1-simple, v1-complex, classes" in refused.stderr

@@ -141,7 +141,9 @@ def ground_truth(config: GroundTruthConfig, out: str | Path, workers: int = 1, p
 
 
 def format_summary(summary: pd.DataFrame) -> str:
-    lines = [f"{'target':<12} {'generator':<12} {'optimizer':<12} {'runs':>5} {'median':>8} {'worst':>8} {'images':>7}"]
-    lines += [f"{r.target:<12} {r.generator:<12} {r.optimizer:<12} {r.runs:>5} {r.median:>8.3f} {r.worst:>8.3f} "
+    wide = max([len("generator"), *map(len, summary["generator"])])
+    lines = [f"{'target':<12} {'generator':<{wide}} {'optimizer':<12} {'runs':>5} {'median':>8} {'worst':>8} "
+             f"{'images':>7}"]
+    lines += [f"{r.target:<12} {r.generator:<{wide}} {r.optimizer:<12} {r.runs:>5} {r.median:>8.3f} {r.worst:>8.3f} "
               f"{r.images:>7}" for r in summary.itertuples()]
     return "\n".join(lines)
