@@ -98,6 +98,8 @@ class Family:
     draw: Callable[[_Draw], dict[str, torch.Tensor]]  # the corpus's parameters (m,) of each name it uses
     mix: Callable[[Frames], torch.Tensor]
     reported: tuple[str, ...]  # the attributes the corpus reports
+    # the corpus's own arithmetic, where it is not bg + (fg - bg) mix: its images stay the same to the bit
+    paint: Callable[[torch.Tensor, torch.Tensor, Frames], torch.Tensor] | None = None
 
 
 class Frames:
@@ -137,6 +139,11 @@ def _grating_mix(f: Frames) -> torch.Tensor:
     return 0.5 + 0.5 * f["contrast"] * f.wave(f.centred[0])
 
 
+def _grating_paint(bg: torch.Tensor, fg: torch.Tensor, f: Frames) -> torch.Tensor:
+    mean = (bg + fg) / 2
+    return mean + (fg - mean) * f["contrast"][:, None] * f.wave(f.centred[0])[:, None]
+
+
 def _gabor_mix(f: Frames) -> torch.Tensor:
     return f["contrast"] * torch.exp(-f.radius2 / (2 * f["size"] ** 2)) * f.wave(f.placed[0])
 
@@ -145,7 +152,8 @@ def _bar_mix(f: Frames) -> torch.Tensor:
     # the bar's long axis runs across `orientation`, so its orientation matches a grating's stripes; its
     # width is half a period of `frequency`
     u, v = f.placed
-    return f["contrast"] * f.grid.fill(torch.maximum(u.abs() - 0.5 / f["frequency"], v.abs() - f["size"] / 2))
+    half_width = f["width"] / 2 if "width" in f.p else 0.5 / f["frequency"]  # the corpus draws the width
+    return f["contrast"] * f.grid.fill(torch.maximum(u.abs() - half_width, v.abs() - f["size"] / 2))
 
 
 def _blob_mix(f: Frames) -> torch.Tensor:
@@ -207,7 +215,7 @@ def _draw_gabor(d: _Draw) -> dict:
 def _draw_bar(d: _Draw) -> dict:
     theta, length, width = d.uniform(0, math.pi), d.uniform(0.8, 1.6), d.uniform(0.08, 0.22)
     cx, cy = d.uniform(-0.3, 0.3), d.uniform(-0.3, 0.3)
-    return dict(orientation=theta, size=length, frequency=1 / width, x=cx, y=cy, contrast=_full(d))
+    return dict(orientation=theta, size=length, frequency=1 / width, width=width, x=cx, y=cy, contrast=_full(d))
 
 
 def _draw_blob(d: _Draw) -> dict:
@@ -230,7 +238,7 @@ def _draw_checkerboard(d: _Draw) -> dict:
 
 _SHAPE_REPORT = ("orientation", "size", "x", "y")
 PARAMETRIC: dict[str, Family] = {
-    "grating": Family(_draw_grating, _grating_mix, ("orientation", "frequency", "phase", "contrast")),
+    "grating": Family(_draw_grating, _grating_mix, ("orientation", "frequency", "phase", "contrast"), _grating_paint),
     "gabor": Family(_draw_gabor, _gabor_mix, ("orientation", "frequency", "phase", "contrast", "size", "x", "y")),
     "bar": Family(_draw_bar, _bar_mix, _SHAPE_REPORT),
     "blob": Family(_draw_blob, _blob_mix, ("size", "x", "y")),
@@ -248,7 +256,8 @@ def _parametric(family: Family):
     def draw(d: _Draw) -> tuple[torch.Tensor, dict]:
         p = family.draw(d)
         bg, fg = d.colours()
-        images = _blend(bg[:, :, None, None], fg[:, :, None, None], family.mix(Frames(d.grid, p))[:, None])
+        bg, fg, frames = bg[:, :, None, None], fg[:, :, None, None], Frames(d.grid, p)
+        images = family.paint(bg, fg, frames) if family.paint else _blend(bg, fg, family.mix(frames)[:, None])
         reported = {name: torch.rad2deg(p[name]) if name == "orientation" else p[name] for name in family.reported}
         return images, reported
     return draw
@@ -462,10 +471,10 @@ class Stimuli(Generator):
             rows = torch.as_tensor(np.flatnonzero(family == k), dtype=torch.long)
             if len(rows):
                 d = _Draw(len(rows), 8, gen)
-                drawn = {**dict.fromkeys(PARAMETERS), **PARAMETRIC[family_name].draw(d)}
+                drawn = PARAMETRIC[family_name].draw(d)
                 bg, fg = d.colours()
-                for name, value in drawn.items():
-                    settings[name][rows] = float("nan") if value is None else value
+                for name in PARAMETERS:
+                    settings[name][rows] = drawn[name] if name in drawn else float("nan")
                 colours[rows] = torch.cat([bg, fg], dim=1)
         # settings a family does not use are drawn over their whole range (the search may need them)
         unused = {name: torch.isnan(value) for name, value in settings.items()}
