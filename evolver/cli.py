@@ -176,7 +176,7 @@ def layers(model) -> None:
 @click.option("--neuron", "neurons", multiple=True, required=True, help="A unit to evolve for (repeatable).")
 @click.option("--optimizer", "optimizers", multiple=True, help="An optimizer (repeatable); default ga, cmaes, "
               "sphere-cma, random.")
-@click.option("--seeds", type=int, default=3, show_default=True, help="Seeds 0..N-1 per cell.")
+@click.option("--seeds", type=click.IntRange(min=1), default=3, show_default=True, help="Seeds 0..N-1 per cell.")
 @click.option("--noise", "noises", multiple=True, help="A noise level (repeatable): none or a noise spec; "
               "default none and multiplicative:0.5.")
 @click.option("--images", type=int, default=3000, show_default=True, help="Images shown per run.")
@@ -221,8 +221,8 @@ def check() -> None:
 @click.option("--target", "targets", multiple=True, help="v1-complex, v1-simple or classes (repeatable; default all).")
 @click.option("--generator", "generators_", multiple=True, help="A generator (repeatable); default stimuli, dcgan.")
 @click.option("--optimizer", "optimizers", multiple=True, help="An optimizer (repeatable); default cmaes, ga.")
-@click.option("--seeds", type=int, default=3, show_default=True, help="Seeds 0..N-1 per cell.")
-@click.option("--images", type=int, default=3000, show_default=True, help="Images shown per run.")
+@click.option("--seeds", type=click.IntRange(min=1), default=3, show_default=True, help="Seeds 0..N-1 per cell.")
+@click.option("--images", type=click.IntRange(min=1), default=3000, show_default=True, help="Images shown per run.")
 @click.option("--quick", is_flag=True, help="One orientation, frequency and position (67.5°, 4 cycles, centre).")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder of the runs (re-run to finish).")
 @click.option("--workers", type=int, default=1, show_default=True, help="Runs at once, each in its own process.")

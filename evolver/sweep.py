@@ -143,7 +143,9 @@ def _slug(config: dict[str, Any]) -> str:
 
 
 def plan(spec: dict[str, Any]) -> list[PlannedRun]:
-    """Every run of the spec, in a fixed order; each configuration checked by RunConfig."""
+    """Every run of the spec, in a fixed order: its layout checked (a spec built in Python as much as a
+    file), then each configuration by RunConfig."""
+    check_spec(spec)
     runs = []
     for grid in _grids(spec):
         runs += _plan_grid({"generator": ["dcgan"], "noise": [NO_NOISE], "seed": [0], **grid}, spec)

@@ -180,3 +180,5 @@ def test_the_cli_reports_ground_truth(tmp):
     assert row.split()[:4] == ["v1-complex", "stimuli:families=grating", "cmaes", "1"]
     refused = evolver_cli("check", "ground-truth", "--target", "v4", "--out", tmp / "bad")
     assert refused.returncode == 2 and "Valid: v1-simple, v1-complex, classes" in refused.stderr
+    no_seeds = evolver_cli("check", "ground-truth", "--seeds", "0", "--out", tmp / "none")
+    assert no_seeds.returncode == 2 and "'--seeds': 0 is not in the range" in no_seeds.stderr

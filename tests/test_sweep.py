@@ -185,3 +185,9 @@ def test_status_counts_runs_from_the_folder_and_the_queue(tmp):
     (tmp / JOBS_FILE).write_text(json.dumps([{"job": "999999_0", "runs": [runs[0].path]}]))
     assert sweep_status(tmp) == {"planned": 4, "finished": 0, "running": 0, "pending": 0, "failed": 1,
                                  "interrupted": 0, "not started": 3}
+
+
+def test_a_spec_built_in_python_is_checked_like_a_file(tmp):
+    with pytest.raises(BadInput, match=r"\[grid\] seed must be a non-empty list"):
+        sweep({"grid": {"neuron": ["stimnet:relu4:unit1"], "optimizer": ["ga"], "seed": []}}, tmp / "sweep")
+    assert not (tmp / "sweep" / "sweep.json").exists()
