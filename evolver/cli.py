@@ -65,7 +65,8 @@ def main() -> None:
 @click.option("--compile", is_flag=True, default=None, help="torch.compile the neuron's network: a compile of "
               "10-30 s at the start (cached for later runs), then ~1.3x faster (resnet50 on CPU); for long runs.")
 @click.option("--out", type=click.Path(path_type=Path), help="Run folder (default runs/<time>-<name>).")
-@click.option("--noise", help="Noise model of a simulated neuron: poisson:max_rate=R[,reps=K], "
+@click.option("--noise", help="Noise model of a simulated neuron: poisson:count=C[,overdispersion=F][,baseline=B] "
+              "(spike counts: the median first-generation image drives C spikes), poisson:max_rate=R[,reps=K], "
               "multiplicative:S or gaussian:sd=X.")
 @click.option("--reference", help="Reference images scored once: a folder, or procedural:N[:SEED].")
 @click.option("--images", type=int, help="Stop once this many images were shown.")

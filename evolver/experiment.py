@@ -160,10 +160,13 @@ def _optimizer(config: RunConfig, generator, neuron) -> tuple[optimizers.Optimiz
             raise BadInput(f"The optimizer object works on {config.optimizer.code_dim}-d codes and the generator's "
                            f"are {generator.code_dim}-d.")
         return config.optimizer, noise_rng
-    gradient = {"objective": lambda codes: neuron.differentiable(generator.differentiable(codes))} \
-        if optimizers.get(config.optimizer).needs_gradient else {}
+    kind = optimizers.get(config.optimizer)
+    hints = {"objective": lambda codes: neuron.differentiable(generator.differentiable(codes))} \
+        if kind.needs_gradient else {}
+    if kind.uses_choice:
+        hints["choice"] = getattr(generator, "choice", None)  # a user's generator object may not declare one
     optimizer = optimizers.create(config.optimizer, code_dim=generator.code_dim, sample=generator.sample,
-                                  rng=np.random.default_rng(streams[OPTIMIZER_STREAM]), **gradient, **config.params)
+                                  rng=np.random.default_rng(streams[OPTIMIZER_STREAM]), **hints, **config.params)
     return optimizer, noise_rng
 
 

@@ -12,7 +12,7 @@ from torch.nn import functional as F
 from evolver_common import (BadInput, apply_state_dict, autocast, load_state_file, resolve_device,
                             resolve_precision, seeded_init)
 from evolver_common.state_files import file_weights
-from generators.base import Generator
+from generators.base import Choice, Generator
 
 
 NOISE_DIM = 100
@@ -167,6 +167,7 @@ class DCGAN(Generator):
         # a first layer narrower than 100 inputs is not a DCGAN's: apply_state_dict says so below
         self.classes = max(0, state["0.weight"].shape[0] - NOISE_DIM) if state and "0.weight" in state else 0
         self.code_dim = NOISE_DIM + self.classes
+        self.choice = Choice(NOISE_DIM, self.classes) if self.classes else None
         with seeded_init(weights_seed):
             self.network = dcgan_network(self.classes)
             dcgan_init(self.network)

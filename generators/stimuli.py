@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from evolver_common import BadInput, resolve_device
-from generators.base import Generator
+from generators.base import Choice, Generator
 
 FAMILIES = ("grating", "gabor", "bar", "blob", "circle", "square", "triangle", "star", "cross",
             "checkerboard", "pink_noise", "dead_leaves")
@@ -415,6 +415,7 @@ class Stimuli(Generator):
         self.layers, self.image_size = layers, image_size
         self.per_layer = self.logits + len(SETTINGS) + 6
         self.code_dim = layers * self.per_layer
+        self.choice = Choice(0, self.logits) if self.logits else None  # the first (back) layer's family
         self.weights = "analytic (no weights)"
         self.device = resolve_device(device)
         self.grid = Grid(image_size, self.device)

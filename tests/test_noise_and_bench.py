@@ -38,6 +38,27 @@ def test_poisson_noise_scales_the_first_maximum_to_max_rate():
     np.testing.assert_allclose(spikes * 4, np.round(spikes * 4))  # whole spike counts
 
 
+def test_poisson_count_noise_drives_count_spikes_at_the_median_response_plus_the_baseline():
+    clean = np.concatenate([np.zeros(2000), np.linspace(0.5, 1.5, 4001)])  # a unit silent to a third of images
+    noise = Noise.parse("poisson:count=5,baseline=2")
+    many = np.tile(clean, 50)
+    noisy = noise(many, np.random.default_rng(0))
+    assert noise.state["scale"] == pytest.approx(5.0)  # 5 spikes / median response above zero, 1.0
+    counts = noisy * 5.0 + 2
+    np.testing.assert_allclose(counts, np.round(counts), atol=1e-9)  # whole spike counts in the window
+    silent = counts.reshape(50, -1)[:, :2000]
+    assert silent.mean() == pytest.approx(2.0, rel=0.02) and silent.var() == pytest.approx(2.0, rel=0.05)
+    assert (noisy - many).mean() == pytest.approx(0, abs=0.01)  # the told response is unbiased
+    assert str(noise) == "poisson:count=5,overdispersion=0,baseline=2"
+
+
+def test_overdispersed_counts_have_the_negative_binomial_variance():
+    clean = np.ones(200_000)
+    counts = Noise.parse("poisson:count=5,overdispersion=0.5")(clean, np.random.default_rng(1)) * 5
+    assert counts.mean() == pytest.approx(5, rel=0.01)
+    assert counts.var() == pytest.approx(5 + 0.5 * 25, rel=0.03)  # λ + F λ²
+
+
 def test_noise_is_seeded_and_keeps_missing_responses_missing():
     clean = np.array([1.0, np.nan, 3.0])
     a = Noise.parse("gaussian:sd=1")(clean, np.random.default_rng(5))
@@ -47,7 +68,8 @@ def test_noise_is_seeded_and_keeps_missing_responses_missing():
 
 
 @pytest.mark.parametrize("spec", ["poisson", "poisson:rate=3", "multiplicative:-1", "gaussian:0.1", "uniform:1",
-                                  "poisson:max_rate=10,reps=0"])
+                                  "poisson:max_rate=10,reps=0", "poisson:count=5,overdispersion=-1",
+                                  "poisson:count=0", "poisson:count=5,reps=2", "poisson:count=5,baseline=nan"])
 def test_bad_noise_specs(spec):
     with pytest.raises(BadInput, match="noise|Noise"):
         Noise.parse(spec)

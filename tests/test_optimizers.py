@@ -6,6 +6,7 @@ import torch
 from evolver import optimizers
 from evolver.optimizers.cmaes import flat_fitness
 from evolver_common import BadInput
+from generators.base import Choice
 
 DIM = 30
 TARGET = np.linspace(-1, 1, DIM)
@@ -52,6 +53,7 @@ def run(name, objective, images=2000, seed=0, **params):
     ("sep-cmaes", sphere, -0.5),
     ("sphere-cma", on_sphere_objective, 0.95 * np.linalg.norm(TARGET)),
     ("ga", sphere, -15.0),
+    ("racing-cmaes", sphere, -3.0),  # it spends most of 2,000 images on arms it drops
     ("gradient", sphere, -0.5),
 ])
 def test_improves_a_simple_objective_within_2000_evaluations(name, objective, reached):
@@ -188,3 +190,65 @@ def test_a_runs_optimizer_does_its_linear_algebra_on_one_blas_thread(tmp, monkey
     monkeypatch.setattr(cmaes, "tell", counting_tell)
     run(RunConfig(neuron="stimnet:relu3:unit2", optimizer="cmaes", generations=3), out=tmp / "run", progress=False)
     assert threads and set(threads) == {1}
+
+
+OPTIONS = 6
+CHOICE = Choice(start=DIM - OPTIONS, options=OPTIONS)
+CEILING = np.array([0.0, 2.0, 1.0, 9.0, 3.0, 0.5])  # option 3 is the best kind of image
+
+
+def with_choice(n, rng):
+    """Codes whose last OPTIONS values are class logits: one option each, as a conditional GAN draws them."""
+    codes = normal(n, rng)
+    codes[:, -OPTIONS:] = 3 * np.eye(OPTIONS)[rng.integers(OPTIONS, size=n)] + 0.1 * codes[:, -OPTIONS:]
+    return codes
+
+
+def kinds_objective(codes):
+    """A sphere over the free values, raised by the ceiling of the option the code picks."""
+    return -((codes[:, :-OPTIONS] - TARGET[:-OPTIONS]) ** 2).sum(axis=1) + CEILING[CHOICE.picked(codes)]
+
+
+def test_racing_starts_an_arm_per_option_holds_its_choice_and_halves_to_the_best_option():
+    opt = optimizers.create("racing-cmaes", code_dim=DIM, sample=with_choice, rng=np.random.default_rng(0),
+                            choice=CHOICE, arms=OPTIONS, round_images=24)
+    prior = opt.ask()
+    assert len(prior) == 20 * OPTIONS
+    opt.tell(prior, kinds_objective(prior))
+    assert sorted(CHOICE.picked(np.stack([arm["start"] for arm in opt.arms]))) == list(range(OPTIONS))
+    alive, shown = [len(opt.alive)], {}
+    while len(opt.alive) > 1:
+        arm = opt.alive[opt.current]
+        codes = opt.ask()
+        # an arm searches the free values only: its choice logits stay those of its start
+        held = opt.arms[arm]["start"][-OPTIONS:].astype(np.float32)
+        np.testing.assert_array_equal(codes[:, -OPTIONS:], np.tile(held, (len(codes), 1)))
+        shown[opt.round, arm] = shown.get((opt.round, arm), 0) + len(codes)
+        opt.tell(codes, kinds_objective(codes))
+        if len(opt.alive) != alive[-1]:
+            alive.append(len(opt.alive))
+    assert alive == [6, 3, 1]
+    # each round shows each arm round_images x 2^round images, rounded up to whole generations
+    population = len(opt.ask())
+    assert all(24 * 2**r <= n < 24 * 2**r + population for (r, _), n in shown.items())
+    assert CHOICE.picked(opt.arms[opt.alive[0]]["start"][None])[0] == 3
+
+
+def test_racing_without_a_choice_races_the_best_prior_codes():
+    opt = make("racing-cmaes", arms=4)
+    prior = opt.ask()
+    scores = sphere(prior)
+    opt.tell(prior, scores)
+    np.testing.assert_array_equal(np.stack([arm["start"] for arm in opt.arms]),
+                                  prior[np.argsort(-scores)[:4]].astype(np.float64))
+    assert opt.describe()["choice"] is None
+
+
+def test_racing_shows_a_prior_without_answers_again_and_refuses_bad_parameters():
+    opt = make("racing-cmaes")
+    prior = opt.ask()
+    opt.tell(prior, np.full(len(prior), np.nan))
+    np.testing.assert_array_equal(opt.ask(), prior)
+    for bad in ({"arms": 0}, {"round_images": 0}, {"step": 0.0}, {"population": 1}, {"prior": -1}):
+        with pytest.raises(BadInput, match="Invalid parameters for optimizer 'racing-cmaes'"):
+            make("racing-cmaes", **bad)

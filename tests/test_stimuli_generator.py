@@ -1,13 +1,15 @@
 """The `stimuli` generator (the corpus's parametric families as codes) and the ground truth it is measured by."""
+import json
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 import generators
 from conftest import evolver_cli
-from evolver import RunConfig, run
+from evolver import RunConfig, resume, run
 from evolver.checks.ground_truth import GroundTruthConfig, corpus_best, ground_truth, v1_optimum
 from evolver_common import BadInput
 from evolver_common.images import read_image
@@ -93,11 +95,28 @@ def test_renders_are_differentiable_everywhere():
         assert torch.isfinite(codes.grad).all() and codes.grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize("optimizer", ["cmaes", "ga", "gradient"])
+@pytest.mark.parametrize("optimizer", ["cmaes", "ga", "gradient", "racing-cmaes"])
 def test_every_optimizer_evolves_stimuli(optimizer, tmp):
     result = run(RunConfig(neuron="v1:complex:ori=67.5:sf=4", generator="stimuli", optimizer=optimizer,
                            generations=3), out=tmp / optimizer, progress=False)
     assert result.best > 0 and read_image(result.path / "best.png").shape == (1, 3, 64, 64)
+
+
+def test_racing_races_the_back_layers_families_and_resumes_exactly(tmp, monkeypatch):
+    options = dict(neuron="v1:complex:ori=67.5:sf=4", generator="stimuli:layers=2", optimizer="racing-cmaes",
+                   params={"round_images": 24}, generations=14)
+    whole = run(RunConfig(**options), out=tmp / "whole", progress=False)
+    described = json.loads((whole.path / "config.json").read_text())["resolved"]["optimizer"]
+    assert described["choice"] == {"start": 0, "options": 10}
+    monkeypatch.setenv("EVOLVER_MAX_GENERATIONS", "6")
+    with pytest.warns(UserWarning, match="stops this run after 6 generations"):
+        run(RunConfig(**options), out=tmp / "split", progress=False)
+    monkeypatch.delenv("EVOLVER_MAX_GENERATIONS")
+    resume(tmp / "split", progress=False)
+    scores = [pd.read_csv(tmp / name / "scores.csv") for name in ("whole", "split")]
+    sizes = pd.read_csv(tmp / "whole" / "generations.csv")["n_images"].tolist()
+    assert sizes == [200] + [15] * 13 and len(scores[0]) == sum(sizes)  # the prior, then arms of 40 free values
+    pd.testing.assert_frame_equal(*scores)
 
 
 def test_the_cli_runs_layered_stimuli_at_any_size(tmp):

@@ -9,6 +9,7 @@ from evolver.optimizers.base import Optimizer, Sampler
 from evolver.optimizers.cmaes import CMAES, FULL_COVARIANCE_LIMIT, SepCMAES
 from evolver.optimizers.ga import GeneticAlgorithm
 from evolver.optimizers.gradient import GradientAscent
+from evolver.optimizers.racing import RacingCMA
 from evolver.optimizers.random_search import RandomSearch
 from evolver.optimizers.sphere import SphereCMA
 from evolver_common import BadInput
@@ -16,7 +17,7 @@ from evolver_common.registry import Registry
 
 # Installed packages add optimizers (an Optimizer class) through the entry-point group below.
 REGISTRY: Registry[type[Optimizer]] = Registry("optimizer", group="evolver.optimizers")
-for _cls in (GeneticAlgorithm, CMAES, SepCMAES, SphereCMA, RandomSearch, GradientAscent):
+for _cls in (GeneticAlgorithm, CMAES, SepCMAES, SphereCMA, RacingCMA, RandomSearch, GradientAscent):
     REGISTRY.register(_cls.name, _cls)
 
 

@@ -36,6 +36,8 @@ class Optimizer(abc.ABC):
     Params: ClassVar[type]
     # True for white-box optimizers, which are given `objective=` (codes -> responses, with autograd)
     needs_gradient: ClassVar[bool] = False
+    # True for optimizers given the generator's choice among kinds of image as `choice=` (a Choice or None)
+    uses_choice: ClassVar[bool] = False
 
     def __init__(self, code_dim: int, sample: Sampler, rng: np.random.Generator, **params: Any):
         self.code_dim = code_dim
