@@ -6,7 +6,8 @@ status and resume, the same reading back and report. What the preset adds: the g
 lists, the noise-free white-box `gradient` reference per unit and seed, and the summary of Wang &
 Ponce (2022): per unit, the best noise-free response a run reached divided by the best any run reached
 on that unit (`normalised`) and by the gradient reference (`vs_gradient`), mean ± s.e.m. per optimizer
-and noise level.
+and noise level; beside it, the noise-free response of the image each run returns (`returned`: under noise,
+the one its re-test chose, evolver.retest), over the same best.
 """
 from __future__ import annotations
 
@@ -68,17 +69,19 @@ def bench(config: BenchConfig, out: str | Path, progress: bool = True, workers: 
 
 
 def summarise(runs: pd.DataFrame) -> pd.DataFrame:
-    """Mean ± s.e.m. over units and seeds of the final normalised score, per optimizer × noise."""
+    """Mean ± s.e.m. over units and seeds of the final normalised score (the best image shown, an oracle)
+    and of the returned image's, per optimizer × noise."""
     summary = runs.groupby(["optimizer", "noise"]).agg(
         runs=("normalised", "size"), normalised=("normalised", "mean"), normalised_sem=("normalised", "sem"),
+        returned=("returned_normalised", "mean"), returned_sem=("returned_normalised", "sem"),
         vs_gradient=("vs_gradient", "mean"), vs_gradient_sem=("vs_gradient", "sem"), images=("images", "max"),
     ).reset_index()
     return summary.sort_values(["noise", "normalised"], ascending=[True, False], ignore_index=True)
 
 
 def format_summary(summary: pd.DataFrame) -> str:
-    lines = [f"{'optimizer':<12} {'noise':<20} {'runs':>5} {'normalised':>16} {'vs gradient':>16}"]
+    lines = [f"{'optimizer':<12} {'noise':<20} {'runs':>5} {'normalised':>16} {'returned':>16} {'vs gradient':>16}"]
     for r in summary.itertuples():
         lines.append(f"{r.optimizer:<12} {r.noise:<20} {r.runs:>5} {r.normalised:>9.3f} ± {r.normalised_sem:<5.3f}"
-                     f" {r.vs_gradient:>9.3f} ± {r.vs_gradient_sem:<5.3f}")
+                     f" {r.returned:>9.3f} ± {r.returned_sem:<5.3f} {r.vs_gradient:>9.3f} ± {r.vs_gradient_sem:<5.3f}")
     return "\n".join(lines)

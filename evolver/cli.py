@@ -74,6 +74,9 @@ def main() -> None:
               "are shown again, up to 2 more times) or skip (the optimizer learns from the others).")
 @click.option("--interleave", type=int, help="Reference images shown in every generation's block (XDream's drift "
               "check); their responses go to references.csv. Needs --reference.")
+@click.option("--retest", help="Name the best image from noisy responses: auto (default: where responses are noisy, "
+              "--noise or a recorded neuron, the last generation shows the 10 best-answered images 4 more times "
+              "each, counted as images, and the best mean is returned), none, or KxR.")
 @click.option("--resume", type=click.Path(path_type=Path), help="Continue the run in this folder.")
 @click.option("--force", multiple=True, help="With --resume: continue although this differs from the record "
               "(device, precision, weights, generator-weights, versions); the change is recorded.")
@@ -129,12 +132,13 @@ def _summarise(result) -> None:
     else:
         # a ratio means nothing when the first best is zero or negative (a logit, a correlation)
         gain = f" ({result.best / result.first_best:.2f}x)" if result.first_best > 0 else ""
+        shown = f"mean of {result.presentations} presentations, " if result.presentations > 1 else ""
         click.echo(
-            f"\nBest response {result.best:.4g} (generation {result.best_generation}); the first generation's "
+            f"\nBest response {result.best:.4g} ({shown}generation {result.best_generation}); the first generation's "
             f"best was {result.first_best:.4g}{gain}.\n"
             f"Run folder: {result.path}\n"
             f"  trajectory.html   the response trajectory (open in a browser)\n"
-            f"  best.png, best_code.npy   the best image and its code\n"
+            f"  best.png, best_code.npy, best.json   the best image, its code and how it was chosen\n"
             f"  generations.csv, scores.csv, codes/, images/, config.json, state/"
         )
     for note in result.notes:

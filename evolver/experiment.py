@@ -23,6 +23,7 @@ from evolver import optimizers
 from evolver.loop import MISSING, GenerationRecord, Loop, RunResult, Track, generation_limit
 from evolver.records import RunDirectory
 from evolver.reference import load_reference
+from evolver.retest import Retest
 from evolver_common import BadInput
 from neurons.noise import Noise
 from neurons.recorded import redact
@@ -72,6 +73,7 @@ class RunConfig:
     device: str = "auto"
     precision: str = "auto"
     compile: bool = False  # torch.compile the neuron's networks: faster after a compile at the start
+    retest: str = "auto"  # name the best image by re-showing a shortlist at the end (evolver.retest): auto, none, KxR
 
     def __post_init__(self):
         self._check_types()
@@ -88,6 +90,7 @@ class RunConfig:
             raise BadInput("--interleave shows reference images in every block; give them with --reference.")
         if self.interleave < 0:
             raise BadInput(f"--interleave must not be negative, got {self.interleave}.")
+        Retest.resolve(self.retest, True, self.generations, self.images)  # a malformed one fails before the run
         for part in PARTS:
             if isinstance(getattr(self, part), dict):
                 raise BadInput(f"This run's {part} was a Python object ({getattr(self, part)['object']}); "
@@ -184,9 +187,13 @@ def _track(config: RunConfig, neuron, generator, folder: Path | RunDirectory, co
     from its last committed generation (a RunDirectory)."""
     optimizer, noise_rng = _optimizer(config, generator, neuron)
     noise = Noise.parse(config.noise) if config.noise else None
-    if isinstance(folder, RunDirectory):
-        return Track(config, neuron, optimizer, noise, noise_rng, folder, folder.roll_back(), reference, column)
-    track = Track(config, neuron, optimizer, noise, noise_rng, None, None, reference, column)
+    if isinstance(folder, RunDirectory):  # as it was resolved (runs made before the re-test have none)
+        retest = Retest.resolve(folder.config()["resolved"].get("retest"), True, config.generations, config.images)
+        return Track(config, neuron, optimizer, noise, noise_rng, folder, folder.roll_back(), reference, column,
+                     retest)
+    retest = Retest.resolve(config.retest, bool(noise) or getattr(neuron, "noisy", False), config.generations,
+                            config.images)
+    track = Track(config, neuron, optimizer, noise, noise_rng, None, None, reference, column, retest)
     track.directory = RunDirectory.create(folder, record(track, generator, command), track.columns())
     if reference is not None:
         table = pd.DataFrame({"image": reference[2], "score": reference[0]})
@@ -219,6 +226,7 @@ def record(track: Track, generator, command: list[str] | None = None) -> dict[st
                           "image_size": generator.image_size},
             "optimizer": track.optimizer.describe(),
             "noise": str(track.noise) if track.noise else None,
+            "retest": str(track.retest) if track.retest else None,
             "reference": {"images": len(track.reference), "best": float(np.nanmax(track.reference))}
             if track.reference is not None else None,
             "device": now["device"],

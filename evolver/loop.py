@@ -8,6 +8,7 @@ and records are handled here once, whatever the mode.
 from __future__ import annotations
 
 import copy
+import json
 import os
 import time
 import warnings
@@ -22,6 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from evolver.records import GENERATION_COLUMNS, SCORE_COLUMNS, RunDirectory, npy_bytes, png_bytes, to_uint8
+from evolver.retest import Retest, choose, shortlist
 from evolver_common import BadInput
 from evolver_common.compute import small_linear_algebra
 from evolver_common.memory import release_freed_memory
@@ -75,6 +77,7 @@ class RunResult:
     best: float
     best_generation: int
     notes: list[str]
+    presentations: int = 1  # of the best image, whose response `best` is the mean over them
 
 
 class Track:
@@ -89,11 +92,13 @@ class Track:
             is resumed (None for a new run).
         reference: the reference images' noise-free responses (k,), their images and names, or None.
         column: which column of the loop neuron's responses is this run's.
+        retest: the shortlist shown again in the run's last generation to name its best image, or None
+            (evolver.retest).
     """
 
     def __init__(self, config, neuron, optimizer, noise, noise_rng: np.random.Generator, directory: RunDirectory | None,
-                 state: dict[str, Any] | None = None, reference=None, column: int = 0):
-        self.config, self.neuron, self.optimizer = config, neuron, optimizer
+                 state: dict[str, Any] | None = None, reference=None, column: int = 0, retest: Retest | None = None):
+        self.config, self.neuron, self.optimizer, self.retest = config, neuron, optimizer, retest
         self.noise, self.noise_rng = noise, noise_rng
         self.directory, self.column = directory, column
         self.reference, self.reference_images, self.reference_names = reference or (None, None, None)
@@ -115,9 +120,25 @@ class Track:
         return self.state["generation"] + 1
 
     def active(self) -> bool:
-        images = self.config.images
-        return not (self.stopped or self.gen >= generation_limit(self.config.generations)
-                    or (images is not None and self.state["next_image_id"] >= images))
+        if self.stopped or self.gen >= generation_limit(self.config.generations):
+            return False
+        return not self.searched() or (self.retest is not None and not self.state.get("retested", False))
+
+    def searched(self) -> bool:
+        """Whether the optimizer's share of the budget is spent (the re-test's is kept back)."""
+        images, kept = self.config.images, self.retest is not None
+        return (self.gen >= self.config.generations - kept
+                or images is not None and self.state["next_image_id"] >= images - (self.retest.presentations if kept else 0))
+
+    def retesting(self) -> bool:
+        """Whether the next generation is the re-test."""
+        return self.retest is not None and self.searched()
+
+    def ask(self) -> tuple[np.ndarray, list[tuple[int, ...]] | None]:
+        """The codes to show next and their parents: the optimizer's, or at the end the shortlist, again."""
+        if self.retesting():
+            return np.repeat(self.state["shortlist"]["codes"], self.retest.repeats, axis=0), None
+        return self.optimizer.ask(), self.optimizer.parents()
 
     def ids(self, n: int) -> np.ndarray:
         return np.arange(self.state["next_image_id"], self.state["next_image_id"] + n)
@@ -136,6 +157,8 @@ class Track:
         if self.noise:
             generation += ["best_clean", "best_clean_so_far"]
             score += ["score_clean"]
+        if self.noise or self.retest is not None:  # the image the run returns: its told response (its mean over its
+            generation += ["returned", "returned_clean"] if self.noise else ["returned"]  # presentations), noise-free
         if self.reference is not None:
             generation += ["relative_activation"]
         tables = {"generations.csv": tuple(generation), "scores.csv": tuple(score)}
@@ -158,43 +181,87 @@ class Track:
 
     def conclude(self, codes: np.ndarray, parents, images: torch.Tensor, clean: np.ndarray, references: np.ndarray,
                  reference_names: list[str], seconds: float, writer: ThreadPoolExecutor) -> GenerationRecord:
-        """Apply the noise, tell the optimizer, update the figures and hand the generation's records to
-        `writer`. `clean` holds the noise-free responses to the codes' images, then to `references`."""
+        """Apply the noise, tell the optimizer (or, in the re-test, choose the image to return), update the
+        figures and hand the generation's records to `writer`. `clean` holds the noise-free responses to
+        the codes' images, then to `references`."""
+        self.state = dict(self.state)  # the last generation's is being written meanwhile
         gen, state = self.gen, self.state
         told = self.noise(np.concatenate([clean, references]), self.noise_rng) if self.noise else \
             np.concatenate([clean, references])
         scores, reference_scores = told[:len(codes)], told[len(codes):]
-        self.optimizer.tell(codes, scores)
         ids = self.ids(len(codes))
-        top = int(np.nanargmax(scores)) if np.isfinite(scores).any() else None
-        top_image = to_uint8(images[top]) if top is not None else None
-        if top is not None and (self.best is None or scores[top] > self.best["score"]):
-            self.best = {"score": float(scores[top]), "generation": gen, "image_id": int(ids[top]),
-                         "code": codes[top].copy(), "image": top_image}
+        if self.retesting():
+            top, lineage, new_best = self._choose(scores, clean, images)
+        else:
+            self.optimizer.tell(codes, scores)
+            top, new_best = self._keep_best(codes, scores, clean, ids, images)
+            lineage = [";".join(str(state["told_first_id"] + p) for p in ps) for ps in parents] if parents \
+                else [""] * len(codes)
         if self.first_best is None:
             self.first_best = float(scores[top]) if top is not None else float("nan")
         if np.isfinite(clean).any():
             self.best_clean = max(self.best_clean, float(np.nanmax(clean)))
         best, summary = self.best, _summary(scores)
-        row = [gen, len(codes), *summary, best["score"] if best else float("nan"), round(seconds, 4)]
+        row = [gen, len(codes), *summary, self.best_told, round(seconds, 4)]
         if self.noise:
             row += [_summary(clean)[0], self.best_clean]
         if self.reference is not None:
             row += [self.best_clean / float(np.nanmax(self.reference))]
-        lineage = [";".join(str(state["told_first_id"] + p) for p in ps) for ps in parents] if parents \
-            else [""] * len(codes)
+        if self.noise or self.retest is not None:
+            returned = (best["score"], best["clean"]) if best else (float("nan"),) * 2
+            row += returned if self.noise else returned[:1]
         records = Records(
-            gen=gen, codes=codes.astype(np.float32), top_image=top_image, generation_row=tuple(row),
-            references=[(gen, name, float(s)) for name, s in zip(reference_names, reference_scores)], best=best,
+            gen=gen, codes=codes.astype(np.float32), top_image=to_uint8(images[top]) if top is not None else None,
+            generation_row=tuple(row), references=[(gen, name, float(s)) for name, s in zip(reference_names,
+                                                                                             reference_scores)],
+            best=best if new_best else None,
             score_rows=[(gen, int(i), lin, float(s), *([float(c)] if self.noise else []))
                         for i, lin, s, c in zip(ids, lineage, scores, clean)])
-        self.state = {"generation": gen, "next_image_id": int(ids[-1]) + 1, "told_first_id": int(ids[0]),
-                      "first_best": self.first_best, "best": best, "best_clean_so_far": self.best_clean,
+        self.state = {**{k: v for k, v in state.items() if k in ("shortlist", "retested")},
+                      "generation": gen, "next_image_id": int(ids[-1]) + 1, "told_first_id": int(ids[0]),
+                      "first_best": self.first_best, "best": best, "best_told": self.best_told,
+                      "best_clean_so_far": self.best_clean,
                       "loop": copy.deepcopy(self.state_dict())}  # a snapshot: the optimizer moves on meanwhile
         self.wait()  # in order, and a failed write stops the run here
         self.writing = writer.submit(_record, self.directory, records, self.state)
         return GenerationRecord(self.directory.path, gen, self.state["next_image_id"], summary[0], summary[1],
-                                best["score"] if best else float("nan"), seconds, scores, clean)
+                                self.best_told, seconds, scores, clean)
+
+    @property
+    def best_told(self) -> float:
+        """The largest response told so far (the re-test's presentations are not told)."""
+        told = self.state.get("best_told", self.best["score"] if self.best else float("nan"))
+        return float("nan") if told is None else told
+
+    def _keep_best(self, codes: np.ndarray, scores: np.ndarray, clean: np.ndarray, ids: np.ndarray,
+                   images: torch.Tensor) -> tuple[int | None, bool]:
+        """Update the best told image (and the re-test's shortlist) with a told generation: (its top row or
+        None, whether the best changed)."""
+        if self.retest is not None:
+            self.state["retested"] = False  # a run resumed for more generations is re-tested at its new end
+            self.state["shortlist"] = shortlist(self.state.get("shortlist"), self.retest.images, scores, ids,
+                                                self.gen, codes)
+        top = int(np.nanargmax(scores)) if np.isfinite(scores).any() else None
+        if top is None or self.best is not None and not scores[top] > self.state.get("best_told", self.best["score"]):
+            return top, False
+        self.state["best_told"] = float(scores[top])
+        self.best = {"score": float(scores[top]), "generation": self.gen, "image_id": int(ids[top]),
+                     "code": codes[top].copy(), "image": to_uint8(images[top]), "presentations": 1,
+                     "chosen_by": "the largest response told", "clean": float(clean[top])}
+        return top, True
+
+    def _choose(self, scores: np.ndarray, clean: np.ndarray, images: torch.Tensor) -> tuple[int, list[str], bool]:
+        """The re-test: the shortlisted image with the best mean response becomes the run's best. Returns
+        the row of one of its presentations, the lineage of every row (the image shown again) and True."""
+        kept = self.state["shortlist"]
+        chosen = choose(kept, self.retest.repeats, scores, clean)
+        k, top = chosen["row"], chosen["row"] * self.retest.repeats
+        self.best = {"score": chosen["mean"], "generation": int(kept["generations"][k]),
+                     "image_id": int(kept["ids"][k]), "code": kept["codes"][k].copy(),
+                     "image": to_uint8(images[top]), "presentations": chosen["shown"],
+                     "chosen_by": self.retest.describe(), "clean": chosen["clean"]}
+        self.state["retested"] = True
+        return top, [str(i) for i in np.repeat(kept["ids"], self.retest.repeats)], True
 
     def wait(self) -> None:
         if self.writing is not None:
@@ -206,7 +273,8 @@ class Track:
         write_trajectory([self.directory.path], self.directory.path / "trajectory.html")
         best = self.best
         return RunResult(self.directory.path, self.state["generation"] + 1, self.first_best,
-                         best["score"] if best else float("nan"), best["generation"] if best else -1, notes(self))
+                         best["score"] if best else float("nan"), best["generation"] if best else -1, notes(self),
+                         best.get("presentations", 1) if best else 1)
 
 
 def notes(track: Track) -> list[str]:
@@ -260,7 +328,7 @@ class Loop:
             return []
         with small_linear_algebra():
             started = time.perf_counter()
-            asked = [(t, t.optimizer.ask(), t.optimizer.parents()) for t in active]
+            asked = [(t, *t.ask()) for t in active]
             images, picks, responses = self._show(asked)
             seconds = (time.perf_counter() - started) / len(active)
             records, start, extra = [], 0, len(images)
@@ -385,7 +453,7 @@ class Records:
     generation_row: tuple
     score_rows: list[tuple]
     references: list[tuple]
-    best: dict[str, Any] | None
+    best: dict[str, Any] | None  # a new best to write (best.png, best_code.npy, best.json), or None
 
 
 def _record(directory: RunDirectory, records: Records, state: dict[str, Any]) -> None:
@@ -398,7 +466,7 @@ def _record(directory: RunDirectory, records: Records, state: dict[str, Any]) ->
     directory.append_rows("generations.csv", [records.generation_row])
     directory.append_rows("scores.csv", records.score_rows)
     directory.commit(state)
-    if records.best is not None and records.best["generation"] == records.gen:
+    if records.best is not None:
         _write_best(directory, records.best)
     release_freed_memory()
 
@@ -414,3 +482,5 @@ def _summary(scores: np.ndarray) -> tuple[float, float, float]:
 def _write_best(directory: RunDirectory, best: dict[str, Any]) -> None:
     directory.write_file("best.png", png_bytes(best["image"]))
     directory.write_file("best_code.npy", npy_bytes(best["code"].astype(np.float32)))
+    described = {k: best.get(k) for k in ("image_id", "generation", "score", "presentations", "chosen_by", "clean")}
+    directory.write_file("best.json", (json.dumps(described, indent=2) + "\n").encode())

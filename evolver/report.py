@@ -99,5 +99,5 @@ def report(folder: str | Path, out: str | Path | None = None, found: Aggregate |
     write_atomic(out, report_figure(found.runs, found.trajectories).to_html(include_plotlyjs=True).encode())
     summary = found.runs.groupby(CONDITION, sort=True).agg(
         runs=("normalised", "size"), normalised=("normalised", "mean"), sem=("normalised", "sem"),
-        best=("best", "mean")).reset_index()
+        returned=("returned_normalised", "mean"), best=("best", "mean")).reset_index()
     return out, summary

@@ -407,13 +407,15 @@ def aggregate(folder: str | Path) -> Aggregate:
             continue
         labels = {**planned.labels, "layer": _layer(planned.labels["neuron"]), "run": planned.path}
         clean = "best_clean_so_far" if "best_clean_so_far" in table else "best_so_far"
+        # the noise-free response of the image the run returns (a noise-free run returns its best)
+        returned = next((c for c in ("returned_clean", "returned") if c in table), clean)
         frame = pd.DataFrame({"gen": table["gen"], "images": table["n_images"].cumsum(),
-                              "best_so_far": table[clean]})
+                              "best_so_far": table[clean], "returned": table[returned]})
         if "relative_activation" in table:
             frame["relative_activation"] = table["relative_activation"]
         frames.append(frame.assign(**labels))
         rows.append({**labels, "status": found, "generations": len(table), "images": int(frame["images"].iloc[-1]),
-                     "best": float(frame["best_so_far"].iloc[-1]),
+                     "best": float(frame["best_so_far"].iloc[-1]), "returned": float(frame["returned"].iloc[-1]),
                      "relative_activation": float(frame["relative_activation"].iloc[-1])
                      if "relative_activation" in frame else float("nan")})
     runs = pd.DataFrame(rows)
@@ -427,8 +429,10 @@ def aggregate(folder: str | Path) -> Aggregate:
 
 def normalise(runs, trajectories) -> None:
     """Add the measure of Wang & Ponce (2022) to both tables: each run's best noise-free response divided
-    by the best any run reached on its unit (`normalised`) and by the unit's mean gradient reference
-    (`vs_gradient`, where the sweep has `gradient` runs); warn where the measure is not a fraction."""
+    by the best any run reached on its unit (`normalised`, an oracle: under noise no lab knows which image
+    that was) and by the unit's mean gradient reference (`vs_gradient`, where the sweep has `gradient`
+    runs); and the noise-free response of the image the run returns over the same best
+    (`returned_normalised`). Warn where the measure is not a fraction."""
     unit_best = runs.groupby("neuron")["best"].max()
     signed = sorted(runs.loc[runs["best"] < 0, "neuron"].unique())
     if signed:
@@ -444,4 +448,5 @@ def normalise(runs, trajectories) -> None:
     for table in (runs, trajectories):
         best = table["best"] if table is runs else table["best_so_far"]
         table["normalised"] = best / table["neuron"].map(unit_best)
+        table["returned_normalised"] = table["returned"] / table["neuron"].map(unit_best)
         table["vs_gradient"] = best / table["neuron"].map(gradient) if len(gradient) else np.nan

@@ -17,6 +17,8 @@ class Neuron(abc.ABC):
         weights: a short description of where its weights came from (recorded in runs).
         outputs: responses per image: 1, or k for a set of units read at once ((n, k) responses).
         device, precision: where and how it computes ('cpu' and 'fp32' for analytic model neurons).
+        noisy: whether its responses vary from one presentation of an image to the next (a recorded
+            neuron): a run then names its best image by re-showing a shortlist (evolver.retest).
     """
 
     spec: str
@@ -24,6 +26,7 @@ class Neuron(abc.ABC):
     outputs: int = 1
     device: torch.device = torch.device("cpu")
     precision: str = "fp32"
+    noisy: bool = False
 
     @classmethod
     def outputs_of(cls, spec: str) -> int:

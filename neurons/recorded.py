@@ -126,6 +126,7 @@ class RecordedNeuron(Neuron):
     `exchange`; the spec is `KIND:ADDRESS[:name=value...]`."""
 
     kind = "recorded"
+    noisy = True
     address_fields = 1  # ':'-separated fields of the address (a URL such as tcp://h:p has 3)
     options = ("channel", "channels", "timeout", "retries", "connect_timeout")
 

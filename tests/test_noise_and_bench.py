@@ -75,12 +75,15 @@ def test_bad_noise_specs(spec):
         Noise.parse(spec)
 
 
-def test_a_noisy_run_records_noisy_and_clean_responses_and_resumes(tmp):
+def test_a_noisy_run_records_noisy_and_clean_responses_and_resumes(tmp, monkeypatch):
     config = dict(neuron="stimnet:relu3:unit2", generator_weights="random", optimizer="cmaes", generations=6,
                   noise="poisson:max_rate=15,reps=2", reference="procedural:30", seed=3)
     whole = run(RunConfig(**config), out=tmp / "whole", progress=False)
-    run(RunConfig(**{**config, "generations": 3}), out=tmp / "parts", progress=False)
-    evolver_cli("run", "--resume", tmp / "parts", "--generations", 6, "--quiet", check=True)
+    monkeypatch.setenv("EVOLVER_MAX_GENERATIONS", "3")
+    with pytest.warns(UserWarning, match="stops this run after 3 generations"):
+        run(RunConfig(**config), out=tmp / "parts", progress=False)
+    monkeypatch.delenv("EVOLVER_MAX_GENERATIONS")
+    evolver_cli("run", "--resume", tmp / "parts", "--quiet", check=True)  # on to the re-test, in generation 5
     scores = pd.read_csv(whole.path / "scores.csv", keep_default_na=False)
     assert {"score", "score_clean"} <= set(scores)
     assert not np.allclose(scores["score"], scores["score_clean"])
@@ -125,7 +128,8 @@ def test_bench_warns_when_a_units_normalised_score_is_not_a_fraction():
                                                              "net:logits:unit3": (0.5, -1.5),
                                                              "net:relu:unit9": (0.0, 0.0)}.items()
             for optimizer, best in zip(("cmaes", "ga"), bests)]
-    runs = pd.DataFrame([{"best": best, "neuron": neuron, "optimizer": optimizer} for neuron, optimizer, best in rows])
+    runs = pd.DataFrame([{"best": best, "returned": best / 2, "neuron": neuron, "optimizer": optimizer}
+                         for neuron, optimizer, best in rows])
     trajectories = runs.rename(columns={"best": "best_so_far"}).assign(gen=0)
     with pytest.warns(UserWarning) as warned:
         normalise(runs, trajectories)
@@ -135,4 +139,5 @@ def test_bench_warns_when_a_units_normalised_score_is_not_a_fraction():
     assert messages[1].startswith("Units net:relu:unit9 never responded in any run")
     for table in (runs, trajectories):
         assert table["normalised"].tolist()[:4] == [1.0, 0.5, 1.0, -3.0]
+        assert table["returned_normalised"].tolist()[:4] == [0.5, 0.25, 0.5, -1.5]  # over the same unit best
         assert table["normalised"].iloc[4:].isna().all()
