@@ -54,8 +54,9 @@ def main() -> None:
 @click.option("--truncation", type=float, help="Truncation of the generator's codes (BigGAN default 0.7).")
 @click.option("--image-size", type=int, help="Side of the images in pixels, for generators that draw at any size "
               "(stimuli; default 64).")
-@click.option("--optimizer", help="Optimizer name: cmaes (default; the separable sep-cmaes on codes over 1,024-d), ga "
-              "(XDream's genetic algorithm and defaults), sep-cmaes, sphere-cma, random, gradient.")
+@click.option("--optimizer", help="Optimizer name: cmaes (the default; the separable sep-cmaes on codes over 1,024-d; "
+              "racing-cmaes for the stimuli generator), ga (XDream's genetic algorithm and defaults), racing-cmaes, "
+              "sep-cmaes, sphere-cma, random, gradient.")
 @click.option("--param", "param_pairs", multiple=True, help="Optimizer parameter NAME=VALUE (repeatable).")
 @click.option("--population", type=int, help="Codes per generation (the optimizer's population parameter).")
 @click.option("--generations", type=int, help="Number of generations (default 200).")
@@ -225,7 +226,8 @@ def check() -> None:
 @check.command("ground-truth")
 @click.option("--target", "targets", multiple=True, help="v1-complex, v1-simple or classes (repeatable; default all).")
 @click.option("--generator", "generators_", multiple=True, help="A generator (repeatable); default stimuli, dcgan.")
-@click.option("--optimizer", "optimizers", multiple=True, help="An optimizer (repeatable); default cmaes, ga.")
+@click.option("--optimizer", "optimizers", multiple=True, help="An optimizer (repeatable); default racing-cmaes, "
+              "cmaes, ga.")
 @click.option("--seeds", type=click.IntRange(min=1), default=3, show_default=True, help="Seeds 0..N-1 per cell.")
 @click.option("--images", type=click.IntRange(min=1), default=3000, show_default=True, help="Images shown per run.")
 @click.option("--quick", is_flag=True, help="One orientation, frequency and position (67.5°, 4 cycles, centre).")
@@ -250,7 +252,8 @@ def check_ground_truth(targets, generators_, optimizers, seeds, images, quick, o
 
 @main.command("generators")
 def list_generators() -> None:
-    """List the generators: code size, image size, where 'pretrained' looks for weights, and if found."""
+    """List the generators: code size, image size, where 'pretrained' looks for weights, and if found (and
+    the optimizer a run gets where it is not the default)."""
     import generators
 
     for entry in generators.entries():
@@ -259,8 +262,9 @@ def list_generators() -> None:
             continue
         where, found = entry.info["weights_location"]()
         size = entry.info["image_size"]
+        optimizer = f"; runs {entry.info['optimizer']} unless told otherwise" if entry.info.get("optimizer") else ""
         click.echo(f"{entry.name:<16} code {entry.info['code_dim']:<24} image {size}×{size:<5} "
-                   f"weights {'found' if found else 'not here'}: {where}")
+                   f"weights {'found' if found else 'not here'}: {where}{optimizer}")
 
 
 @main.command("sweep")

@@ -61,7 +61,7 @@ class RunConfig:
     generator: Any = "dcgan"
     generator_weights: str = "pretrained"
     generator_options: dict[str, Any] = field(default_factory=dict)
-    optimizer: Any = DEFAULT_OPTIMIZER
+    optimizer: Any = None  # None: the generator's own (generators.default_optimizer), else DEFAULT_OPTIMIZER
     params: dict[str, Any] = field(default_factory=dict)
     generations: int = 200
     seed: int = 0
@@ -77,6 +77,9 @@ class RunConfig:
 
     def __post_init__(self):
         self._check_types()
+        if self.optimizer is None:  # recorded as resolved, so that a resume runs the same one
+            named = generators.default_optimizer(self.generator) if isinstance(self.generator, str) else None
+            self.optimizer = named or DEFAULT_OPTIMIZER
         if isinstance(self.optimizer, str):
             optimizers.REGISTRY.get(self.optimizer)  # an unknown name is refused here, before any run starts
         if self.generations < 1:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 import time
 import warnings
@@ -127,8 +128,9 @@ class Track:
     def searched(self) -> bool:
         """Whether the optimizer's share of the budget is spent (the re-test's is kept back)."""
         images, kept = self.config.images, self.retest is not None
+        reserve = self.retest.presentations if kept else 0
         return (self.gen >= self.config.generations - kept
-                or images is not None and self.state["next_image_id"] >= images - (self.retest.presentations if kept else 0))
+                or images is not None and self.state["next_image_id"] >= images - reserve)
 
     def retesting(self) -> bool:
         """Whether the next generation is the re-test."""
@@ -483,4 +485,5 @@ def _write_best(directory: RunDirectory, best: dict[str, Any]) -> None:
     directory.write_file("best.png", png_bytes(best["image"]))
     directory.write_file("best_code.npy", npy_bytes(best["code"].astype(np.float32)))
     described = {k: best.get(k) for k in ("image_id", "generation", "score", "presentations", "chosen_by", "clean")}
-    directory.write_file("best.json", (json.dumps(described, indent=2) + "\n").encode())
+    described = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in described.items()}
+    directory.write_file("best.json", (json.dumps(described, indent=2) + "\n").encode())  # null: not known

@@ -24,11 +24,18 @@ REGISTRY: Registry[Callable[..., Generator]] = Registry(
 
 
 def register(name: str, factory: Callable[..., Generator], code_dim: str = "?", image_size: int = 0,
-             weights_location: Callable[[], tuple[str, bool]] | None = None) -> None:
+             weights_location: Callable[[], tuple[str, bool]] | None = None, optimizer: str | None = None) -> None:
     """Make `factory(**options)` available as `create(name, **options)`; the rest is what
-    `evolver generators` shows: the code size, the image side, and (where, found) of pretrained weights."""
-    REGISTRY.register(name, factory, code_dim=code_dim, image_size=image_size,
+    `evolver generators` shows: the code size, the image side, (where, found) of pretrained weights, and
+    the optimizer a run through it gets when it names none (None: the project's default)."""
+    REGISTRY.register(name, factory, code_dim=code_dim, image_size=image_size, optimizer=optimizer,
                       weights_location=weights_location or (lambda: ("given by the factory", True)))
+
+
+def default_optimizer(spec: str) -> str | None:
+    """The optimizer registered for the generator `spec` ('NAME[:KEY=VALUE...]'), without building it; None
+    where it has none of its own."""
+    return REGISTRY.entry(parse(spec)[0]).info.get("optimizer")
 
 
 def available() -> list[str]:
@@ -82,9 +89,12 @@ register("dcgan", DCGAN, f"{dcgan.bundled_code_dim()} bundled (100 random)", DCG
 for variant in deepsim.VARIANTS:
     register(f"deepsim-{variant}", functools.partial(deepsim.DeePSiM, variant), str(deepsim.code_dim(variant)),
              deepsim.DeePSiM.image_size, functools.partial(deepsim.weights_location, variant))
-register("stimuli", Stimuli, "25 a layer (stimuli:layers=L)", 64, lambda: ("none needed (formulas)", True))
+# racing-cmaes: its ten families are a choice that one CMA-ES blends (docs/neurons.md, "Ground truth")
+register("stimuli", Stimuli, "25 a layer (stimuli:layers=L)", 64, lambda: ("none needed (formulas)", True),
+         optimizer="racing-cmaes")
 for size in biggan.SIZES:
     register(f"biggan-deep-{size}", functools.partial(biggan.BigGAN, size), "256 (128 with --class)", size,
              functools.partial(biggan.weights_location, size))
 
-__all__ = ["Generator", "DCGAN", "Stimuli", "REGISTRY", "create", "parse", "register", "available", "entries"]
+__all__ = ["Generator", "DCGAN", "Stimuli", "REGISTRY", "create", "default_optimizer", "parse", "register", "available",
+           "entries"]

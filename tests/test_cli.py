@@ -195,5 +195,5 @@ def test_summary_gives_a_gain_only_over_a_positive_first_best(capsys, first_best
 
     from evolver.cli import _summarise
 
-    _summarise(SimpleNamespace(best=72.0, first_best=first_best, best_generation=198, path=Path("run"), notes=[]))
+    _summarise(SimpleNamespace(best=72.0, first_best=first_best, best_generation=198, path=Path("run"), notes=[], presentations=1))
     assert f"the first generation's best was {first_best:.4g}{gain}.\n" in capsys.readouterr().out

@@ -143,6 +143,7 @@ def test_every_score_is_what_the_rig_sent_for_that_image(rig_factory, tmp, proto
     best = json.loads((result.path / "best.json").read_text())
     presented = scores[(scores.image_id == best["image_id"]) | (scores.parent_ids == best["image_id"])]
     assert len(presented) == result.presentations == 5 and presented.score.mean() == pytest.approx(result.best)
+    assert best["clean"] is None  # a recorded neuron's noise-free response is not known
 
 
 @pytest.mark.slow  # a rig-sim process each: 5 s and more

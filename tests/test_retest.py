@@ -54,7 +54,7 @@ def test_a_noisy_run_re_tests_its_shortlist_in_its_last_generation_within_its_bu
 
 def test_a_run_stopped_early_resumes_through_its_re_test_exactly_and_re_tests_again_when_extended(tmp, monkeypatch):
     options = dict(**NOISY, generations=8, retest="3x2")
-    whole = run(RunConfig(**options), out=tmp / "whole", progress=False)
+    run(RunConfig(**options), out=tmp / "whole", progress=False)
     monkeypatch.setenv("EVOLVER_MAX_GENERATIONS", "4")
     with pytest.warns(UserWarning):
         run(RunConfig(**options), out=tmp / "split", progress=False)

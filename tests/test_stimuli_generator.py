@@ -119,6 +119,22 @@ def test_racing_races_the_back_layers_families_and_resumes_exactly(tmp, monkeypa
     pd.testing.assert_frame_equal(*scores)
 
 
+def test_runs_through_stimuli_race_its_families_unless_told_otherwise(tmp):
+    assert generators.default_optimizer("stimuli:layers=2") == "racing-cmaes"
+    assert generators.default_optimizer("dcgan") is None and RunConfig().optimizer == "cmaes"
+    assert RunConfig(generator="stimuli").optimizer == "racing-cmaes"
+    assert RunConfig(generator="stimuli", optimizer="ga").optimizer == "ga"
+    assert RunConfig(generator=Stimuli()).optimizer == "cmaes"  # an object: the project's default
+    done = evolver_cli("run", "--generator", "stimuli", "--neuron", "v1:simple:ori=30:sf=4", "--images", "300",
+                       "--out", tmp / "run", "--quiet")
+    assert done.returncode == 0, done.stderr
+    recorded = json.loads((tmp / "run" / "config.json").read_text())
+    assert recorded["run"]["optimizer"] == recorded["resolved"]["optimizer"]["name"] == "racing-cmaes"
+    listed = evolver_cli("generators").stdout
+    assert "runs racing-cmaes unless told otherwise" in next(line for line in listed.splitlines()
+                                                             if line.startswith("stimuli"))
+
+
 def test_the_cli_runs_layered_stimuli_at_any_size(tmp):
     done = evolver_cli("run", "--generator", "stimuli:layers=2", "--image-size", "48", "--generations", "2",
                        "--out", tmp / "run", "--quiet")

@@ -45,7 +45,7 @@ class GroundTruthConfig:
 
     targets: list[str] = field(default_factory=lambda: ["v1-complex", "v1-simple", "classes"])
     generators: list[str] = field(default_factory=lambda: ["stimuli", "dcgan"])
-    optimizers: list[str] = field(default_factory=lambda: ["cmaes", "ga"])
+    optimizers: list[str] = field(default_factory=lambda: ["racing-cmaes", "cmaes", "ga"])
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     images: int = 3000
     orientations: tuple[float, ...] = ORIENTATIONS
