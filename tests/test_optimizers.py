@@ -228,6 +228,17 @@ def test_racing_starts_an_arm_per_option_holds_its_choice_and_halves_to_the_best
         if len(opt.alive) != alive[-1]:
             alive.append(len(opt.alive))
     assert alive == [6, 3, 1]
+    # resumed from its record after the halvings (dropped arms keep no search state), it goes on exactly
+    saved = opt.state_dict()
+    assert [bool(arm["search"]) for arm in saved["arms"]].count(True) == 1
+    fresh = optimizers.create("racing-cmaes", code_dim=DIM, sample=with_choice, rng=np.random.default_rng(5),
+                              choice=CHOICE, arms=OPTIONS, round_images=24)
+    fresh.load_state_dict(saved)
+    for _ in range(3):
+        codes = opt.ask()
+        np.testing.assert_array_equal(fresh.ask(), codes)
+        for search in (opt, fresh):
+            search.tell(codes, kinds_objective(codes))
     # each round shows each arm round_images x 2^round images, rounded up to whole generations
     population = len(opt.ask())
     assert all(24 * 2**r <= n < 24 * 2**r + population for (r, _), n in shown.items())

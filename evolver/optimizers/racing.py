@@ -58,7 +58,7 @@ class RacingCMA(Optimizer):
         self.free = np.setdiff1d(np.arange(code_dim), self.held)
         self.choice = choice
         self.arms: list[dict[str, Any]] = []  # {start, best, shown, search}: empty until the prior is told
-        self.searches: list[Optimizer] = []
+        self.searches: list[Optimizer | None] = []  # None for an arm dropped from the race
         self.alive: list[int] = []
         self.round = self.current = 0
         self.population = np.asarray(sample(self.params.prior or 20 * self.params.arms, rng), dtype=np.float32)
@@ -121,6 +121,8 @@ class RacingCMA(Optimizer):
         ranked = sorted(self.alive, key=lambda k: -self.arms[k]["best"])
         self.alive = sorted(ranked[:max(1, len(ranked) // 2)])
         self.round, self.current = self.round + 1, 0
+        for k in ranked[len(self.alive):]:
+            self.searches[k] = None  # a dropped arm never runs again: its state is not kept
         for k in self.alive:
             self.arms[k]["shown"] = 0
 
@@ -132,7 +134,8 @@ class RacingCMA(Optimizer):
         return codes
 
     def state_dict(self) -> dict[str, Any]:
-        return {"arms": [{**arm, "search": search.state_dict()} for arm, search in zip(self.arms, self.searches)],
+        return {"arms": [{**arm, "search": search.state_dict() if search else {}}
+                         for arm, search in zip(self.arms, self.searches)],
                 "alive": list(self.alive), "round": self.round, "current": self.current,
                 "population": self.population.copy(), "rng": self.rng.bit_generator.state}
 
@@ -140,10 +143,11 @@ class RacingCMA(Optimizer):
         self.arms = [{k: v for k, v in arm.items() if k != "search"} for arm in state["arms"]]
         for arm in self.arms:
             arm["start"] = np.asarray(arm["start"], dtype=np.float64)
-        self.searches = [self._search(arm) for arm in self.arms]
-        for search, arm in zip(self.searches, state["arms"]):
-            search.load_state_dict(arm["search"])
         self.alive = [int(k) for k in state["alive"]]
+        self.searches = [self._search(arm) if k in self.alive else None for k, arm in enumerate(self.arms)]
+        for search, arm in zip(self.searches, state["arms"]):
+            if search:
+                search.load_state_dict(arm["search"])
         self.round, self.current = int(state["round"]), int(state["current"])
         self.population = np.asarray(state["population"], dtype=np.float32)
         self.rng.bit_generator.state = state["rng"]
