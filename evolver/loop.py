@@ -249,8 +249,13 @@ class Track:
         self.state["best_told"] = float(scores[top])
         self.best = {"score": float(scores[top]), "generation": self.gen, "image_id": int(ids[top]),
                      "code": codes[top].copy(), "image": to_uint8(images[top]), "presentations": 1,
-                     "chosen_by": "the largest response told", "clean": float(clean[top])}
+                     "chosen_by": "the largest response told", "clean": self._noise_free(clean[top])}
         return top, True
+
+    def _noise_free(self, response: float) -> float:
+        """`response` where it is the image's noise-free response (a model neuron's, before any simulated
+        noise); NaN for a noisy neuron's (a recorded one), whose noise-free response is not known."""
+        return float(response) if self.noise or not getattr(self.neuron, "noisy", False) else float("nan")
 
     def _choose(self, scores: np.ndarray, clean: np.ndarray, images: torch.Tensor) -> tuple[int, list[str], bool]:
         """The re-test: the shortlisted image with the best mean response becomes the run's best. Returns
@@ -261,7 +266,7 @@ class Track:
         self.best = {"score": chosen["mean"], "generation": int(kept["generations"][k]),
                      "image_id": int(kept["ids"][k]), "code": kept["codes"][k].copy(),
                      "image": to_uint8(images[top]), "presentations": chosen["shown"],
-                     "chosen_by": self.retest.describe(), "clean": chosen["clean"]}
+                     "chosen_by": self.retest.describe(), "clean": self._noise_free(chosen["clean"])}
         self.state["retested"] = True
         return top, [str(i) for i in np.repeat(kept["ids"], self.retest.repeats)], True
 
