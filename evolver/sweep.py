@@ -161,9 +161,19 @@ def _plan_grid(grid: dict[str, list], spec: dict[str, Any]) -> list[PlannedRun]:
             config = RunConfig(**{
                 **spec.get("run", {}), **cell, "noise": None if cell["noise"] == NO_NOISE else cell["noise"],
                 "params": dict(zip(param_grid, params))}).request()
-            digest = hashlib.sha1(json.dumps(config, sort_keys=True).encode()).hexdigest()[:10]
-            runs.append(PlannedRun(f"runs/{_slug(config)}-{digest}", config))
+            runs.append(PlannedRun(f"runs/{_slug(config)}-{_digest(config)}", config))
     return runs
+
+
+# Options added after sweeps were first planned, with their defaults: at those they leave a run's folder
+# name as it was, so that a sweep planned before them finds its runs again (each resumes as recorded).
+LATER_DEFAULTS = {"retest": "auto"}
+
+
+def _digest(config: dict[str, Any]) -> str:
+    """The hash of a run's whole configuration that its folder name ends with."""
+    named = {k: v for k, v in config.items() if k not in LATER_DEFAULTS or v != LATER_DEFAULTS[k]}
+    return hashlib.sha1(json.dumps(named, sort_keys=True).encode()).hexdigest()[:10]
 
 
 def status(folder: Path, config: dict[str, Any]) -> str:

@@ -1,4 +1,5 @@
 import base64
+import hashlib
 import json
 import os
 import signal
@@ -85,6 +86,16 @@ def test_plan_is_the_product_with_parameter_grids():
     assert {r.config["params"]["mutation_size"] for r in ga} == {0.3, 0.5}
     assert all(r.config["generations"] == 5 for r in runs)
     assert {r.config["noise"] for r in runs} == {None, "multiplicative:0.5"}
+
+
+def test_a_run_folder_keeps_its_name_from_before_the_re_test_option():
+    grid = {"grid": {"neuron": ["a:b:unit1"], "optimizer": ["ga"], "noise": ["poisson:count=5"]}}
+    (planned,) = plan(grid)
+    assert planned.config["retest"] == "auto"
+    before = {k: v for k, v in planned.config.items() if k != "retest"}  # a config as sweeps recorded it then
+    assert planned.path.endswith(hashlib.sha1(json.dumps(before, sort_keys=True).encode()).hexdigest()[:10])
+    (asked,) = plan({**grid, "run": {"retest": "3x2"}})
+    assert asked.path != planned.path  # a re-test other than the default is another run
 
 
 @pytest.mark.parametrize("text, message", [

@@ -13,8 +13,9 @@ Racing searches each kind on its own and spends the budget where it pays, by suc
 3. round r shows each arm `round_images` × 2^r images, one arm's generation after another; then the
    arms whose best response is in the better half go on, until one is left, which runs to the end.
 
-On the `stimuli` generator's 10 families (docs/optimizers.md, "Racing") this lifted V1 cells from
-0.41 to about 0.9 of their optimum at 3,000 images where `cmaes` from the zero code blends families.
+On the `stimuli` generator's 10 families (docs/optimizers.md, "Racing kinds of image") it took V1
+complex cells from a median 0.38 of their optimum to 0.94 at 3,000 images, simple cells from 0.44 to
+0.85, where `cmaes` from the zero code blends the families.
 """
 from __future__ import annotations
 
@@ -54,10 +55,10 @@ class RacingCMA(Optimizer):
     def __init__(self, code_dim: int, sample: Sampler, rng: np.random.Generator, choice: Choice | None = None,
                  **params: Any):
         super().__init__(code_dim, sample, rng, **params)
-        self.held = choice.columns() if choice else np.array([], dtype=int)
-        self.free = np.setdiff1d(np.arange(code_dim), self.held)
+        held = choice.columns() if choice else np.array([], dtype=int)
+        self.free = np.setdiff1d(np.arange(code_dim), held)  # the code values the arms search
         self.choice = choice
-        self.arms: list[dict[str, Any]] = []  # {start, best, shown, search}: empty until the prior is told
+        self.arms: list[dict[str, Any]] = []  # {start, best, shown, sigma}: empty until the prior is told
         self.searches: list[Optimizer | None] = []  # None for an arm dropped from the race
         self.alive: list[int] = []
         self.round = self.current = 0
