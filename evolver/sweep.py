@@ -417,10 +417,8 @@ def aggregate(folder: str | Path) -> Aggregate:
             continue
         labels = {**planned.labels, "layer": _layer(planned.labels["neuron"]), "run": planned.path}
         clean = "best_clean_so_far" if "best_clean_so_far" in table else "best_so_far"
-        # the noise-free response of the image the run returns (a noise-free run returns its best)
-        returned = next((c for c in ("returned_clean", "returned") if c in table), clean)
         frame = pd.DataFrame({"gen": table["gen"], "images": table["n_images"].cumsum(),
-                              "best_so_far": table[clean], "returned": table[returned]})
+                              "best_so_far": table[clean], "returned": _returned(table)})
         if "relative_activation" in table:
             frame["relative_activation"] = table["relative_activation"]
         frames.append(frame.assign(**labels))
@@ -435,6 +433,16 @@ def aggregate(folder: str | Path) -> Aggregate:
         runs.to_parquet(folder / "runs.parquet", index=False)
         trajectories.to_parquet(folder / "trajectories.parquet", index=False)
     return Aggregate(runs, trajectories, statuses)
+
+
+def _returned(table):
+    """The noise-free response of the image a run returns, generation by generation (its generations.csv):
+    a noise-free run returns its best; a noisy run recorded before runs named their returned image, NaN."""
+    if "returned_clean" in table:
+        return table["returned_clean"]
+    if "best_clean_so_far" in table:
+        return np.nan
+    return table["returned"] if "returned" in table else table["best_so_far"]
 
 
 def normalise(runs, trajectories) -> None:

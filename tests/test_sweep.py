@@ -98,6 +98,17 @@ def test_a_run_folder_keeps_its_name_from_before_the_re_test_option():
     assert asked.path != planned.path  # a re-test other than the default is another run
 
 
+def test_the_returned_image_is_the_best_without_noise_and_unknown_for_noisy_runs_recorded_before_it():
+    from evolver.sweep import _returned
+
+    noise_free = pd.DataFrame({"best_so_far": [1.0, 2.0]})
+    old_noisy = noise_free.assign(best_clean_so_far=[0.5, 1.5])
+    noisy = old_noisy.assign(returned=[1.0, 1.8], returned_clean=[0.5, 1.2])
+    assert _returned(noise_free).tolist() == [1.0, 2.0]
+    assert np.isnan(_returned(old_noisy))
+    assert _returned(noisy).tolist() == [0.5, 1.2]
+
+
 @pytest.mark.parametrize("text, message", [
     ("[grid]\noptimizer = ['ga']", "needs neuron"),
     ("[grid]\nneuron = 'a:b:unit1'\noptimizer = ['ga']", "must be a non-empty list"),
