@@ -159,10 +159,10 @@ class Track:
         if self.noise:
             generation += ["best_clean", "best_clean_so_far"]
             score += ["score_clean"]
-        if self.noise or self.retest is not None:  # the image the run returns: its told response (its mean over its
-            generation += ["returned", "returned_clean"] if self.noise else ["returned"]  # presentations), noise-free
         if self.reference is not None:
             generation += ["relative_activation"]
+        if self.noise or self.retest is not None:  # the image the run returns: its told response (its mean over its
+            generation += ["returned", "returned_clean"] if self.noise else ["returned"]  # presentations), noise-free
         tables = {"generations.csv": tuple(generation), "scores.csv": tuple(score)}
         if self.config.interleave:
             tables["references.csv"] = ("gen", "image", "score")
