@@ -123,7 +123,7 @@ class Track:
     def active(self) -> bool:
         if self.stopped or self.gen >= generation_limit(self.config.generations):
             return False
-        return not self.searched() or (self.retest is not None and not self.state.get("retested", False))
+        return not self.searched() or self.retesting()
 
     def searched(self) -> bool:
         """Whether the optimizer's share of the budget is spent (the re-test's is kept back)."""
@@ -133,8 +133,10 @@ class Track:
                 or images is not None and self.state["next_image_id"] >= images - reserve)
 
     def retesting(self) -> bool:
-        """Whether the next generation is the re-test."""
-        return self.retest is not None and self.searched()
+        """Whether the next generation is the re-test: the search is over and it has images to show again (a
+        run that no response came back to has none)."""
+        return (self.retest is not None and self.searched() and not self.state.get("retested", False)
+                and len(self.state.get("shortlist", {}).get("ids", ())) > 0)
 
     def ask(self) -> tuple[np.ndarray, list[tuple[int, ...]] | None]:
         """The codes to show next and their parents: the optimizer's, or at the end the shortlist, again."""

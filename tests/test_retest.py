@@ -90,3 +90,13 @@ def test_bad_retests_are_refused_before_the_run(tmp, retest, message):
         RunConfig(**NOISY, retest=retest, images=100)
     refused = evolver_cli("run", "--retest", retest, "--images", "100", "--out", tmp / "bad")
     assert refused.returncode == 2 and "Traceback" not in refused.stderr and not (tmp / "bad").exists()
+
+
+def test_a_run_no_response_came_back_to_ends_without_a_re_test(tmp):
+    def silent(images):
+        return np.full(len(images), np.nan)
+
+    result = run(RunConfig(neuron=silent, noise="poisson:count=5", retest="2x2", generations=4), out=tmp / "run",
+                 progress=False)
+    assert result.generations == 3 and np.isnan(result.best)  # the search's 3 generations; nothing to show again
+    assert not (tmp / "run" / "best.json").exists()
