@@ -12,13 +12,17 @@ from evolver.optimizers.gradient import GradientAscent
 from evolver.optimizers.racing import RacingCMA
 from evolver.optimizers.random_search import RandomSearch
 from evolver.optimizers.sphere import SphereCMA
+from evolver.optimizers.uncertainty import UncertaintyCMAES, UncertaintySepCMAES
 from evolver_common import BadInput
 from evolver_common.registry import Registry
 
 # Installed packages add optimizers (an Optimizer class) through the entry-point group below.
 REGISTRY: Registry[type[Optimizer]] = Registry("optimizer", group="evolver.optimizers")
-for _cls in (GeneticAlgorithm, CMAES, SepCMAES, SphereCMA, RacingCMA, RandomSearch, GradientAscent):
+for _cls in (GeneticAlgorithm, CMAES, UncertaintyCMAES, SepCMAES, UncertaintySepCMAES, SphereCMA, RacingCMA, RandomSearch, GradientAscent):
     REGISTRY.register(_cls.name, _cls)
+
+
+SEPARABLE = {CMAES.name: SepCMAES.name, UncertaintyCMAES.name: UncertaintySepCMAES.name}
 
 
 def get(name: str) -> type[Optimizer]:
@@ -38,10 +42,10 @@ def parse_params(pairs: tuple[str, ...] | list[str]) -> dict[str, str]:
 
 
 def resolve(name: str, code_dim: int) -> str:
-    """The optimizer that runs when `name` is asked for on codes of `code_dim`: `cmaes` keeps a full
-    covariance up to FULL_COVARIANCE_LIMIT dimensions (DeePSiM's 4096-d would cost seconds a
-    generation) and is the separable `sep-cmaes` beyond."""
-    return SepCMAES.name if name == CMAES.name and code_dim > FULL_COVARIANCE_LIMIT else name
+    """The optimizer that runs when `name` is asked for on codes of `code_dim`: `cmaes` and `uh-cmaes` keep a
+    full covariance up to FULL_COVARIANCE_LIMIT dimensions (DeePSiM's 4096-d would cost seconds a
+    generation) and are the separable `sep-cmaes` and `uh-sep-cmaes` beyond."""
+    return SEPARABLE.get(name, name) if code_dim > FULL_COVARIANCE_LIMIT else name
 
 
 def create(name: str, code_dim: int, sample: Sampler, rng: np.random.Generator, **params: Any) -> Optimizer:

@@ -136,6 +136,15 @@ class CMAES(_CMA):
     def _step(self) -> float:
         return float(self.strategy.sigma * np.max(self.strategy.diagD))
 
+    @property
+    def sigma(self) -> float:
+        """The global step size σ."""
+        return float(self.strategy.sigma)
+
+    @sigma.setter
+    def sigma(self, value: float) -> None:
+        self.strategy.sigma = value
+
     def _restart(self) -> None:
         self.strategy = self._strategy(np.asarray(self.strategy.centroid, dtype=np.float64))
 
@@ -212,6 +221,15 @@ class SepCMAES(_CMA):
 
     def _step(self) -> float:
         return float(self.state["sigma"] * np.sqrt(np.max(self.state["diag"])))
+
+    @property
+    def sigma(self) -> float:
+        """The global step size σ."""
+        return float(self.state["sigma"])
+
+    @sigma.setter
+    def sigma(self, value: float) -> None:
+        self.state["sigma"] = value
 
     def _restart(self) -> None:
         self.state = self._initial(self.state["mean"])
