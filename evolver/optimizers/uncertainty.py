@@ -9,8 +9,9 @@ codes of a generation differ by more than the noise. The ranking uses each re-sh
 Two departures, both measured on the bundled DCGAN (docs/optimizers.md, "Noise"):
 - the growth stops at `max_step` times the initial step: under a recorded neuron's noise the ranking never
   becomes certain, and a step grown without end leaves the generator's space (codes of norm 150);
-- the re-showing stops once `PROOF` generations' second answers all equalled the first: a model neuron
-  without simulated noise answers an image alike every time, and the search is then plain `cmaes`.
+- the re-showing stops once `PROOF` generations in a row had second answers equal to the first (and not all
+  zero): a model neuron without simulated noise answers an image alike every time, and the search is then
+  plain `cmaes`.
 """
 from __future__ import annotations
 
@@ -93,16 +94,20 @@ class _Uncertainty(_CMA):
         first codes; pairs with a missing answer are left out."""
         if not both.any():
             return
-        self.agreed = self.agreed + 1 if np.array_equal(first[:self.repeats][both], again[both]) else 0
+        if np.any(first[:self.repeats][both] != 0):  # zero proves nothing: a silent neuron, noisy or not, answers 0
+            self.agreed = self.agreed + 1 if np.array_equal(first[:self.repeats][both], again[both]) else 0
         finite = np.isfinite(first)
         told = np.concatenate([first[finite], again[both]])
-        rank = np.empty(told.size, dtype=np.int64)  # 1 is the largest answer; ties in the order told
-        rank[np.argsort(-told, kind="stable")] = np.arange(1, told.size + 1)
-        pairs = np.flatnonzero(both)
-        r_olds, r_news = rank[np.cumsum(finite)[pairs] - 1], rank[finite.sum() + np.arange(pairs.size)]
+        # ties (spike counts tie often) are broken at random: answers that do not tell images apart rank them
+        # no better than chance, which is the uncertainty measured
+        order = np.lexsort((self.rng.random(told.size), -told))
+        rank = np.empty(told.size)
+        rank[order] = np.arange(1, told.size + 1)
+        r_olds = rank[np.cumsum(finite)[both.nonzero()[0]] - 1]
+        r_news = rank[finite.sum():]
         changes = [2 * (abs(r_new - r_old) - 1) - self._chance(told.size, r_new - (new > old))
                    - self._chance(told.size, r_old - (old > new))
-                   for old, new, r_old, r_new in zip(first[pairs], again[pairs], r_olds, r_news)]
+                   for old, new, r_old, r_new in zip(first[both.nonzero()[0]], again[both], r_olds, r_news)]
         self.uncertainty = (1 - self.params.smoothing) * self.uncertainty + self.params.smoothing * np.mean(changes)
 
     def _chance(self, n: int, rank: int) -> float:
