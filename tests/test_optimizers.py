@@ -5,6 +5,7 @@ import torch
 
 from evolver import optimizers
 from evolver.optimizers.cmaes import flat_fitness
+from evolver.optimizers.uncertainty import PROOF
 from evolver_common import BadInput
 from generators.base import Choice
 
@@ -53,6 +54,7 @@ def run(name, objective, images=2000, seed=0, **params):
     ("sep-cmaes", sphere, -0.5),
     ("sphere-cma", on_sphere_objective, 0.95 * np.linalg.norm(TARGET)),
     ("ga", sphere, -15.0),
+    ("uh-cmaes", sphere, -0.5),
     ("racing-cmaes", sphere, -3.0),  # it spends most of 2,000 images on arms it drops
     ("gradient", sphere, -0.5),
 ])
@@ -111,6 +113,9 @@ def test_cmaes_on_long_codes_runs_the_separable_variant():
                              rng=np.random.default_rng(0))
     assert long.describe()["name"] == "sep-cmaes"
     assert make("cmaes").describe()["name"] == "cmaes"
+    long = optimizers.create("uh-cmaes", code_dim=4096, sample=lambda n, r: r.standard_normal((n, 4096)),
+                             rng=np.random.default_rng(0))
+    assert long.describe()["name"] == "uh-sep-cmaes"
 
 
 def step_size(opt) -> float:
@@ -127,7 +132,7 @@ def centre(opt) -> np.ndarray:
     return opt.strategy.centroid if hasattr(opt, "strategy") else opt.state["mean"]
 
 
-@pytest.mark.parametrize("name", ["cmaes", "sep-cmaes"])
+@pytest.mark.parametrize("name", ["cmaes", "sep-cmaes", "uh-cmaes"])
 def test_cmaes_starts_from_the_best_of_the_generators_own_samples(name):
     def far_prior(n, rng):  # the generator's codes, far from the zero code
         return 5 + rng.standard_normal((n, DIM)).astype(np.float32)
@@ -155,7 +160,7 @@ def test_cmaes_starts_from_the_best_of_the_generators_own_samples(name):
         make(name, start="middle")
 
 
-@pytest.mark.parametrize("name", ["cmaes", "sep-cmaes"])
+@pytest.mark.parametrize("name", ["cmaes", "sep-cmaes", "uh-cmaes", "uh-sep-cmaes"])
 def test_cmaes_widens_its_step_on_a_plateau_until_the_unit_answers(name):
     opt = make(name)
     start = step_size(opt)
@@ -165,6 +170,98 @@ def test_cmaes_widens_its_step_on_a_plateau_until_the_unit_answers(name):
     assert not flat_fitness(np.array([0.0])) and flat_fitness(np.zeros(2))  # one answer alone is no plateau
     _, best = run(name, silent_until_far, images=1000)
     assert best > 0
+
+
+def noisy(objective, sd, seed=0):
+    """`objective` plus Gaussian noise of `sd`, drawn anew at every presentation."""
+    rng = np.random.default_rng(seed)
+    return lambda codes: objective(codes) + sd * rng.standard_normal(len(codes))
+
+
+@pytest.mark.parametrize("name", ["uh-cmaes", "uh-sep-cmaes"])
+def test_uh_cmaes_shows_some_codes_twice_until_the_neuron_proves_noise_free(name):
+    opt = make(name)
+    population, repeats = len(opt.population), opt.repeats
+    assert repeats == 2  # Hansen et al.'s max(0.1, 2 / population) of a generation of 14
+    for _ in range(PROOF):
+        codes = opt.ask()
+        assert len(codes) == population + repeats
+        np.testing.assert_array_equal(codes[population:], codes[:repeats])
+        opt.tell(codes, sphere(codes))
+    assert len(opt.ask()) == population and opt.agreed == PROOF  # a noise-free neuron: plain CMA-ES from here
+    uh, plain = make(name), make(name.removeprefix("uh-"))
+    for _ in range(PROOF + 5):  # and it has asked all along what CMA-ES asks, besides the codes shown twice
+        codes, asked = uh.ask(), plain.ask()
+        np.testing.assert_array_equal(codes[:len(asked)], asked)
+        uh.tell(codes, sphere(codes))
+        plain.tell(asked, sphere(asked))
+    silent = make(name)
+    for _ in range(PROOF + 2):  # a neuron that answers zero to everything proves nothing
+        codes = silent.ask()
+        silent.tell(codes, np.zeros(len(codes)))
+    assert len(silent.ask()) == population + repeats
+
+
+@pytest.mark.parametrize("name", ["uh-cmaes", "uh-sep-cmaes"])
+def test_uh_cmaes_widens_its_step_while_noise_reorders_its_ranking_up_to_max_step(name):
+    opt, _ = run(name, noisy(sphere, sd=100.0), images=1500)  # noise far above the differences between codes
+    assert opt.uncertainty > 0 and opt.sigma > 2 * opt.sigma0
+    capped, _ = run(name, noisy(sphere, sd=100.0), images=1500, max_step=1.5)
+    assert 1.2 * capped.sigma0 < capped.sigma < 1.65 * capped.sigma0  # at the ceiling, as CSA moves it about
+    assert len(opt.ask()) == len(opt.population) + opt.repeats  # still measuring
+    plain, _ = run(name.removeprefix("uh-"), noisy(sphere, sd=100.0), images=1500)
+    assert step_size(plain) < opt.sigma
+    faint, _ = run(name, noisy(sphere, sd=1e-6), images=600)  # noise below the differences: no reordering
+    assert faint.uncertainty < 0 and faint.sigma < faint.sigma0 and faint.agreed == 0
+
+
+def test_uh_cmaes_climbs_further_than_cmaes_through_a_neurons_noise():
+    """A unit whose rate grows along a direction, answering with Wang & Ponce's multiplicative noise 0.5:
+    CMA-ES's step shrinks as the noise scrambles its ranking, UH-CMA-ES's grows."""
+    def climbed(name, seed):
+        rng = np.random.default_rng(seed)
+        rate = lambda codes: np.maximum(0, codes @ TARGET + 30)  # noqa: E731
+        objective = lambda codes: rate(codes) * np.maximum(0, 1 + 0.5 * rng.standard_normal(len(codes)))  # noqa: E731
+        opt, _ = run(name, objective, seed=seed)
+        return rate(np.asarray(centre(opt))[None])[0]
+
+    uh, plain = ([climbed(name, seed) for seed in range(6)] for name in ("uh-cmaes", "cmaes"))
+    assert np.median(uh) > 2 * np.median(plain)
+
+
+def test_uh_cmaes_ranks_a_code_shown_twice_by_its_mean_answer():
+    opt = make("uh-cmaes")
+    learnt = []
+    learn = opt._learn
+    opt._learn = lambda codes, scores, valid: (learnt.append(scores.copy()), learn(codes, scores, valid))
+    codes = opt.ask()
+    population = len(opt.population)
+    first = np.arange(population, dtype=np.float64)
+    opt.tell(codes, np.concatenate([first, [100.0, np.nan]]))
+    np.testing.assert_array_equal(learnt[-1], [50.0, 1.0, *first[2:]])  # a missing second answer: the first
+    codes = opt.ask()
+    first[0] = np.nan
+    opt.tell(codes, np.concatenate([first, [-4.0, 3.0]]))
+    np.testing.assert_array_equal(learnt[-1][:2], [-4.0, 2.0])  # a missing first answer: the second
+    with pytest.raises(BadInput, match="Invalid parameters for optimizer 'uh-cmaes'"):
+        make("uh-cmaes", max_step=0.5)
+
+
+def test_uh_cmaes_resumes_bit_exactly_under_noise():
+    objective = noisy(sphere, sd=100.0, seed=3)
+    opt, _ = run("uh-cmaes", objective, images=300, seed=4)
+    saved, later = opt.state_dict(), []
+    for _ in range(4):
+        codes = opt.ask()
+        scores = objective(codes)
+        opt.tell(codes, scores)
+        later.append((codes, scores))
+    fresh = make("uh-cmaes", seed=123)
+    fresh.load_state_dict(saved)
+    for codes, scores in later:
+        np.testing.assert_array_equal(fresh.ask(), codes)
+        fresh.tell(codes, scores)
+    assert fresh.uncertainty == opt.uncertainty and fresh.sigma == opt.sigma
 
 
 def test_sphere_cma_keeps_codes_on_the_sphere_and_decays_its_step():

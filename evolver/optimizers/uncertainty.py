@@ -51,6 +51,9 @@ class _Uncertainty(_CMA):
         self.repeats = min(lam, max(2, round(self.params.reevaluate * lam)))
         self.growth = 1 + 2 / (code_dim + 10)
         self.uncertainty = 0.0  # the smoothed rank-change measure s̄: above 0, noise reorders the ranking
+        # ties are broken from a stream of its own, jumped off the run's, so that the search's own draws are
+        # CMA-ES's: on a noise-free neuron it asks what `cmaes` would
+        self.ties = np.random.Generator(rng.bit_generator.jumped())
         self.agreed = 0  # generations in a row whose second answers all equalled the first
 
     @classmethod
@@ -100,7 +103,7 @@ class _Uncertainty(_CMA):
         told = np.concatenate([first[finite], again[both]])
         # ties (spike counts tie often) are broken at random: answers that do not tell images apart rank them
         # no better than chance, which is the uncertainty measured
-        order = np.lexsort((self.rng.random(told.size), -told))
+        order = np.lexsort((self.ties.random(told.size), -told))
         rank = np.empty(told.size)
         rank[order] = np.arange(1, told.size + 1)
         r_olds = rank[np.cumsum(finite)[both.nonzero()[0]] - 1]
@@ -115,11 +118,13 @@ class _Uncertainty(_CMA):
         return float(np.percentile(np.abs(np.arange(1, n) - rank), self.params.threshold * 50))
 
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "uncertainty": self.uncertainty, "agreed": self.agreed}
+        return {**super().state_dict(), "uncertainty": self.uncertainty, "agreed": self.agreed,
+                "ties": self.ties.bit_generator.state}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         self.uncertainty, self.agreed = float(state["uncertainty"]), int(state["agreed"])
+        self.ties.bit_generator.state = state["ties"]
 
 
 class UncertaintyCMAES(_Uncertainty, CMAES):
