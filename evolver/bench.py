@@ -26,7 +26,7 @@ class BenchConfig:
     """The grid. `noises` holds noise specs or 'none'; the gradient reference runs noise-free."""
 
     neurons: list[str]
-    optimizers: list[str] = field(default_factory=lambda: ["ga", "cmaes", "sphere-cma", "random"])
+    optimizers: list[str] = field(default_factory=lambda: ["uh-cmaes", "cmaes", "ga", "sphere-cma", "random"])
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     noises: list[str] = field(default_factory=lambda: [NO_NOISE, "multiplicative:0.5"])
     images: int = 3000

@@ -54,9 +54,10 @@ def main() -> None:
 @click.option("--truncation", type=float, help="Truncation of the generator's codes (BigGAN default 0.7).")
 @click.option("--image-size", type=int, help="Side of the images in pixels, for generators that draw at any size "
               "(stimuli; default 64).")
-@click.option("--optimizer", help="Optimizer name: cmaes (the default; the separable sep-cmaes on codes over 1,024-d; "
-              "racing-cmaes for the stimuli generator), ga (XDream's genetic algorithm and defaults), racing-cmaes, "
-              "sep-cmaes, sphere-cma, random, gradient.")
+@click.option("--optimizer", help="Optimizer name: uh-cmaes (the default: CMA-ES that shows a few images twice to "
+              "measure the neuron's noise and widens its step under it; racing-cmaes for the stimuli generator), "
+              "cmaes (the separable sep-cmaes on codes over 1,024-d), ga (XDream's genetic algorithm and defaults), "
+              "racing-cmaes, sep-cmaes, sphere-cma, random, gradient.")
 @click.option("--param", "param_pairs", multiple=True, help="Optimizer parameter NAME=VALUE (repeatable).")
 @click.option("--population", type=int, help="Codes per generation (the optimizer's population parameter).")
 @click.option("--generations", type=int, help="Number of generations (default 200).")
@@ -180,8 +181,8 @@ def layers(model) -> None:
 
 @main.command()
 @click.option("--neuron", "neurons", multiple=True, required=True, help="A unit to evolve for (repeatable).")
-@click.option("--optimizer", "optimizers", multiple=True, help="An optimizer (repeatable); default ga, cmaes, "
-              "sphere-cma, random.")
+@click.option("--optimizer", "optimizers", multiple=True, help="An optimizer (repeatable); default uh-cmaes, "
+              "cmaes, ga, sphere-cma, random.")
 @click.option("--seeds", type=click.IntRange(min=1), default=3, show_default=True, help="Seeds 0..N-1 per cell.")
 @click.option("--noise", "noises", multiple=True, help="A noise level (repeatable): none or a noise spec; "
               "default none and multiplicative:0.5.")

@@ -37,11 +37,10 @@ OPTIMIZER_STREAM, NOISE_STREAM = 0, 1
 # table; the card's "ground_truth" now holds the GA's evolutions).
 DEFAULT_NEURON = "stimnet:classifier:unit7"
 
-# Chosen by `evolver bench` (docs/optimizers.md, "Choosing the default optimizer"): best mean normalised score on
-# the bundled DCGAN (the unconditional one of the time) both noise-free and under multiplicative noise;
-# on the H200 conditional one, still first noise-free and tied with the GA under noise; on the 2-core
-# conditional one bundled now, first in both again, from the zero code (its default start).
-DEFAULT_OPTIMIZER = "cmaes"
+# Chosen by `evolver bench` (docs/optimizers.md, "Choosing the default optimizer"): CMA-ES had the best mean
+# normalised score on the bundled DCGAN, noise-free and under noise; its uncertainty handling (uh-cmaes) keeps
+# that noise-free (it is CMA-ES once the neuron proves noise-free) and holds up under a recorded neuron's noise.
+DEFAULT_OPTIMIZER = "uh-cmaes"
 
 VERSIONED_PACKAGES = ("evolver", "torch", "torchvision", "timm", "numpy", "deap", "pandas", "plotly")
 PARTS = ("neuron", "generator", "optimizer")

@@ -139,7 +139,9 @@ def test_every_score_is_what_the_rig_sent_for_that_image(rig_factory, tmp, proto
     assert result.generations == 4
     scores = assert_run_matches_rig(result.path, rig)
     population = int(4 + 3 * math.log(bundled_code_dim()))  # CMA-ES's default on the bundled DCGAN's codes
-    assert len(scores) == 3 * population + 40  # the last generation re-shows the 10 best-answered images 4 times
+    # the default uh-cmaes shows 2 codes of each generation twice; the last generation re-shows the 10
+    # best-answered images 4 times
+    assert len(scores) == 3 * (population + 2) + 40
     best = json.loads((result.path / "best.json").read_text())
     presented = scores[(scores.image_id == best["image_id"]) | (scores.parent_ids == best["image_id"])]
     assert len(presented) == result.presentations == 5 and presented.score.mean() == pytest.approx(result.best)

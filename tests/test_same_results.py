@@ -94,7 +94,7 @@ def test_same_records_with_a_recorded_rig(old_tree, tmp):
             if side == "old":
                 old_evolver(old_tree, *args)
             else:
-                evolver_cli(*args, "--retest", "none", check=True)
+                evolver_cli(*args, "--optimizer", "cmaes", "--retest", "none", check=True)  # the default then
         finally:
             rig.stop()
         outcomes[side] = tmp / side / "run"

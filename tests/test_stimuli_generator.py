@@ -121,10 +121,10 @@ def test_racing_races_the_back_layers_families_and_resumes_exactly(tmp, monkeypa
 
 def test_runs_through_stimuli_race_its_families_unless_told_otherwise(tmp):
     assert generators.default_optimizer("stimuli:layers=2") == "racing-cmaes"
-    assert generators.default_optimizer("dcgan") is None and RunConfig().optimizer == "cmaes"
+    assert generators.default_optimizer("dcgan") is None and RunConfig().optimizer == "uh-cmaes"
     assert RunConfig(generator="stimuli").optimizer == "racing-cmaes"
     assert RunConfig(generator="stimuli", optimizer="ga").optimizer == "ga"
-    assert RunConfig(generator=Stimuli()).optimizer == "cmaes"  # an object: the project's default
+    assert RunConfig(generator=Stimuli()).optimizer == "uh-cmaes"  # an object: the project's default
     done = evolver_cli("run", "--generator", "stimuli", "--neuron", "v1:simple:ori=30:sf=4", "--images", "300",
                        "--out", tmp / "run", "--quiet")
     assert done.returncode == 0, done.stderr

@@ -2,16 +2,19 @@
 
 Hansen, Niederberger, Guzzella & Koumoutsakos (2009), "A method for handling uncertainty in evolutionary
 optimization with an application to feedback control of combustion", IEEE TEC 13(1). A few codes of each
-generation are shown twice; where the second answers reorder the ranking more than chance-level ties
-would, the search is deemed uncertain and its step grows by `1 + 2 / (n + 10)` a generation, so that the
-codes of a generation differ by more than the noise. The ranking uses each re-shown code's mean answer.
+generation are shown twice; where the second answers move those codes' ranks further than a small share
+(θ) of a chance ranking would, the search is uncertain and its step grows by `1 + 2 / (n + 10)` a
+generation, so that the codes of a generation differ by more than the noise. The ranking uses each
+re-shown code's mean answer.
 
-Two departures, both measured on the bundled DCGAN (docs/optimizers.md, "Noise"):
+Two departures, both measured on the bundled DCGAN (docs/optimizers.md, "A default that holds up under
+noise"):
 - the growth stops at `max_step` times the initial step: under a recorded neuron's noise the ranking never
   becomes certain, and a step grown without end leaves the generator's space (codes of norm 150);
 - the re-showing stops once `PROOF` generations in a row had second answers equal to the first (and not all
   zero): a model neuron without simulated noise answers an image alike every time, and the search is then
-  plain `cmaes`.
+  `cmaes`'s (its own draws are CMA-ES's throughout; only tied answers, broken at random, can widen its step
+  before then).
 """
 from __future__ import annotations
 
