@@ -118,10 +118,6 @@ def test_cmaes_on_long_codes_runs_the_separable_variant():
     assert long.describe()["name"] == "uh-sep-cmaes"
 
 
-def step_size(opt) -> float:
-    return opt.strategy.sigma if hasattr(opt, "strategy") else opt.state["sigma"]
-
-
 def silent_until_far(codes):
     """A unit silent for every code shorter than 5 times the prior's typical norm (sqrt(DIM)): silent
     around the zero code, where the CMA-ES searches start."""
@@ -163,10 +159,10 @@ def test_cmaes_starts_from_the_best_of_the_generators_own_samples(name):
 @pytest.mark.parametrize("name", ["cmaes", "sep-cmaes", "uh-cmaes", "uh-sep-cmaes"])
 def test_cmaes_widens_its_step_on_a_plateau_until_the_unit_answers(name):
     opt = make(name)
-    start = step_size(opt)
+    start = opt.sigma
     codes = opt.ask()
     opt.tell(codes, np.zeros(len(codes)))
-    assert step_size(opt) > start  # a silent generation: no ranking, so the step grows
+    assert opt.sigma > start  # a silent generation: no ranking, so the step grows
     assert not flat_fitness(np.array([0.0])) and flat_fitness(np.zeros(2))  # one answer alone is no plateau
     _, best = run(name, silent_until_far, images=1000)
     assert best > 0
@@ -210,7 +206,7 @@ def test_uh_cmaes_widens_its_step_while_noise_reorders_its_ranking_up_to_max_ste
     assert 1.2 * capped.sigma0 < capped.sigma < 1.65 * capped.sigma0  # at the ceiling, as CSA moves it about
     assert len(opt.ask()) == len(opt.population) + opt.repeats  # still measuring
     plain, _ = run(name.removeprefix("uh-"), noisy(sphere, sd=100.0), images=1500)
-    assert step_size(plain) < opt.sigma
+    assert plain.sigma < opt.sigma
     faint, _ = run(name, noisy(sphere, sd=1e-6), images=600)  # noise below the differences: no reordering
     assert faint.uncertainty < 0 and faint.sigma < faint.sigma0 and faint.agreed == 0
 

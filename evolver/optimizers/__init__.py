@@ -18,7 +18,8 @@ from evolver_common.registry import Registry
 
 # Installed packages add optimizers (an Optimizer class) through the entry-point group below.
 REGISTRY: Registry[type[Optimizer]] = Registry("optimizer", group="evolver.optimizers")
-for _cls in (GeneticAlgorithm, CMAES, UncertaintyCMAES, SepCMAES, UncertaintySepCMAES, SphereCMA, RacingCMA, RandomSearch, GradientAscent):
+for _cls in (GeneticAlgorithm, CMAES, UncertaintyCMAES, SepCMAES, UncertaintySepCMAES, SphereCMA, RacingCMA,
+             RandomSearch, GradientAscent):
     REGISTRY.register(_cls.name, _cls)
 
 
