@@ -12,7 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from evolver import RunConfig, run, run_units
+from evolver import RunConfig, run
 from neurons.spec import UnitSpec
 
 
@@ -39,7 +39,7 @@ def main() -> None:
         # the bf16 verdict cached and the first kernels run before either side is timed
         run(dataclasses.replace(singles_of[0], generations=2), out=Path(tmp) / "warm", progress=False)
         started = time.perf_counter()
-        together = run_units(RunConfig(neuron=args.units, generations=args.generations, **settings),
+        together = run(RunConfig(neuron=args.units, generations=args.generations, **settings),
                              Path(tmp) / "set", progress=False)
         set_seconds = time.perf_counter() - started
         set_images = images_shown(r.path for r in together)

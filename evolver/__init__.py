@@ -6,7 +6,10 @@ and through. Every command of the `evolver` CLI is a thin wrapper over a functio
     import evolver, neurons
     result = evolver.run(neuron=neurons.from_module(model, "layer4", unit=12), generations=50, out="runs/mine")
 """
-from evolver.experiment import RunConfig, resume, run, run_units, start
-from evolver.loop import GenerationRecord, Loop, RunResult, no_improvement
+from evolver.experiment import RunConfig, resume, run, start
+from evolver.loop import Loop, no_improvement
+from evolver.runs import Run, open_run
+from evolver.track import GenerationRecord, RunResult
 
-__all__ = ["RunConfig", "RunResult", "GenerationRecord", "Loop", "run", "start", "run_units", "resume", "no_improvement"]
+__all__ = ["RunConfig", "RunResult", "GenerationRecord", "Loop", "run", "start", "resume", "no_improvement",
+           "open_run", "Run"]

@@ -6,6 +6,7 @@ from pathlib import Path
 import click
 import numpy as np
 
+from evolver.cli_lab import COMMANDS
 from evolver_common import BadInput, RigError
 
 
@@ -103,28 +104,16 @@ def run(param_pairs, population, class_index, truncation, image_size, out, resum
         if out:
             raise BadInput("--out and --resume do not go together: a resumed run stays in its own folder.")
         result = experiment.resume(resume, progress=not quiet, params=params or None, force=force, **requested)
-    elif _is_unit_set(requested.get("neuron", "")):
-        results = experiment.run_units(experiment.RunConfig(params=params, **requested), out=out, progress=not quiet,
-                                       command=command)
-        for result in results:
-            click.echo(f"{result.path.name:>10}: best {result.best:.4g} (generation {result.best_generation}); "
-                       f"first generation's best {result.first_best:.4g}")
-        click.echo(f"\n{len(results)} runs, one a unit, in {results[0].path.parent}")
-        return
     else:
         result = experiment.run(experiment.RunConfig(params=params, **requested), out=out, progress=not quiet,
                                 command=command)
-    _summarise(result)
-
-
-def _is_unit_set(neuron: str) -> bool:
-    """Whether `neuron` is a plain set of CNN units (run as one evolution per unit)."""
-    from neurons.spec import UnitSpec
-
-    try:
-        return isinstance(UnitSpec.parse(neuron).unit, tuple)
-    except BadInput:
-        return False
+    if isinstance(result, list):  # a unit set: one run a unit
+        for one in result:
+            click.echo(f"{one.path.name:>10}: best {one.best:.4g} (generation {one.best_generation}); "
+                       f"first generation's best {one.first_best:.4g}")
+        click.echo(f"\n{len(result)} runs, one a unit, in {result[0].path.parent}")
+    else:
+        _summarise(result)
 
 
 def _summarise(result) -> None:
@@ -326,5 +315,5 @@ def report_command(folder, out) -> None:
     click.echo(f"\nReport: {path}; tables: {folder / 'runs.parquet'}, {folder / 'trajectories.parquet'}")
 
 
-# The training, encoding-model and rig-simulator commands register themselves on `main`.
-from evolver import cli_lab  # noqa: E402,F401
+for command in COMMANDS:  # the training, encoding-model and rig-simulator commands (evolver.cli_lab)
+    main.add_command(command)

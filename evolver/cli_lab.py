@@ -6,11 +6,10 @@ from pathlib import Path
 
 import click
 
-from evolver.cli import main
 from evolver_common import BadInput
 
 
-@main.command("train-gan")
+@click.command("train-gan")
 @click.option("--data", default="procedural", show_default=True,
               help="'procedural' (the stimulus corpus) or an image folder (ImageFolder layout).")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Training folder.")
@@ -73,7 +72,7 @@ def train_gan(out, resume, quiet, **options) -> None:
     click.echo(f"Generator weights: {weights}\nUse them with: evolver run --generator-weights {weights} …")
 
 
-@main.command("simulate-fmri")
+@click.command("simulate-fmri")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder for the subject's files.")
 @click.option("--images", type=int, default=1000, show_default=True, help="Stimuli shown.")
 @click.option("--voxels", type=int, default=240, show_default=True, help="Voxels, split evenly over the ROIs.")
@@ -97,7 +96,7 @@ def simulate_fmri(out, layers, rois, fmt, **options) -> None:
         click.echo(f"Its images as evolution references: --reference {described['reference']}")
 
 
-@main.command("fit-encoder")
+@click.command("fit-encoder")
 @click.option("--images", "images_path", required=True, type=click.Path(path_type=Path),
               help="A folder of images, or an N×H×W×3 array (.npy, .h5).")
 @click.option("--responses", "responses_path", required=True, type=click.Path(path_type=Path),
@@ -133,7 +132,7 @@ def fit_encoder(images_path, responses_path, rois_path, features, pool, weights,
                "(or :voxel=N, :voxels=A-B)")
 
 
-@main.command()
+@click.command()
 @click.option("--responses", "responses_path", required=True, type=click.Path(path_type=Path),
               help="N × voxels or repeats × N × voxels (.npy, .h5, .csv).")
 @click.option("--codes", "codes_path", required=True, type=click.Path(path_type=Path),
@@ -158,7 +157,7 @@ def decode(responses_path, codes_path, images_path, out, **options) -> None:
     click.echo(f"\nmetrics.csv, summary.json and montage.png (stimulus | its code's render | decoded) in {out}.")
 
 
-@main.command("rig-sim")
+@click.command("rig-sim")
 @click.option("--folder", type=click.Path(path_type=Path), help="Play an XDream file-exchange rig in this folder.")
 @click.option("--connect", help="Play a ZeroMQ rig connecting to evolver at this address (tcp://127.0.0.1:PORT).")
 @click.option("--neuron", default="stimnet:classifier:unit7", show_default=True, help="The simulated neuron.")
@@ -190,7 +189,7 @@ def rig_sim(folder, connect, fmt, log, crash_after, drop, late, twice, malformed
         raise BadInput("rig-sim plays one rig: give --folder DIR (file exchange) or --connect tcp://HOST:PORT (ZeroMQ).")
     if fmt not in ("h5", "mat"):
         raise BadInput(f"--format {fmt}: valid formats are h5 and mat.")
-    from neurons.recorded import rig_token
+    from neurons.rig_zmq import rig_token
 
     options["token"] = rig_token(options["token"], options.pop("token_env"), "rig-sim --token")
     if in_place and fmt != "h5":
@@ -199,3 +198,6 @@ def rig_sim(folder, connect, fmt, log, crash_after, drop, late, twice, malformed
                               **options),
                  Faults(crash_after, drop, late, twice, malformed, reorder, in_place))
     serve_folder(folder, sim) if folder else serve_zmq(connect, sim)
+
+
+COMMANDS = (train_gan, simulate_fmri, fit_encoder, decode, rig_sim)

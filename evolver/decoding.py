@@ -21,8 +21,8 @@ import torchvision
 
 import generators
 from evolver.encoding import ALPHAS, pearson, split
-from evolver.records import png_bytes, to_uint8
 from evolver_common import BadInput, write_atomic
+from evolver_common.images import png_bytes
 from neurons.cnn import ModelReader
 from neurons.template import correlation
 
@@ -156,5 +156,5 @@ def decode(responses: np.ndarray, codes: np.ndarray, images: torch.Tensor | None
     rows = min(options.montage_rows, len(test))
     triplets = torch.stack([stimuli[:rows], renders[:rows], reconstructions[:rows]], 1).flatten(0, 1)
     grid = torchvision.utils.make_grid(triplets, nrow=3, padding=2, pad_value=1.0)
-    write_atomic(out / "montage.png", png_bytes(to_uint8(grid)))
+    write_atomic(out / "montage.png", png_bytes(grid))
     return pd.DataFrame([{k: v for k, v in summary.items() if k != "options"}])

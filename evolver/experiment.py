@@ -1,16 +1,12 @@
 """Runs: a RunConfig (specs or objects) built into a `Loop` and recorded in a run folder; resume."""
 from __future__ import annotations
 
-import copy
 import dataclasses
 import datetime
-import importlib.metadata
 import json
-import platform
 import re
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,115 +16,20 @@ import pandas as pd
 import generators
 import neurons
 from evolver import optimizers
-from evolver.loop import MISSING, GenerationRecord, Loop, RunResult, Track, generation_limit
+from evolver.config import PARTS, RunConfig, check_unchanged, conditions, describe
+from evolver.loop import Loop
 from evolver.records import RunDirectory
 from evolver.reference import load_reference
 from evolver.retest import Retest
+from evolver.track import GenerationRecord, RunResult, Track
 from evolver_common import BadInput
+from evolver_common.secrets import redact
 from neurons.noise import Noise
-from neurons.recorded import redact
 
 # Independent random streams spawned from the run's seed, by purpose.
 OPTIMIZER_STREAM, NOISE_STREAM = 0, 1
 
-# The bundled world: stimnet's "star" unit, whose preferred stimulus is known; its evolved images
-# drive it 3-4x above the best of 10,000 corpus images (CMA-ES, 100 generations); stimnet calls all of
-# them stars, an independent classifier most (docs/bundled-world.md: the cmaes row of the ground-truth
-# table; the card's "ground_truth" now holds the GA's evolutions).
-DEFAULT_NEURON = "stimnet:classifier:unit7"
-
-# Chosen by `evolver bench` (docs/optimizers.md, "Choosing the default optimizer"): CMA-ES had the best mean
-# normalised score on the bundled DCGAN, noise-free and under noise; its uncertainty handling (uh-cmaes) keeps
-# that noise-free (it is CMA-ES once the neuron proves noise-free) and holds up under a recorded neuron's noise.
-DEFAULT_OPTIMIZER = "uh-cmaes"
-
-VERSIONED_PACKAGES = ("evolver", "torch", "torchvision", "timm", "numpy", "deap", "pandas", "plotly")
-PARTS = ("neuron", "generator", "optimizer")
 Callbacks = Sequence[Callable[[GenerationRecord], Any]]
-
-
-@dataclass
-class RunConfig:
-    """What a user asks for. `neuron`, `generator` and `optimizer` are each a spec string or an object
-    (a Neuron or any callable of images; a Generator; an Optimizer built for the generator's codes).
-    `params` are a named optimizer's (see `evolver.optimizers`); `generator_options` go to a named
-    generator (e.g. truncation, class_index)."""
-
-    neuron: Any = DEFAULT_NEURON
-    minimize: bool = False  # evolve for the lowest response: the objective is -(neuron)
-    weights: str = "pretrained"
-    generator: Any = "dcgan"
-    generator_weights: str = "pretrained"
-    generator_options: dict[str, Any] = field(default_factory=dict)
-    optimizer: Any = None  # None: the generator's own (generators.default_optimizer), else DEFAULT_OPTIMIZER
-    params: dict[str, Any] = field(default_factory=dict)
-    generations: int = 200
-    seed: int = 0
-    noise: str | None = None
-    reference: str | None = None
-    images: int | None = None  # stop once this many images were shown, within `generations`
-    missing: str = "represent"  # responses that did not come back: 'represent' the images, or 'skip' them
-    interleave: int = 0  # reference images shown in every generation's block (XDream), needs `reference`
-    device: str = "auto"
-    precision: str = "auto"
-    compile: bool = False  # torch.compile the neuron's networks: faster after a compile at the start
-    retest: str = "auto"  # name the best image by re-showing a shortlist at the end (evolver.retest): auto, none, KxR
-
-    def __post_init__(self):
-        self._check_types()
-        if self.optimizer is None:  # recorded as resolved, so that a resume runs the same one
-            named = generators.default_optimizer(self.generator) if isinstance(self.generator, str) else None
-            self.optimizer = named or DEFAULT_OPTIMIZER
-        if isinstance(self.optimizer, str):
-            optimizers.REGISTRY.get(self.optimizer)  # an unknown name is refused here, before any run starts
-        if self.generations < 1:
-            raise BadInput(f"--generations must be at least 1, got {self.generations}.")
-        generation_limit(self.generations)  # a malformed EVOLVER_MAX_GENERATIONS fails before the run's folder
-        if self.images is not None and self.images < 1:
-            raise BadInput(f"--images must be at least 1, got {self.images}.")
-        if self.missing not in MISSING:
-            raise BadInput(f"--missing {self.missing}: valid choices are {', '.join(MISSING)}.")
-        if self.interleave and not self.reference:
-            raise BadInput("--interleave shows reference images in every block; give them with --reference.")
-        if self.interleave < 0:
-            raise BadInput(f"--interleave must not be negative, got {self.interleave}.")
-        Retest.resolve(self.retest, True, self.generations, self.images)  # a malformed one fails before the run
-        for part in PARTS:
-            if isinstance(getattr(self, part), dict):
-                raise BadInput(f"This run's {part} was a Python object ({getattr(self, part)['object']}); "
-                               f"give it again: evolver.resume(path, {part}=...).")
-
-    def _check_types(self) -> None:
-        """Each option of its type (a sweep's TOML or a Python caller can give anything)."""
-        wrong = []
-        for f in dataclasses.fields(self):
-            value, kind = getattr(self, f.name), f.type
-            if kind in ("int", "int | None") and not (isinstance(value, int) and not isinstance(value, bool)
-                                                       or value is None and "None" in kind):
-                wrong.append(f"{f.name}={value!r} (a whole number{' or nothing' if 'None' in kind else ''})")
-            elif kind in ("str", "str | None") and not (isinstance(value, str) or value is None and "None" in kind):
-                wrong.append(f"{f.name}={value!r} (text)")
-            elif kind == "bool" and not isinstance(value, bool):
-                wrong.append(f"{f.name}={value!r} (true or false)")
-            elif kind.startswith("dict") and not isinstance(value, dict):
-                wrong.append(f"{f.name}={value!r} (a table of name = value)")
-        if wrong:
-            raise BadInput(f"A run's options have the wrong types: {'; '.join(wrong)}.")
-
-    def request(self) -> dict[str, Any]:
-        """The config as config.json holds it: strings as given, each object as its `describe()`."""
-        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        return {name: {"object": describe(value)} if name in PARTS and not isinstance(value, str)
-                else copy.deepcopy(value) for name, value in fields.items()}
-
-
-def describe(part: Any) -> dict[str, Any]:
-    """What a record says of an object given as a part of a run: its class and its own `describe()`."""
-    if not hasattr(part, "describe") and callable(part):
-        part = neurons.FunctionNeuron(part)
-    kind = type(part)
-    own = part.describe() if hasattr(part, "describe") else {}
-    return {"class": f"{kind.__module__}.{kind.__qualname__}", **own}
 
 
 def _generator(config: RunConfig) -> generators.Generator:
@@ -175,12 +76,18 @@ def _optimizer(config: RunConfig, generator, neuron) -> tuple[optimizers.Optimiz
     return optimizer, noise_rng
 
 
+_MINIMIZE_SET = ("A unit set runs one evolution per unit, for each unit's highest response; --minimize works with "
+                 "single units (or wrap the set: -(mean(...))).")
+
+
 def _one_response(neuron, config: RunConfig) -> None:
+    if neuron.outputs != 1 and config.minimize:
+        raise BadInput(_MINIMIZE_SET)
     if neuron.outputs != 1:
-        raise BadInput(f"The neuron '{neuron.spec}' gives {neuron.outputs} responses per image (a set of units) and "
-                       "an evolution needs one: wrap it in mean(...), max(...), min(...) or onehot(SET, UNIT), e.g. "
-                       "'mean(resnet50:layer4:unit0-63)'; a plain unit set given to `evolver run` (or "
-                       "evolver.run_units) evolves each unit on its own, all in one batch.")
+        raise BadInput(f"The neuron '{neuron.spec}' gives {neuron.outputs} responses per image and an evolution "
+                       "needs one: wrap it in mean(...), max(...), min(...) or onehot(SET, UNIT), e.g. "
+                       "'mean(resnet50:layer4:unit0-63)'; a plain unit set such as resnet50:layer4:unit0-63 "
+                       "evolves each unit on its own, all in one batch.")
 
 
 def _track(config: RunConfig, neuron, generator, folder: Path | RunDirectory, command=None, reference=None,
@@ -189,14 +96,14 @@ def _track(config: RunConfig, neuron, generator, folder: Path | RunDirectory, co
     from its last committed generation (a RunDirectory)."""
     optimizer, noise_rng = _optimizer(config, generator, neuron)
     noise = Noise.parse(config.noise) if config.noise else None
-    if isinstance(folder, RunDirectory):  # as it was resolved (runs made before the re-test have none)
-        retest = Retest.resolve(folder.config()["resolved"].get("retest"), True, config.generations, config.images)
+    if isinstance(folder, RunDirectory):  # as it was resolved
+        retest = Retest.resolve(folder.config()["resolved"]["retest"], True, config.generations, config.images)
         return Track(config, neuron, optimizer, noise, noise_rng, folder, folder.roll_back(), reference, column,
                      retest)
     retest = Retest.resolve(config.retest, bool(noise) or getattr(neuron, "noisy", False), config.generations,
                             config.images)
     track = Track(config, neuron, optimizer, noise, noise_rng, None, None, reference, column, retest)
-    track.directory = RunDirectory.create(folder, record(track, generator, command), track.columns())
+    track.directory = RunDirectory.create(folder, record(track, generator, command), track.features())
     if reference is not None:
         table = pd.DataFrame({"image": reference[2], "score": reference[0]})
         track.directory.write_file("reference.csv", table.to_csv(index=False).encode())
@@ -241,22 +148,6 @@ def record(track: Track, generator, command: list[str] | None = None) -> dict[st
     }
 
 
-def conditions(neuron, generator) -> dict[str, Any]:
-    """What a run resolved to that a resume must find unchanged, by the name `resume(force=...)` takes."""
-    return {"device": str(neuron.device), "precision": neuron.precision, "weights": neuron.weights,
-            "generator-weights": generator.weights, "versions": {"python": platform.python_version(), **_versions()}}
-
-
-def _versions() -> dict[str, str]:
-    found = {}
-    for name in VERSIONED_PACKAGES:
-        try:
-            found[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            found[name] = "not installed"
-    return found
-
-
 def default_run_path(config: RunConfig, root: Path = Path("runs")) -> Path:
     """runs/<YYYYmmdd-HHMMSS>-<neuron and optimizer>, unique."""
     name = {p: v if isinstance(v, str) else getattr(v, "spec", getattr(v, "name", type(v).__name__))
@@ -272,30 +163,73 @@ def default_run_path(config: RunConfig, root: Path = Path("runs")) -> Path:
 
 def run(config: RunConfig | None = None, out: str | Path | None = None, progress: bool = True,
         command: list[str] | None = None, on_generation: Callbacks = (),
-        stop_when: Callable[[GenerationRecord], bool] | None = None, **options: Any) -> RunResult:
+        stop_when: Callable[[GenerationRecord], bool] | None = None, batch: int | None = None,
+        **options: Any) -> RunResult | list[RunResult]:
     """Evolve codes for a neuron and record the run under `out` (default runs/<time>-<name>).
 
     Give a RunConfig, or its fields as keywords (`run(neuron=my_neuron, generations=50, out="runs/a")`);
     `on_generation` callables see each generation's record, `stop_when` ends the run when it says True;
-    `command` (the command line that asked for the run) goes to config.json (default: this process's)."""
-    return start(config, out, progress, command, on_generation, stop_when, **options).run()[0]
+    `command` (the command line that asked for the run) goes to config.json (default: this process's).
+
+    A unit set (`resnet50:layer4:unit0-63`, or a unit set of `neurons.from_module`) is one independent
+    evolution a unit, all shown in one batch (`batch` images at a time: 128 on a CPU, 512 on a GPU); each
+    unit's run is an ordinary run folder, `out/unitN`, resumable on its own as a single-unit run. It
+    returns a list of RunResults, one a unit in the set's order; a single neuron returns its RunResult."""
+    loop, unit_set = _start(config, out, progress, command, on_generation, stop_when, batch, options)
+    results = loop.run()
+    return results if unit_set else results[0]
 
 
 def start(config: RunConfig | None = None, out: str | Path | None = None, progress: bool = False,
           command: list[str] | None = None, on_generation: Callbacks = (),
-          stop_when: Callable[[GenerationRecord], bool] | None = None, **options: Any) -> Loop:
-    """`run`'s loop, its folder created, to step by hand:
+          stop_when: Callable[[GenerationRecord], bool] | None = None, batch: int | None = None,
+          **options: Any) -> Loop:
+    """`run`'s loop, its folders created, to step by hand (one track a unit of a unit set):
 
         with evolver.start(neuron=..., generations=50, out="runs/a") as loop:
             while loop.active():
                 records = loop.step()   # one GenerationRecord a run
     """
+    return _start(config, out, progress, command, on_generation, stop_when, batch, options)[0]
+
+
+def _start(config, out, progress, command, on_generation, stop_when, batch, options) -> tuple[Loop, bool]:
+    """The loop of a run, and whether it is a unit set's (one track a unit)."""
     config = _config(config, options)
     generator, neuron = _generator(config), _neuron(config)
-    _one_response(neuron, config)
     path = Path(out or default_run_path(config))
-    track = _track(config, neuron, generator, path, command, reference=_reference(config, neuron, generator))
-    return Loop(neuron, generator, [track], None, on_generation, stop_when, progress)
+    reference = _reference(config, neuron, generator)
+    units = _unit_neurons(config, neuron)
+    if units is None:
+        _one_response(neuron, config)
+        tracks = [_track(config, neuron, generator, path, command, reference)]
+    else:
+        # 64 stimnet units × 40 codes on 2 CPU cores: 1,010 images/s in chunks of 128, 700 in chunks of 512
+        # (a chunk's activations stay in cache); a GPU wants the larger batches
+        batch = batch or (512 if neuron.device.type == "cuda" else 128)
+        tracks = [_track(dataclasses.replace(config, neuron=part), unit, generator, path / f"unit{number}", command,
+                         (reference[0][:, column], *reference[1:]) if reference else None, column)
+                  for column, (number, part, unit) in enumerate(units)]
+    return Loop(neuron, generator, tracks, batch, on_generation, stop_when, progress), units is not None
+
+
+def _unit_neurons(config: RunConfig, neuron) -> list[tuple[int, Any, Any]] | None:
+    """For a plain unit set, each unit as (its number, the part its run's config records, its neuron);
+    None for any other neuron."""
+    from neurons.cnn import CNNUnit
+    from neurons.spec import UnitSpec
+
+    inner = neuron.neuron if isinstance(neuron, neurons.Negative) else neuron
+    if not isinstance(inner, CNNUnit) or not isinstance(inner.unit.unit, tuple):
+        return None
+    if config.minimize:
+        raise BadInput(_MINIMIZE_SET)
+    units = []
+    for unit in inner.unit.units:
+        single = UnitSpec(inner.unit.model, inner.unit.layer, unit, inner.unit.position)
+        unit_neuron = CNNUnit(single, reader=inner.reader)
+        units.append((unit, str(single) if isinstance(config.neuron, str) else unit_neuron, unit_neuron))
+    return units
 
 
 def _config(config: RunConfig | None, options: dict[str, Any]) -> RunConfig:
@@ -324,7 +258,7 @@ def resume(path: str | Path, progress: bool = True, on_generation: Callbacks = (
     try:  # until the loop holds the folder, a refusal here lets it go
         config = _resumed_config(directory, requested)
         generator, neuron = _generator(config), _neuron(config)
-        forced = _check_unchanged(directory, conditions(neuron, generator), force)  # before anything is written
+        forced = check_unchanged(directory, conditions(neuron, generator), force)  # before anything is written
         reference = _reference(config, neuron, generator)
         track = _track(config, neuron, generator, directory, reference=reference)
         recorded = directory.config()
@@ -338,32 +272,6 @@ def resume(path: str | Path, progress: bool = True, on_generation: Callbacks = (
         directory.release()
         raise
     return loop.run()[0]
-
-
-# Where config.json records each of `conditions`.
-RESOLVED = {"device": ("resolved", "device"), "precision": ("resolved", "precision"),
-            "weights": ("resolved", "neuron", "weights"), "generator-weights": ("resolved", "generator", "weights"),
-            "versions": ("versions",)}
-
-
-def _check_unchanged(directory: RunDirectory, now: dict[str, Any], force: Sequence[str]) -> list[str]:
-    """What differs from the record and `force` accepts; BadInput for a difference it does not."""
-    unknown = sorted(set(force) - set(RESOLVED))
-    if unknown:
-        raise BadInput(f"--force {unknown[0]}: it names what may differ from the record: {', '.join(RESOLVED)}.")
-    recorded, now = directory.config(), json.loads(redact(json.dumps(now)))  # as config.json would hold it
-    changed, forced = [], []
-    for name, keys in RESOLVED.items():
-        was, is_ = recorded, now[name]
-        for key in keys:
-            was = (was or {}).get(key)
-        if was is not None and was != is_:
-            (forced if name in force else changed).append(f"{name}: recorded {was!r}, now {is_!r}")
-    if changed:
-        raise BadInput(f"--resume {directory.path}: the run would continue under other conditions than it began "
-                       f"({'; '.join(changed)}). Restore them, or accept the change with --force "
-                       f"{' --force '.join(c.split(':')[0] for c in changed)} (it is then part of the record).")
-    return forced
 
 
 def _resumed_config(directory: RunDirectory, requested: dict[str, Any]) -> RunConfig:
@@ -393,42 +301,4 @@ def _resumed_config(directory: RunDirectory, requested: dict[str, Any]) -> RunCo
     return RunConfig(**fields)
 
 
-def run_units(config: RunConfig | None = None, out: str | Path | None = None, progress: bool = True,
-              batch: int | None = None, command: list[str] | None = None, on_generation: Callbacks = (),
-              stop_when: Callable[[GenerationRecord], bool] | None = None, **options: Any) -> list[RunResult]:
-    """One independent evolution per unit of a unit set (`resnet50:layer4:unit0-63`, or a unit set of
-    `neurons.from_module`), all in one batch.
-
-    Every generation, each unit's optimizer proposes its population; the populations are rendered and
-    shown together (`batch` images at a time: 128 on a CPU, 512 on a GPU) and each unit's run is told
-    its own unit's responses to its own images. Each unit gets an ordinary run folder, `out/unitN`, with
-    its own config (the single unit's spec), resumable on its own as a single-unit run.
-    """
-    from neurons.cnn import CNNUnit
-    from neurons.spec import UnitSpec
-
-    config = _config(config, options)
-    if config.minimize:
-        raise BadInput("A unit set runs one evolution per unit, for each unit's highest response; --minimize works "
-                       "with single units (or wrap the set: -(mean(...))).")
-    generator, shared = _generator(config), _neuron(config)
-    if not isinstance(shared, CNNUnit) or not isinstance(shared.unit.unit, tuple):
-        raise BadInput(f"run_units evolves each unit of a unit set, such as resnet50:layer4:unit0-63; "
-                       f"'{shared.spec}' is not one.")
-    # 64 stimnet units × 40 codes on 2 CPU cores: 1,010 images/s in chunks of 128, 700 in chunks of 512
-    # (a chunk's activations stay in cache); a GPU wants the larger batches
-    batch = batch or (512 if shared.device.type == "cuda" else 128)
-    out = Path(out or default_run_path(config))
-    reference = _reference(config, shared, generator)
-    tracks = []
-    for column, unit in enumerate(shared.unit.units):
-        single = UnitSpec(shared.unit.model, shared.unit.layer, unit, shared.unit.position)
-        unit_neuron = CNNUnit(single, reader=shared.reader)
-        part = str(single) if isinstance(config.neuron, str) else unit_neuron
-        own = (reference[0][:, column], *reference[1:]) if reference else None
-        tracks.append(_track(dataclasses.replace(config, neuron=part), unit_neuron, generator, out / f"unit{unit}",
-                             command, own, column))
-    return Loop(shared, generator, tracks, batch, on_generation, stop_when, progress).run()
-
-
-__all__ = ["RunConfig", "RunResult", "GenerationRecord", "Loop", "run", "start", "resume", "run_units", "describe"]
+__all__ = ["RunConfig", "RunResult", "GenerationRecord", "Loop", "run", "start", "resume", "describe"]

@@ -10,8 +10,9 @@ import plotly.colors
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from evolver.records import RunDirectory
+from evolver.runs import open_run
 from evolver_common import write_atomic
+from evolver_common.images import png_bytes
 
 IMAGES_PER_RUN = 6
 MAX_IMAGE_ROWS = 8
@@ -27,15 +28,15 @@ def _picked(generations: Sequence[int], wanted: Sequence[int] | None) -> list[in
     return [int(generations[i]) for i in idx]
 
 
-def _data_uri(path: Path) -> str:
-    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
+def _data_uri(image: np.ndarray) -> str:
+    return "data:image/png;base64," + base64.b64encode(png_bytes(image)).decode()
 
 
 def trajectory_figure(runs: Sequence[str | Path], generations: Sequence[int] | None = None) -> go.Figure:
     """Best and mean response (± s.d.) per generation for each run, overlaid, with the best
     image of chosen generations (default: evenly spaced) of each run beneath."""
-    directories = [RunDirectory.open(r) for r in runs]
-    tables = [d.table("generations.csv") for d in directories]
+    opened = [open_run(r) for r in runs]
+    tables = [r.generations for r in opened]
     shown = [_picked(t["gen"].tolist(), generations) for t in tables][:MAX_IMAGE_ROWS]
     cols = max([len(s) for s in shown] + [1])
     rows = 1 + len(shown)
@@ -46,9 +47,9 @@ def trajectory_figure(runs: Sequence[str | Path], generations: Sequence[int] | N
         vertical_spacing=0.06, horizontal_spacing=0.01,
     )
     palette = plotly.colors.qualitative.Plotly
-    for k, (directory, table) in enumerate(zip(directories, tables)):
+    for k, (run, table) in enumerate(zip(opened, tables)):
         color = palette[k % len(palette)]
-        name = f"{directory.path.name} ({directory.config()['resolved']['neuron']['spec']})"
+        name = f"{run.path.name} ({run.config['resolved']['neuron']['spec']})"
         band = np.concatenate([table["mean"] + table["std"], (table["mean"] - table["std"])[::-1]])
         fig.add_trace(go.Scatter(x=np.concatenate([table["gen"], table["gen"][::-1]]), y=band, fill="toself",
                                  fillcolor=color, opacity=0.15, line=dict(width=0), hoverinfo="skip",
@@ -57,12 +58,12 @@ def trajectory_figure(runs: Sequence[str | Path], generations: Sequence[int] | N
                                     ("best_so_far", "dash", "best so far")):
             fig.add_trace(go.Scatter(x=table["gen"], y=table[column], mode="lines", line=dict(color=color, dash=dash),
                                      name=f"{label}: {name}", legendgroup=name), row=1, col=1)
-    for k, (directory, gens) in enumerate(zip(directories, shown)):
-        fig.update_yaxes(title_text=directory.path.name, row=2 + k, col=1)
+    for k, (run, gens) in enumerate(zip(opened, shown)):
+        fig.update_yaxes(title_text=run.path.name, row=2 + k, col=1)
         for col, gen in enumerate(gens, start=1):
-            image = directory.path / "images" / f"gen_{gen:04d}.png"
-            if image.is_file():
-                fig.add_trace(go.Image(source=_data_uri(image), name=f"{directory.path.name} gen {gen}"),
+            image = run.top_image(gen)
+            if image is not None:
+                fig.add_trace(go.Image(source=_data_uri(image), name=f"{run.path.name} gen {gen}"),
                               row=2 + k, col=col)
                 fig.update_xaxes(title_text=f"gen {gen}", showticklabels=False, row=2 + k, col=col)
                 fig.update_yaxes(showticklabels=False, row=2 + k, col=col)

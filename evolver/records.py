@@ -1,9 +1,9 @@
-"""The run directory of DESIGN.md: what a run leaves on disk, and how it survives being killed.
+"""The run folder (docs/run-folder.md): what a run leaves on disk, and how it survives being killed.
 
-Whole files (codes, images, config, state) are written to a temporary name and renamed.
-The two CSV tables grow by appending, so that a generation costs the same at 10 or 10,000
-generations; their committed length is kept in `state/state.npz`, which is written last,
-and a resumed run cuts them back to it. The state file is therefore the commit point: a
+`RunDirectory` is the only reader and writer of a run folder's records. Whole files (codes, images, config,
+state) are written to a temporary name and renamed. The tables grow by appending, so that a generation
+costs the same at 10 or 10,000 generations; their committed length is kept in `state/state.npz`, which is
+written last, and a resumed run cuts them back to it. The state file is therefore the commit point: a
 generation exists once its state is written, and everything of a later one is discarded.
 """
 from __future__ import annotations
@@ -18,16 +18,14 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
-from PIL import Image
 
+from evolver.run_state import Best, RunState, noise_free_run
+from evolver.tables import BY_NAME, Features, Table, headers
 from evolver_common import BadInput, write_atomic
-from neurons.recorded import redact
+from evolver_common.images import png_bytes
+from evolver_common.secrets import redact
 
-GENERATION_COLUMNS = ("gen", "n_images", "best", "mean", "std", "best_so_far", "seconds")
-SCORE_COLUMNS = ("gen", "image_id", "parent_ids", "score")
-TABLES = ("generations.csv", "scores.csv")
-OPTIONAL_TABLES = ("references.csv",)  # interleaved reference images' responses
+REQUIRED_TABLES = ("generations.csv", "scores.csv")
 STATE_FILE = Path("state") / "state.npz"
 LOCK_FILE = ".lock"  # held by the process writing the run; names it
 
@@ -35,18 +33,6 @@ LOCK_FILE = ".lock"  # held by the process writing the run; names it
 def npy_bytes(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     np.save(buffer, array, allow_pickle=False)
-    return buffer.getvalue()
-
-
-def to_uint8(image: torch.Tensor) -> np.ndarray:
-    """(3, H, W) in [0, 1] -> (H, W, 3) uint8."""
-    return (image.detach().float().clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
-
-
-def png_bytes(image: np.ndarray) -> bytes:
-    """(H, W, 3) uint8 -> PNG file contents."""
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="PNG")
     return buffer.getvalue()
 
 
@@ -93,11 +79,12 @@ def read_state(path: Path) -> dict[str, Any]:
 
 
 class RunDirectory:
-    """One run's folder: config.json, the tables, codes/, images/, best.*, state/."""
+    """One run's folder: config.json, the tables, codes/, images/, best.*, state/ (docs/run-folder.md)."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self._lock = None
+        self._headers: dict[str, tuple[str, ...]] | None = None
 
     def lock(self) -> None:
         """Hold the folder for this process until `release` (or its exit): a second process that would
@@ -127,9 +114,8 @@ class RunDirectory:
             self._lock = None
 
     @classmethod
-    def create(cls, path: str | Path, config: dict[str, Any],
-               columns: dict[str, tuple[str, ...]] | None = None) -> RunDirectory:
-        """A new run folder; `columns` gives each table's columns (default: DESIGN.md's)."""
+    def create(cls, path: str | Path, config: dict[str, Any], features: Features = Features()) -> RunDirectory:
+        """A new run folder, locked, with its config and the headers of the tables a run with `features` has."""
         run = cls(path)
         if run.path.exists() and any(run.path.iterdir()):
             raise BadInput(
@@ -139,15 +125,15 @@ class RunDirectory:
         run.path.mkdir(parents=True, exist_ok=True)
         run.lock()
         run.write_config(config)
-        columns = columns or {"generations.csv": GENERATION_COLUMNS, "scores.csv": SCORE_COLUMNS}
-        for name in columns:
-            write_atomic(run.path / name, (",".join(columns[name]) + "\n").encode())
+        run._headers = headers(features)
+        for name, header in run._headers.items():
+            write_atomic(run.path / name, (",".join(header) + "\n").encode())
         return run
 
     @classmethod
     def open(cls, path: str | Path) -> RunDirectory:
         run = cls(path)
-        missing = [n for n in ("config.json", *TABLES) if not (run.path / n).is_file()]
+        missing = [n for n in ("config.json", *REQUIRED_TABLES) if not (run.path / n).is_file()]
         if missing:
             raise BadInput(
                 f"{run.path} is not an evolver run folder: {', '.join(missing)} missing. A run folder "
@@ -156,7 +142,10 @@ class RunDirectory:
         return run
 
     def config(self) -> dict[str, Any]:
-        return json.loads((self.path / "config.json").read_text())
+        """config.json, with what runs recorded before an option existed read as that option's absence."""
+        config = json.loads((self.path / "config.json").read_text())
+        config.setdefault("resolved", {}).setdefault("retest", None)  # runs before the re-test had none
+        return config
 
     def write_config(self, config: dict[str, Any]) -> None:
         """config.json, with a rig's literal token written `token=REDACTED` wherever it appears (spec, command line)."""
@@ -165,48 +154,73 @@ class RunDirectory:
     def write_file(self, name: str, data: bytes) -> None:
         write_atomic(self.path / name, data)
 
-    def append_rows(self, name: str, rows: list[tuple]) -> None:
-        """Append CSV rows to the table `name` (committed only by the next `commit`)."""
-        text = "".join(",".join(_csv_field(v) for v in row) + "\n" for row in rows)
-        with open(self.path / name, "a", encoding="utf-8") as f:
+    def headers(self) -> dict[str, tuple[str, ...]]:
+        """{table name: its recorded header} for the tables the run has."""
+        if self._headers is None:
+            found = {}
+            for name in BY_NAME:
+                if (self.path / name).is_file():
+                    with open(self.path / name, encoding="utf-8") as f:
+                        found[name] = tuple(f.readline().strip().split(","))
+            self._headers = found
+        return self._headers
+
+    def append(self, table: Table, sources: list[Any]) -> None:
+        """Append the rows of `sources` to `table`, in the columns its header has (committed only by the
+        next `commit`)."""
+        header = self.headers()[table.name]
+        text = "".join(",".join(_csv_field(v) for v in table.row(header, s)) + "\n" for s in sources)
+        with open(self.path / table.name, "a", encoding="utf-8") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
 
-    def tables(self) -> list[str]:
-        """The run's tables: DESIGN.md's two and the optional ones it has."""
-        return [*TABLES, *(n for n in OPTIONAL_TABLES if (self.path / n).is_file())]
+    def commit(self, state: RunState) -> None:
+        """Make everything written so far part of the run: `state` with the tables' lengths."""
+        lengths = {name: (self.path / name).stat().st_size for name in self.headers()}
+        tree = {**state.to_tree(), "table_bytes": lengths}
+        write_atomic(self.path / STATE_FILE, state_bytes(tree))
 
-    def commit(self, state: dict[str, Any]) -> None:
-        """Make everything written so far part of the run: `state` plus the tables' lengths."""
-        lengths = {name: (self.path / name).stat().st_size for name in self.tables()}
-        write_atomic(self.path / STATE_FILE, state_bytes({**state, "table_bytes": lengths}))
-
-    def state(self) -> dict[str, Any] | None:
-        """The last committed state, or None if no generation has finished."""
+    def state(self) -> RunState | None:
+        """The last committed state, brought to the current schema, or None if no generation has finished."""
         path = self.path / STATE_FILE
-        return read_state(path) if path.is_file() else None
+        if not path.is_file():
+            return None
+        tree = read_state(path)
+        try:
+            return RunState.from_tree(tree, noise_free_run(self.config()))
+        except (KeyError, TypeError, AttributeError) as err:  # a state of no layout evolver wrote
+            raise BadInput(f"The state file {path} does not hold a run's state ({type(err).__name__}: {err}), so "
+                           "the run cannot continue from it. Its tables, codes and images are intact; start a new "
+                           "run, or restore the file from a backup.") from None
 
-    def roll_back(self) -> dict[str, Any] | None:
+    def roll_back(self) -> RunState | None:
         """Discard whatever a killed run wrote after its last commit; return the committed state."""
         state = self.state()
-        for name in self.tables():
+        for name in self.headers():
             with open(self.path / name, "rb") as f:
                 header = len(f.readline())
-            os.truncate(self.path / name, state["table_bytes"][name] if state else header)
+            os.truncate(self.path / name, state.table_bytes[name] if state else header)
         for partial in self.path.rglob(".*.tmp"):  # files a kill caught inside write_atomic
             partial.unlink()
         return state
 
-    def table(self, name: str) -> pd.DataFrame:
-        """A table as committed (rows of a generation still being written are left out)."""
-        state = self.state()
+    def table(self, name: str, state: RunState | None = None) -> pd.DataFrame:
+        """A table as committed in `state` (default: the last committed state): the rows of a generation
+        still being written are left out."""
+        state = self.state() if state is None else state
         with open(self.path / name, "rb") as f:
-            data = f.read(state["table_bytes"][name]) if state else f.readline()
+            data = f.read(state.table_bytes[name]) if state else f.readline()
         return pd.read_csv(io.BytesIO(data), keep_default_na=False, na_values=["nan"])
+
+    def write_best(self, best: Best) -> None:
+        """best.png, best_code.npy and best.json: the image the run returns so far."""
+        self.write_file("best.png", png_bytes(best.image))
+        self.write_file("best_code.npy", npy_bytes(best.code.astype(np.float32)))
+        self.write_file("best.json", (json.dumps(best.describe(), indent=2) + "\n").encode())  # null: not known
 
 
 def _csv_field(value: Any) -> str:
-    if isinstance(value, float):
-        return repr(value)
+    if isinstance(value, (float, np.floating)):
+        return repr(float(value))  # round-trips exactly
     return str(value)

@@ -62,26 +62,43 @@ class Retest:
                 f"largest responses, each shown {self.repeats} more times at the end")
 
 
-def shortlist(kept: dict[str, np.ndarray] | None, size: int, scores: np.ndarray, ids: np.ndarray, gen: int,
-              codes: np.ndarray) -> dict[str, np.ndarray]:
-    """The `size` images with the largest told responses so far: `kept` (or none) and a generation's,
-    as arrays {scores, ids, generations, codes}; ties keep the earlier image."""
+@dataclass(frozen=True)
+class Shortlist:
+    """The images with the largest told responses so far, best first: their told responses (k,) float64,
+    ids and generations (k,) int64 and codes (k, code_dim) float32."""
+
+    scores: np.ndarray
+    ids: np.ndarray
+    generations: np.ndarray
+    codes: np.ndarray
+
+    def as_dict(self) -> dict[str, np.ndarray]:
+        return {"scores": self.scores, "ids": self.ids, "generations": self.generations, "codes": self.codes}
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def shortlist(kept: Shortlist | None, size: int, scores: np.ndarray, ids: np.ndarray, gen: int,
+              codes: np.ndarray) -> Shortlist:
+    """The `size` images with the largest told responses so far: `kept` (or none) and a generation's;
+    ties keep the earlier image."""
     told = np.isfinite(scores)
     new = {"scores": scores[told].astype(np.float64), "ids": ids[told].astype(np.int64),
            "generations": np.full(int(told.sum()), gen, dtype=np.int64), "codes": codes[told].astype(np.float32)}
-    merged = new if kept is None else {k: np.concatenate([kept[k], new[k]]) for k in new}
+    merged = new if kept is None else {k: np.concatenate([v, new[k]]) for k, v in kept.as_dict().items()}
     top = np.argsort(-merged["scores"], kind="stable")[:size]
-    return {k: v[top] for k, v in merged.items()}
+    return Shortlist(**{k: v[top] for k, v in merged.items()})
 
 
-def choose(kept: dict[str, np.ndarray], repeats: int, scores: np.ndarray, clean: np.ndarray) -> dict[str, Any]:
+def choose(kept: Shortlist, repeats: int, scores: np.ndarray, clean: np.ndarray) -> dict[str, Any]:
     """The shortlisted image with the best mean over its presentations, from the re-test's told responses
     `scores` and noise-free ones `clean` (each (images × repeats,), image by image): {row, mean, shown, clean}."""
-    again = scores.reshape(len(kept["scores"]), repeats)
-    every = np.concatenate([kept["scores"][:, None], again], axis=1)
+    again = scores.reshape(len(kept.scores), repeats)
+    every = np.concatenate([kept.scores[:, None], again], axis=1)
     shown = np.isfinite(every).sum(axis=1)
     means = np.where(shown > 0, np.nansum(every, axis=1) / np.maximum(shown, 1), -np.inf)
     row = int(np.argmax(means))
-    noise_free = clean.reshape(len(kept["scores"]), repeats)[row]
+    noise_free = clean.reshape(len(kept.scores), repeats)[row]
     return {"row": row, "mean": float(means[row]), "shown": int(shown[row]),
             "clean": float(np.nanmean(noise_free)) if np.isfinite(noise_free).any() else float("nan")}

@@ -21,7 +21,7 @@ from PIL import Image
 import neurons
 from evolver_common import BadInput
 from neurons.noise import Noise
-from neurons.recorded import block_number
+from neurons.rig_files import block_number
 
 IMAGE_FILE = r"^block(\d{3,})_(\d{3,})_(.+)\.png$"
 STABLE_SECONDS = 0.1  # a block's images are all written once their number stays put this long

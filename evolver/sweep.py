@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 
 from evolver.experiment import RunConfig, resume, run
-from evolver.records import RunDirectory
+from evolver.runs import open_run
 from evolver_common import BadInput, RigError, write_atomic
 
 GRID_KEYS = ("neuron", "generator", "optimizer", "noise", "seed")
@@ -176,19 +176,15 @@ def _digest(config: dict[str, Any]) -> str:
     return hashlib.sha1(json.dumps(named, sort_keys=True).encode()).hexdigest()[:10]
 
 
-def status(folder: Path, config: dict[str, Any]) -> str:
+def status(folder: Path) -> str:
     """'done', 'partial' (a run folder to resume), 'new', or 'damaged' (its state file unreadable)."""
     if not (folder / "config.json").is_file():
         return "new"
     try:
-        state = RunDirectory(folder).state()
+        run = open_run(folder)
     except BadInput:
         return "damaged"
-    if state is None:
-        return "partial"
-    images = config.get("images")
-    done = state["generation"] + 1 >= config["generations"] or (images is not None and state["next_image_id"] >= images)
-    return "done" if done else "partial"
+    return "done" if run.finished else "partial"
 
 
 def run_or_resume(folder: Path, config: dict[str, Any]) -> str:
@@ -201,9 +197,9 @@ def run_or_resume(folder: Path, config: dict[str, Any]) -> str:
 
 
 def _run_or_resume(folder: Path, config: dict[str, Any]) -> str:
-    found = status(folder, config)
+    found = status(folder)
     if found == "damaged":
-        RunDirectory(folder).state()  # raises, saying what is damaged
+        open_run(folder)  # raises, saying what is damaged
     if found == "partial":
         resume(folder, progress=False)
     elif found == "new":
@@ -274,7 +270,7 @@ def sweep(spec: dict[str, Any], folder: str | Path, executor: str = "local", wor
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     runs = write_plan(spec, folder)
-    todo = [r.path for r in runs if status(folder / r.path, r.config) != "done"]
+    todo = [r.path for r in runs if status(folder / r.path) != "done"]
     counts = {"planned": len(runs), "skipped": len(runs) - len(todo)}
     if not todo:
         return counts
@@ -337,8 +333,7 @@ def _outcomes(job, folder: Path, paths: list[str]) -> dict[str, str]:
         return job.result()
     text = str(error).split("----------------------\n")  # a FailedJobError holds the task's traceback so
     reason = (text[1] if len(text) >= 3 else text[0]).strip().splitlines()[-1][:300]
-    planned = {p.path: p.config for p in read_plan(folder)}
-    return {path: "finished" if status(folder / path, planned[path]) == "done" else
+    return {path: "finished" if status(folder / path) == "done" else
             f"failed: {path}: its job {job.job_id} ended unfinished ({reason}); the run keeps what it recorded "
             f"and running the sweep again resumes it. Log: {job.paths.stderr}" for path in paths}
 
@@ -353,7 +348,7 @@ def sweep_status(folder: str | Path) -> dict[str, int]:
     task left the queue unfinished, or their folder is damaged), interrupted (begun outside SLURM and
     stopped; running the sweep again resumes them) and not started, from the folder and squeue."""
     folder = Path(folder)
-    found = {r.path: status(folder / r.path, r.config) for r in read_plan(folder)}
+    found = {r.path: status(folder / r.path) for r in read_plan(folder)}
     jobs = json.loads((folder / JOBS_FILE).read_text()) if (folder / JOBS_FILE).is_file() else []
     queued = _queue_states([job["job"] for job in jobs])
     submitted = {path: queued.get(job["job"]) for job in jobs for path in job["runs"]}
@@ -408,11 +403,11 @@ def aggregate(folder: str | Path) -> Aggregate:
     frames, rows, statuses = [], [], {}
     for planned in read_plan(folder):
         path = folder / planned.path
-        found = status(path, planned.config)
+        found = status(path)
         statuses[found] = statuses.get(found, 0) + 1
-        if found == "new":
+        if found in ("new", "damaged"):
             continue
-        table = RunDirectory(path).table("generations.csv")
+        table = open_run(path).generations
         if table.empty:
             continue
         labels = {**planned.labels, "layer": _layer(planned.labels["neuron"]), "run": planned.path}

@@ -1,6 +1,7 @@
-"""Reading image files as tensors, for reference sets and template targets."""
+"""Image files: reading them as tensors (reference sets, template targets) and the one PNG encoder."""
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -30,3 +31,16 @@ def read_image(path: str | Path, what: str = "Image") -> torch.Tensor:
         raise BadInput(f"{what} {path} could not be read as an image ({err}); "
                        f"readable formats: {', '.join(IMAGE_SUFFIXES)}.") from None
     return torch.from_numpy(pixels).permute(2, 0, 1)[None]
+
+
+def to_uint8(image: torch.Tensor) -> np.ndarray:
+    """(3, H, W) in [0, 1] -> (H, W, 3) uint8."""
+    return (image.detach().float().clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
+
+
+def png_bytes(image: np.ndarray | torch.Tensor) -> bytes:
+    """A PNG file's contents: of (H, W, 3) uint8, or of (3, H, W) in [0, 1]."""
+    pixels = to_uint8(image) if isinstance(image, torch.Tensor) else image
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()

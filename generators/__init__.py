@@ -9,10 +9,10 @@ class or factory that takes the options as keywords).
 from __future__ import annotations
 
 import functools
-import inspect
 from collections.abc import Callable
 
 from evolver_common import BadInput
+from evolver_common.specs import annotations, parse_spec, typed_options
 from evolver_common.registry import Entry, Registry
 from generators import biggan, dcgan, deepsim
 from generators.base import Generator
@@ -48,40 +48,24 @@ def entries() -> list[Entry]:
     return [REGISTRY.entry(name) for name in REGISTRY.available()]
 
 
-def parse(spec: str) -> tuple[str, dict]:
-    """'NAME:KEY=VALUE[:KEY=VALUE...]' -> (NAME, {KEY: VALUE}); values are read as integers, numbers or text."""
-    name, *pairs = spec.strip().split(":")
-    options = {}
-    for pair in pairs:
-        key, sep, text = pair.partition("=")
-        if not sep or not key.isidentifier() or key in options or not text:
-            raise BadInput(f"Malformed generator '{spec}' at '{pair}': options follow the name as "
-                           "NAME:KEY=VALUE[:KEY=VALUE...], e.g. stimuli:layers=3.")
-        options[key] = _value(text)
-    return name, options
+GENERATOR_HELP = "Options follow a generator's name as NAME:KEY=VALUE[:KEY=VALUE...], e.g. stimuli:layers=3."
 
 
-def _value(text: str) -> int | float | str:
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
+def parse(spec: str) -> tuple[str, dict[str, str]]:
+    """'NAME:KEY=VALUE[:KEY=VALUE...]' -> (NAME, {KEY: VALUE text}); `create` converts the values to the
+    types the generator's parameters declare."""
+    parsed = parse_spec(spec, GENERATOR_HELP, address_fields=0)
+    if parsed.address:
+        raise BadInput(f"Malformed generator '{spec}' at '{parsed.address[0]}': {GENERATOR_HELP}")
+    return parsed.kind, parsed.options
 
 
 def create(name: str, **options) -> Generator:
     """Build the generator registered as `name` (e.g. 'dcgan', weights='random'; 'stimuli:layers=3')."""
     name, written = parse(name)
-    options = {**written, **options}
     factory = REGISTRY.get(name)
-    try:
-        inspect.signature(factory).bind(**options)
-    except TypeError as err:
-        accepted = ", ".join(inspect.signature(factory).parameters)
-        raise BadInput(f"Generator '{name}' does not take these options ({err}); it takes: {accepted}.") from None
-    except ValueError:  # a factory without a signature (some builtins): let it check its options
-        pass
+    options = typed_options({**written, **options}, annotations(factory),
+                            f"Generator '{name}' does not take these options", max_int=float("inf"))
     return factory(**options)
 
 

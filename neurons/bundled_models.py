@@ -6,7 +6,7 @@ from torchvision.models import feature_extraction
 
 from evolver_common import BadInput, apply_state_dict, load_state_file
 from neurons import stimnet
-from neurons.models import InputConfig
+from neurons.model_source import InputConfig
 
 
 class BundledSource:

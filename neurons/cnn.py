@@ -13,7 +13,8 @@ from torch import nn
 
 from evolver_common import BadInput, autocast, nearest, resolve_device, resolve_precision
 from neurons.base import Neuron
-from neurons.models import InputConfig, ModelSource, build_model
+from neurons.model_source import InputConfig, ModelSource
+from neurons.models import build_model
 from neurons.layouts import Layout, layout_of, model_facts
 from neurons.precision import bf16_verdict
 from neurons.spec import UnitSpec

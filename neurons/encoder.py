@@ -21,6 +21,7 @@ from torch import nn
 
 from evolver_common import BadInput
 from evolver_common.files import write_atomic
+from evolver_common.specs import parse_spec, typed_options
 from neurons.base import Neuron
 from neurons.cnn import ModelReader
 from neurons.spec import index_set
@@ -148,28 +149,18 @@ class EncoderSpec:
 
     @classmethod
     def parse(cls, spec: str) -> EncoderSpec:
-        parts = spec.strip().split(":")
-        options = {}
-        while len(parts) > 2 and "=" in parts[-1]:
-            name, _, value = parts.pop().partition("=")
-            options[name] = value
-        folder = ":".join(parts[1:])
-        if parts[0] != "encoder" or not folder:
+        parsed = parse_spec(spec, ENCODER_HELP)
+        if parsed.kind != "encoder" or not parsed.location:
             raise BadInput(f"Malformed encoder spec '{spec}'. {ENCODER_HELP}")
-        unknown = set(options) - {"voxel", "voxels", "roi", "min_r"}
+        options = typed_options(parsed.options, {"voxel": str, "voxels": str, "roi": str, "min_r": float},
+                                f"Encoder spec '{spec}'", ENCODER_HELP)
         chosen = [k for k in ("voxel", "voxels", "roi") if k in options]
-        if unknown or len(chosen) != 1:
-            what = f"unknown option {sorted(unknown)[0]}" if unknown else "give exactly one of voxel, voxels, roi"
-            raise BadInput(f"Encoder spec '{spec}': {what}. {ENCODER_HELP}")
-        try:
-            min_r = float(options["min_r"]) if "min_r" in options else None
-        except ValueError:
-            raise BadInput(f"Encoder spec '{spec}': min_r must be a number, got '{options['min_r']}'.") from None
+        if len(chosen) != 1:
+            raise BadInput(f"Encoder spec '{spec}': give exactly one of voxel, voxels, roi. {ENCODER_HELP}")
         if "roi" in options:
-            return cls(folder, roi=options["roi"], min_r=min_r)
-        text = options.get("voxel") or options.get("voxels")
-        voxels = index_set(text, spec, ENCODER_HELP)
-        return cls(folder, voxels=voxels, min_r=min_r, single=len(voxels) == 1)
+            return cls(parsed.location, roi=options["roi"], min_r=options.get("min_r"))
+        voxels = index_set(options[chosen[0]], spec, ENCODER_HELP)
+        return cls(parsed.location, voxels=voxels, min_r=options.get("min_r"), single=len(voxels) == 1)
 
     @property
     def outputs(self) -> int:

@@ -1,70 +1,28 @@
 """Building a CNN by name from timm or torchvision, with its weights and its input config.
 
-A model family is a small `ModelSource` (one file each: `bundled_models`, `timm_models`, `torchvision_models`);
-`build_model` asks them in order: the models registered in this process (`register_model`), the bundled
-models, then timm, then torchvision, as docs/design.md says.
+A model family is a small `ModelSource` (neurons.model_source; one file each: `bundled_models`, `timm_models`,
+`torchvision_models`), registered in `SOURCES` with its place in the lookup order: `build_model` asks them
+in that order: the models registered in this process (`register_model`), the bundled models, then timm,
+then torchvision, as docs/design.md says.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
 
 from torch import nn
 from torchvision.models import feature_extraction
 
 from evolver_common import BadInput, apply_state_dict, load_state_file, nearest, seeded_init
-from evolver_common.state_files import file_weights, parameters_digest
-from evolver_common.hub import missing_weights
 from evolver_common.registry import Registry
-
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+from evolver_common.state_files import file_weights, parameters_digest
+from neurons.bundled_models import BundledSource
+from neurons.model_source import InputConfig, ModelSource
+from neurons.timm_models import TimmSource
+from neurons.torchvision_models import TorchvisionSource
 
 # Random weights are seeded so that a run with `--weights random` is reproducible.
 RANDOM_WEIGHTS_SEED = 0
-
-
-@dataclass(frozen=True)
-class InputConfig:
-    """How a model wants its input, from the model's own config: size (H, W), mean, std per channel."""
-
-    size: tuple[int, int]
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    interpolation: str  # 'bilinear' | 'bicubic' | 'nearest'
-
-    @classmethod
-    def make(cls, size: int | Sequence[int], mean: Sequence[float] = IMAGENET_MEAN,
-             std: Sequence[float] = IMAGENET_STD, interpolation: str = "bilinear") -> InputConfig:
-        """A checked config: `size` a side in pixels or (H, W); `mean`, `std` three values of [0, 1] images."""
-        side = (size, size) if isinstance(size, int) else tuple(size)
-        problems = []
-        if len(side) != 2 or not all(isinstance(v, int) and v > 0 for v in side):
-            problems.append(f"input_size {size!r} is not a positive side or (H, W)")
-        if len(tuple(mean)) != 3 or len(tuple(std)) != 3 or any(v <= 0 for v in std):
-            problems.append(f"mean {tuple(mean)} and std {tuple(std)} need three values each, std above 0")
-        if interpolation not in ("bilinear", "bicubic", "nearest"):
-            problems.append(f"interpolation '{interpolation}' is not bilinear, bicubic or nearest")
-        if problems:
-            raise BadInput(f"Bad input config: {'; '.join(problems)}. A model's input config is its input size "
-                           "and the per-channel mean and std it was trained with (ImageNet's by default).")
-        return cls(side, tuple(float(v) for v in mean), tuple(float(v) for v in std), interpolation)
-
-
-class ModelSource(Protocol):
-    """A family of models (bundled, timm, torchvision) that can be built by name."""
-
-    name: str
-
-    def names(self) -> list[str]: ...
-    def has(self, model: str) -> bool: ...
-    def build(self, model: str) -> nn.Module: ...
-    def build_pretrained(self, model: str) -> tuple[nn.Module, str]: ...
-    def input_config(self, model: str, network: nn.Module) -> InputConfig: ...
-    def graph_node_names(self, network: nn.Module) -> list[str]: ...
-    def feature_extractor(self, network: nn.Module, nodes: list[str]) -> nn.Module: ...
-
 
 # A lab's own models, by name, within this process: `register_model`.
 MODELS: Registry[Callable[[], nn.Module]] = Registry("model")
@@ -128,11 +86,15 @@ class ModuleSource:
         return feature_extraction.create_feature_extractor(network, return_nodes=nodes)
 
 
+SOURCES: Registry[Callable[[], ModelSource]] = Registry("model source")
+for place, (name, source) in enumerate((("python", ModuleSource), ("bundled", BundledSource), ("timm", TimmSource),
+                                        ("torchvision", TorchvisionSource))):
+    SOURCES.register(name, source, order=place)
+
+
 def sources() -> list[ModelSource]:
-    from neurons.bundled_models import BundledSource
-    from neurons.timm_models import TimmSource
-    from neurons.torchvision_models import TorchvisionSource
-    return [ModuleSource(), BundledSource(), TimmSource(), TorchvisionSource()]
+    """One of each registered source, in lookup order."""
+    return [e.factory() for e in sorted(SOURCES.registered(), key=lambda e: e.info["order"])]
 
 
 def source_of(model: str) -> ModelSource:
@@ -170,10 +132,3 @@ def build_model(model: str, weights: str | Path, source: ModelSource | None = No
             apply_state_dict(network, load_state_file(weights), source=weights)
             description = file_weights(weights, network)
     return network.eval(), source, description
-
-
-def missing_pretrained(model: str, looked_for: list[str], why: str) -> BadInput:
-    """The error for pretrained weights that are neither cached nor downloadable."""
-    return missing_weights(f"'{model}'", looked_for, why,
-                           "Either give the weights file with --weights PATH (.safetensors or a .pth state dict), "
-                           "or use --weights random for a seeded, untrained network.")

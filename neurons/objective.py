@@ -32,7 +32,8 @@ from evolver_common.registry import Registry
 from neurons.base import Neuron
 from neurons.cnn import CNNUnit, ModelReader
 from neurons.encoder import Encoder
-from neurons.recorded import FolderRig, NetworkRig
+from neurons.rig_folder import FolderRig
+from neurons.rig_zmq import NetworkRig
 from neurons.spec import UnitSpec
 from neurons.template import Template
 from neurons.v1 import V1Cell

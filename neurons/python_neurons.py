@@ -15,7 +15,8 @@ from torch import nn
 from evolver_common import BadInput
 from neurons.base import Neuron
 from neurons.cnn import CNNUnit, ModelReader
-from neurons.models import IMAGENET_MEAN, IMAGENET_STD, InputConfig, ModuleSource
+from neurons.model_source import IMAGENET_MEAN, IMAGENET_STD, InputConfig
+from neurons.models import ModuleSource
 from neurons.spec import UnitSpec
 
 

@@ -16,6 +16,7 @@ import torch
 
 from evolver_common import BadInput
 from evolver_common.images import read_image, resize
+from evolver_common.specs import parse_spec
 from neurons.base import Neuron
 from neurons.cnn import ModelReader
 
@@ -47,11 +48,12 @@ class Template(Neuron):
     @staticmethod
     def parse(spec: str) -> tuple[str, list[str] | None]:
         """(IMAGE path, [MODEL, LAYER] or None) of a template spec."""
-        parts = spec.strip().split(":")
-        if parts[0] != "template" or len(parts) < 2 or not all(parts[1:]):
+        parsed = parse_spec(spec, TEMPLATE_HELP, address_fields=3)
+        fields = parsed.address
+        if parsed.kind != "template" or not fields or not all(fields) or parsed.options:
             raise BadInput(f"Malformed template spec '{spec}'. {TEMPLATE_HELP}")
         # A path may itself hold ':'; MODEL and LAYER are the last two fields when there are more.
-        return (":".join(parts[1:-2]), parts[-2:]) if len(parts) >= 4 else (":".join(parts[1:]), None)
+        return (":".join(fields[:-2]), list(fields[-2:])) if len(fields) >= 3 else (parsed.location, None)
 
     def compile(self) -> None:
         if self.reader is not None:

@@ -9,7 +9,7 @@ from torch import nn
 
 from evolver_common.downloads import offline_reason, reachable
 from evolver_common.hub import HubFile
-from neurons.models import InputConfig, missing_pretrained
+from neurons.model_source import InputConfig, missing_pretrained
 
 # The files timm tries, in its own order, when a pretrained config names no file.
 _HUB_FILES = ("model.safetensors", "pytorch_model.bin")

@@ -11,7 +11,7 @@ from torch import nn
 from torchvision.models import feature_extraction
 
 from evolver_common.downloads import offline_reason, reachable
-from neurons.models import InputConfig, missing_pretrained
+from neurons.model_source import InputConfig, missing_pretrained
 
 
 @functools.cache

@@ -20,13 +20,14 @@ normalised to unit L1 norm, so responses are weighted luminance contrasts in [-1
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from evolver_common import BadInput, resolve_device
+from evolver_common.specs import annotations, parse_spec, typed_options
 from neurons.base import Neuron
 
 KINDS = ("simple", "complex")
@@ -79,23 +80,13 @@ class V1Cell(Neuron):
 
     @staticmethod
     def parse(spec: str) -> tuple[str, Tuning]:
-        parts = spec.strip().split(":")
-        if len(parts) < 2 or parts[0] != "v1" or parts[1] not in KINDS:
+        parsed = parse_spec(spec, V1_HELP)
+        if parsed.kind != "v1" or len(parsed.address) != 1 or parsed.address[0] not in KINDS:
             raise BadInput(f"Malformed V1 cell spec '{spec}'. {V1_HELP}")
-        names = {f.name for f in fields(Tuning)}
-        values = {}
-        for part in parts[2:]:
-            name, _, value = part.partition("=")
-            try:
-                if name not in names or name in values or not np.isfinite(float(value)):
-                    raise ValueError
-                values[name] = float(value)
-            except ValueError:
-                raise BadInput(f"Malformed V1 cell spec '{spec}' at '{part}'. {V1_HELP}") from None
-        tuning = Tuning(**values)
+        tuning = Tuning(**typed_options(parsed.options, annotations(Tuning), f"V1 cell spec '{spec}'", V1_HELP))
         if not (tuning.size > 0 and tuning.sf >= 0 and 0 <= tuning.x <= 1 and 0 <= tuning.y <= 1):
             raise BadInput(f"V1 cell spec '{spec}' is out of range. {V1_HELP}")
-        return parts[1], tuning
+        return parsed.address[0], tuning
 
     def _pair(self, height: int, width: int, device: torch.device) -> torch.Tensor:
         """The cell's filters (k, H, W): the Gabor for a simple cell, the quadrature pair for a complex one."""

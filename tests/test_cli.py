@@ -60,7 +60,7 @@ def test_evolution_raises_the_unit_well_above_the_first_generation(tmp, record_p
 
 def _committed_generation(run_dir) -> int:
     state = RunDirectory(run_dir).state()
-    return -1 if state is None else state["generation"]
+    return -1 if state is None else state.generation
 
 
 def test_a_killed_run_resumes_to_the_same_result(tmp):
@@ -152,7 +152,7 @@ def test_pretrained_with_the_hub_unreachable_exits_2_without_trying_to_download(
 
 def test_bad_optimizer_and_params_exit_2(tmp):
     _bad_input("run", "--neuron", UNIT, "--weights", "random", "--param", "mutation_sise=0.1",
-               match="Unknown parameter mutation_sise")
+               match="unknown option mutation_sise")
     _bad_input("run", "--neuron", UNIT, "--weights", "random", "--param", "oops", match="NAME=VALUE")
     _bad_input("run", "--neuron", UNIT, "--weights", "random", "--optimizer", "cma", match="Valid optimizers")
 

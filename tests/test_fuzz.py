@@ -23,7 +23,9 @@ from evolver.sweep import check_spec, plan
 from evolver_common import BadInput
 from neurons.noise import Noise
 from neurons.objective import parse
-from neurons.recorded import Block, FolderRig, parse_message
+from neurons.recorded import Block
+from neurons.rig_folder import FolderRig
+from neurons.rig_zmq import parse_message
 from neurons.spec import UnitSpec
 from neurons.v1 import V1Cell
 

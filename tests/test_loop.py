@@ -35,7 +35,7 @@ def unit(units):
 def test_a_unit_of_a_set_evolves_as_it_does_alone(missing, tmp):
     options = dict(generator_weights="random", optimizer="ga", params={"population": 10}, generations=4, seed=3,
                    noise="poisson:max_rate=20", missing=missing, reference="procedural:5", interleave=2, progress=False)
-    evolver.run_units(neuron=unit(range(2)), out=tmp / "set", **options)
+    evolver.run(neuron=unit(range(2)), out=tmp / "set", **options)
     evolver.run(neuron=unit(1), out=tmp / "alone" / "unit1", **options)
     scores = pd.read_csv(tmp / "alone" / "unit1" / "scores.csv")
     assert scores["score_clean"].isna().any() and scores["score_clean"].notna().any()

@@ -3,13 +3,13 @@ import pandas as pd
 import pytest
 
 from conftest import evolver_cli
-from evolver import RunConfig, resume, run, run_units
+from evolver import RunConfig, resume, run
 from evolver_common import BadInput
 
 
 def test_one_evolution_per_unit_in_one_batch(tmp):
-    results = run_units(RunConfig(neuron="stimnet:relu4:unit[1,6,9]", generations=3, precision="fp32"), tmp / "set",
-                        progress=False)
+    results = run(RunConfig(neuron="stimnet:relu4:unit[1,6,9]", generations=3, precision="fp32"), tmp / "set",
+                  progress=False)  # a unit set: one RunResult a unit
     assert [r.path.name for r in results] == ["unit1", "unit6", "unit9"]
     alone = run(RunConfig(neuron="stimnet:relu4:unit6", generations=3, precision="fp32"), tmp / "alone", progress=False)
     together = pd.read_csv(tmp / "set" / "unit6" / "scores.csv")
@@ -20,14 +20,14 @@ def test_one_evolution_per_unit_in_one_batch(tmp):
 
 
 def test_a_unit_folder_resumes_as_a_single_unit_run(tmp):
-    results = run_units(RunConfig(neuron="stimnet:relu4:unit0-1", generations=2), tmp / "set", progress=False)
+    results = run(RunConfig(neuron="stimnet:relu4:unit0-1", generations=2), tmp / "set", progress=False)
     resumed = resume(results[0].path, progress=False, generations=4)
     assert resumed.generations == 4 and len(pd.read_csv(results[0].path / "generations.csv")) == 4
 
 
 def test_unit_sets_refuse_options_for_single_units(tmp):
     with pytest.raises(BadInput, match="one evolution per unit"):
-        run_units(RunConfig(neuron="stimnet:relu4:unit0-1", minimize=True), tmp / "set", progress=False)
+        run(RunConfig(neuron="stimnet:relu4:unit0-1", minimize=True), tmp / "set", progress=False)
 
 
 def test_command_line_runs_a_unit_set(tmp):

@@ -158,9 +158,11 @@ def test_unit_sets_reductions_and_one_hot(images):
     np.testing.assert_allclose(onehot, responses[:, 3] - np.delete(responses, 3, axis=1).max(1), rtol=1e-5)
 
 
-def test_a_set_alone_is_not_an_objective(tmp):
+def test_an_expression_of_a_set_is_not_an_objective(tmp):
+    """A plain unit set is one evolution a unit (evolver.run); an expression of one gives a response a unit
+    and must be reduced to one."""
     with pytest.raises(BadInput, match="8 responses per image .* mean\\(\\.\\.\\.\\)"):
-        run(RunConfig(neuron="resnet18:layer2:unit0-7", weights="random", generations=2), out=tmp / "r",
+        run(RunConfig(neuron="2*resnet18:layer2:unit0-7", weights="random", generations=2), out=tmp / "r",
             progress=False)
 
 

@@ -124,7 +124,7 @@ def test_objects_for_the_generator_and_the_optimizer(tmp):
 
 
 def test_stop_when_no_improvement_ends_each_unit_of_a_set_on_its_own(tmp):
-    results = evolver.run_units(neuron=neurons.from_module(tiny_net(), "head", unit=range(3), input_size=32),
+    results = evolver.run(neuron=neurons.from_module(tiny_net(), "head", unit=range(3), input_size=32),
                                 generator_weights="random", optimizer="random", params={"population": 4},
                                 generations=60, out=tmp / "set", progress=False,
                                 stop_when=evolver.no_improvement(3))

@@ -23,7 +23,9 @@ from evolver.rigsim import write_mat
 from evolver_common import BadInput, RigError
 from evolver_common.files import FILE_MODE
 from generators.dcgan import bundled_code_dim
-from neurons.recorded import Block, ChannelSelection, FolderRig, read_mat_responses
+from neurons.recorded import Block, ChannelSelection
+from neurons.rig_files import read_mat_responses
+from neurons.rig_folder import FolderRig
 
 GENERATIONS = 20
 SIM_NEURON = "stimnet:classifier:unit7"
@@ -315,7 +317,7 @@ def test_a_literal_token_is_kept_out_of_the_records(tmp, monkeypatch):
     rig = neurons.create(f"zmq:tcp://0.0.0.0:{free_port()}:token_env=RIG_SECRET")
     assert rig.token == "s3cret"
     rig.close()
-    from neurons.recorded import redact
+    from evolver_common.secrets import redact
 
     assert redact("zmq:tcp://h:1:token=s3cret:channel=2") == "zmq:tcp://h:1:token=REDACTED:channel=2"
     assert redact("zmq:tcp://h:1:token_env=RIG_SECRET") == "zmq:tcp://h:1:token_env=RIG_SECRET"

@@ -3,20 +3,14 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-import math
 from collections.abc import Callable
 from typing import Any, ClassVar
 
 import numpy as np
 
-from evolver_common import BadInput, nearest
+from evolver_common.specs import annotations, typed_options
 
 Sampler = Callable[[int, np.random.Generator], np.ndarray]
-
-
-# No parameter needs more (a population of 10,000 codes of 4,096 values is already 160 MB a generation):
-# a larger number is a typo, refused before it fills memory.
-MAX_INT = 10_000
 
 
 class Optimizer(abc.ABC):
@@ -47,27 +41,11 @@ class Optimizer(abc.ABC):
 
     @classmethod
     def parse_params(cls, params: dict[str, Any]):
-        """`Params` from a dict of values or strings ('0.3'), with a clear error for unknown names."""
-        fields = {f.name: f for f in dataclasses.fields(cls.Params)}
-        unknown = sorted(set(params) - set(fields))
-        if unknown:
-            raise BadInput(
-                f"Unknown parameter {', '.join(unknown)} for optimizer '{cls.name}' "
-                f"(closest: {nearest(unknown[0], fields)}). Its parameters, with defaults: "
-                + ", ".join(f"{f.name}={f.default}" for f in fields.values()) + "."
-            )
-        values = {}
-        for name, value in params.items():
-            kind = type(fields[name].default)
-            try:
-                values[name] = kind(value)
-                if kind is float and not math.isfinite(values[name]) or kind is int and abs(values[name]) > MAX_INT:
-                    raise ValueError
-            except (TypeError, ValueError, OverflowError):
-                what = {"float": "finite number", "int": f"whole number up to {MAX_INT:,}"}.get(kind.__name__,
-                                                                                              kind.__name__)
-                raise BadInput(f"Parameter {name}={str(value)[:40]!r} of optimizer '{cls.name}' is not a "
-                               f"{what}.") from None
+        """`Params` from a dict of values or strings ('0.3'), checked as every option is
+        (evolver_common.specs.typed_options)."""
+        defaults = ", ".join(f"{f.name}={f.default}" for f in dataclasses.fields(cls.Params))
+        values = typed_options(params, annotations(cls.Params), f"Invalid parameters for optimizer '{cls.name}'",
+                               f"Their defaults: {defaults}.")
         parsed = cls.Params(**values)
         cls.check_params(parsed)
         return parsed

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 from deap import cma
@@ -76,7 +76,6 @@ class _CMA(Optimizer):
     """
 
     Params = CMAParams
-    _SEARCH_KEY: ClassVar[str]  # where the record keeps the search state (the key of runs made before 'prior')
     sigma0: float  # the initial step size, to which a restart returns
 
     def _begin(self) -> None:
@@ -106,12 +105,12 @@ class _CMA(Optimizer):
         self.population = self._generate()
 
     def state_dict(self) -> dict[str, Any]:
-        return {self._SEARCH_KEY: self._search_state(), "awaiting_prior": self.awaiting_prior,
+        return {"search": self._search_state(), "awaiting_prior": self.awaiting_prior,
                 "population": self.population.copy(), "rng": self.rng.bit_generator.state}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._load_search_state(state[self._SEARCH_KEY])
-        self.awaiting_prior = bool(state.get("awaiting_prior", False))  # runs made before 'prior' had begun
+        self._load_search_state(state["search"])
+        self.awaiting_prior = bool(state["awaiting_prior"])
         self.population = np.asarray(state["population"], dtype=np.float32)
         self.rng.bit_generator.state = state["rng"]
 
@@ -120,7 +119,6 @@ class CMAES(_CMA):
     """CMA-ES with a full covariance matrix (DEAP's `cma.Strategy`, log-weighted recombination)."""
 
     name = "cmaes"
-    _SEARCH_KEY = "strategy"
     _STATE = ("centroid", "sigma", "pc", "ps", "C", "diagD", "B", "BD", "cond", "update_count")
 
     def __init__(self, code_dim: int, sample: Sampler, rng: np.random.Generator, **params: Any):
@@ -194,7 +192,6 @@ class SepCMAES(_CMA):
     """Separable CMA-ES (Ros & Hansen 2008): a diagonal covariance, learning rate scaled by (n + 2) / 3."""
 
     name = "sep-cmaes"
-    _SEARCH_KEY = "state"
 
     def __init__(self, code_dim: int, sample: Sampler, rng: np.random.Generator, **params: Any):
         super().__init__(code_dim, sample, rng, **params)

@@ -38,7 +38,6 @@ from evolver.training.gan_recipe import (
     GANTrainingConfig,
     data_batches,
     command_line,
-    png_bytes,
     torch_bytes,
     class_names,
     class_weights,
@@ -59,6 +58,7 @@ from evolver_common import (
     seeded_init,
     write_atomic,
 )
+from evolver_common.images import png_bytes
 from generators.dcgan import (
     NOISE_DIM,
     calibrate_batch_norm,

@@ -72,12 +72,6 @@ def command_line() -> str:
     return " ".join(["evolver" if program == "__main__.py" else program, *sys.argv[1:]])
 
 
-def png_bytes(grid: torch.Tensor) -> bytes:
-    buffer = io.BytesIO()
-    torchvision.utils.save_image(grid, buffer, format="png")
-    return buffer.getvalue()
-
-
 def _image_folder_dataset(folder: str) -> torchvision.datasets.ImageFolder:
     path = Path(folder)
     if not path.is_dir():

@@ -1,0 +1,150 @@
+"""Reading a run folder back: `open_run(path)` gives a read-only `Run`.
+
+One reader for users and for evolver's own commands (plot, report, sweep --status, bench, the checks). It
+reads what the run had committed when it was opened (its last finished generation), so it may be used on a
+run that another process is still writing: rows of a generation being written are left out.
+
+    run = evolver.open_run("runs/20261207-101500-stimnet-classifier-unit7-uh-cmaes")
+    run.generations[["gen", "best", "best_so_far"]]     # pandas
+    run.best.response, run.best.image                    # (H, W, 3) uint8
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from evolver.records import RunDirectory
+from evolver.retest import Retest
+from evolver.run_state import RunState
+from evolver_common import BadInput
+from evolver_common.images import read_image
+
+
+@dataclass(frozen=True)
+class BestImage:
+    """The image a run returns: `image` (H, W, 3) uint8, `code` (code_dim,) float32, `response` its told
+    response (the mean over its `presentations`), `clean` its noise-free response (NaN where not known),
+    the `generation` and `image_id` it was first shown as, and how it was chosen."""
+
+    image: np.ndarray
+    code: np.ndarray
+    response: float
+    clean: float
+    generation: int
+    image_id: int
+    presentations: int
+    chosen_by: str
+
+
+class Run:
+    """A run folder as committed when it was opened (`refresh()` reads it again).
+
+    `config` is config.json (dict); `state` the RunState (None before the first generation finished);
+    `generations`, `scores` and `references` the tables (pandas; `references` None without interleaved
+    references); `best` the returned image; `finished` whether the run reached its end."""
+
+    def __init__(self, path: str | Path):
+        self.directory = RunDirectory.open(path)
+        self.path = self.directory.path
+        self.refresh()
+
+    def refresh(self) -> Run:
+        """Read the run's last committed generation again (a run another process is writing moves on)."""
+        self.__dict__.pop("config", None)
+        self.state: RunState | None = self.directory.state()  # read first: the tables are cut at its lengths
+        self._tables: dict[str, pd.DataFrame] = {}
+        return self
+
+    @cached_property
+    def config(self) -> dict[str, Any]:
+        return self.directory.config()
+
+    def _table(self, name: str) -> pd.DataFrame:
+        if name not in self._tables:
+            self._tables[name] = self.directory.table(name, self.state)
+        return self._tables[name]
+
+    @property
+    def generations(self) -> pd.DataFrame:
+        """generations.csv: one row a finished generation (docs/run-folder.md names the columns)."""
+        return self._table("generations.csv")
+
+    @property
+    def scores(self) -> pd.DataFrame:
+        """scores.csv: one row an image shown."""
+        return self._table("scores.csv")
+
+    @property
+    def references(self) -> pd.DataFrame | None:
+        """references.csv: the interleaved reference images' responses, or None."""
+        return self._table("references.csv") if "references.csv" in self.directory.headers() else None
+
+    @property
+    def best(self) -> BestImage | None:
+        """The image the run returns so far, or None before any response came back."""
+        best = self.state.best if self.state else None
+        if best is None:
+            return None
+        return BestImage(best.image, best.code, best.score, best.clean, best.generation, best.image_id,
+                         best.presentations, best.chosen_by)
+
+    @property
+    def finished(self) -> bool:
+        """Whether the run reached its end: its generations, its image budget or its re-test."""
+        if self.state is None:
+            return False
+        run = self.config["run"]
+        retest = Retest.resolve(self.config["resolved"]["retest"], True, run["generations"], run.get("images"))
+        return self.state.finished(run["generations"], run.get("images"), retest)
+
+    @property
+    def generation(self) -> int:
+        """The last committed generation (-1 before the first)."""
+        return self.state.generation if self.state else -1
+
+    def codes(self, gen: int) -> np.ndarray:
+        """The codes shown in generation `gen`: (n, code_dim) float32."""
+        self._check_generation(gen)
+        return np.load(self.path / "codes" / f"gen_{gen:04d}.npy", allow_pickle=False)
+
+    def top_image(self, gen: int) -> np.ndarray | None:
+        """The image with the largest told response of generation `gen`, (H, W, 3) uint8 (None where no
+        response came back)."""
+        self._check_generation(gen)
+        path = self.path / "images" / f"gen_{gen:04d}.png"
+        if not path.is_file():
+            return None
+        return (read_image(path, "The generation's image")[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+
+    def images(self, gen: int, generator=None) -> torch.Tensor:
+        """Every image of generation `gen`, rendered again from its codes: (n, 3, H, W) in [0, 1]. The
+        generator is the run's own (its recorded name and weights) unless one is given."""
+        codes = self.codes(gen)
+        if generator is None:
+            import generators
+
+            resolved = self.config["resolved"]["generator"]
+            options = self.config["run"].get("generator_options") or {}
+            generator = generators.create(resolved["name"], weights=self.config["run"]["generator_weights"],
+                                          device="cpu", precision="fp32", **options)
+        return generator.render(codes)
+
+    def _check_generation(self, gen: int) -> None:
+        if not 0 <= gen <= self.generation:
+            raise BadInput(f"Generation {gen} of {self.path} is not recorded: it has generations 0 to "
+                           f"{self.generation}." if self.generation >= 0 else
+                           f"{self.path} has no finished generation yet.")
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.path)!r}, generation {self.generation}, {'finished' if self.finished else 'unfinished'})"
+
+
+def open_run(path: str | Path) -> Run:
+    """The run folder at `path`, read-only, as committed now (BadInput if it is not a run folder)."""
+    return Run(path)

@@ -1,0 +1,120 @@
+"""`folder:PATH`, XDream's file exchange (neurons.recorded's docstring): images written as
+`block{NNN}_{iii}_{imageid}.png`, responses read from the block's .mat or .h5 file (neurons.rig_files)."""
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+from evolver_common import BadInput, write_atomic
+from evolver_common.images import png_bytes
+from neurons.recorded import Block, RecordedNeuron
+from neurons.rig_files import exchange_block, read_h5_responses, read_mat_responses
+
+class FolderRig(RecordedNeuron):
+    """XDream's file-exchange protocol (see the module docstring).
+
+    A response file is read once it is whole: its size and time unchanged across two polls (a rig may
+    write it in place, as MATLAB's `save` and h5py do), and one that does not read is retried until it
+    has been unchanged for `settle_seconds` before it is set aside. Each run claims the folders with a
+    session id (`evolver-session.json`, and in the run's state): block files left by another session
+    are refused before the first block, this run's own from an interrupted block moved to `stale/`."""
+
+    kind = "folder"
+    options = {**RecordedNeuron.options, "scores": str}
+    poll_seconds = 0.02
+    settle_seconds = 0.5
+    SESSION_FILE = "evolver-session.json"
+
+    def __init__(self, spec: str, **kwargs):
+        super().__init__(spec, **kwargs)
+        self.folder = Path(self.address)
+        self.scores = Path(self.settings.get("scores", self.address))
+        for folder, what in ((self.folder, "exchange"), (self.scores, "scores")):
+            if not folder.is_dir():
+                raise BadInput(f"'{spec}': the {what} folder {folder} does not exist. Create it and point the rig "
+                               "at it.")
+        self.session = uuid.uuid4().hex
+        self.claimed = False
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "session": self.session}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.session = str(state.get("session", self.session))
+
+    def image_name(self, block: Block, index: int) -> str:
+        return f"block{block.number:03d}_{index:03d}_{block.ids[index]}.png"
+
+    def exchange(self, block: Block) -> dict[str, np.ndarray]:
+        if not self.claimed:
+            self._claim()
+        names = [self.image_name(block, i) for i in range(len(block.ids))]
+        for name, image in zip(names, block.images):
+            write_atomic(self.folder / name, png_bytes(image))
+        for attempt in range(self.retries + 1):
+            answered = self._wait(block, names)
+            if answered is not None:
+                return answered
+            self._timed_out(block, attempt)
+        raise self._gave_up(block)
+
+    def _claim(self) -> None:
+        """Before this process's first block: refuse the folders if they hold another session's blocks
+        at or after the next one (their responses would be taken for this run's)."""
+        marker = self.folder / self.SESSION_FILE
+        try:
+            ours = json.loads(marker.read_text()).get("session") == self.session
+        except (OSError, ValueError, AttributeError):
+            ours = False
+        later = sorted({p for folder in (self.folder, self.scores) for p in folder.iterdir()
+                        if (n := exchange_block(p.name)) is not None and n >= self.next_block})
+        if later and not ours:
+            shown = ", ".join(p.name for p in later[:4]) + (f" and {len(later) - 4} more" if len(later) > 4 else "")
+            raise BadInput(f"The exchange folder {self.folder} holds block files of another session ({shown}), from "
+                           f"block {self.next_block} on: the rig would answer them, or their responses be taken for "
+                           "this run's. Move them away, or give the run an empty folder.")
+        for path in later:  # this run's own, from a block it was stopped in: kept, out of the way
+            (path.parent / "stale").mkdir(exist_ok=True)
+            path.replace(path.parent / "stale" / path.name)
+        write_atomic(marker, json.dumps({"session": self.session, "pid": os.getpid(),
+                                         "since": time.strftime("%Y-%m-%d %H:%M:%S")}).encode())
+        self.claimed = True
+
+    def _wait(self, block: Block, names: list[str]) -> dict[str, np.ndarray] | None:
+        # a rig may start after evolver: until it has answered once, wait connect_timeout
+        deadline = time.monotonic() + (self.timeout if self.answered else max(self.timeout, self.connect_timeout))
+        seen: dict[Path, tuple[tuple[int, int], float]] = {}  # file -> (size and time, unchanged since)
+        while time.monotonic() < deadline:
+            for suffix in ("mat", "h5"):
+                path = self.scores / f"block{block.number:03d}.{suffix}"
+                try:
+                    stat = path.stat()
+                except FileNotFoundError:
+                    continue
+                signature, now = (stat.st_size, stat.st_mtime_ns), time.monotonic()
+                if path not in seen or seen[path][0] != signature:  # new, or still being written
+                    seen[path] = (signature, now)
+                    continue
+                parsed = self._read(path, block, names, final=now - seen[path][1] >= self.settle_seconds)
+                if parsed is not None:
+                    return parsed
+            time.sleep(self.poll_seconds)
+        return None
+
+    def _read(self, path: Path, block: Block, names: list[str], final: bool) -> dict[str, np.ndarray] | None:
+        try:
+            ids, values = read_mat_responses(path) if path.suffix == ".mat" else read_h5_responses(path, block.ids)
+        except Exception as err:  # noqa: BLE001 - a rig's file fails to parse in many ways; all mean "not readable"
+            if final:  # unchanged for settle_seconds and still unreadable: the rig's fault, set aside
+                self.log.note("malformed", f"block {block.number}: {path.name} could not be read "
+                                           f"({type(err).__name__}: {err}); waiting for a readable one")
+                path.replace(path.with_name(path.name + ".malformed"))  # kept for the lab, out of the way
+            return None
+        by_name = {**{n: i for n, i in zip(names, block.ids)}, **{n[:-4]: i for n, i in zip(names, block.ids)}}
+        return self._match(block, [by_name.get(i, i) for i in ids], values)
