@@ -7,7 +7,7 @@ import time
 
 import torch
 
-from generators.stimuli import FAMILIES, stimuli
+from generators.corpus import FAMILIES, stimuli
 
 
 def rate(n: int, repeats: int = 3, **kwargs) -> float:

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from evolver import RunConfig, run
 from evolver.report import report
-from evolver.sweep import aggregate, check_spec, sweep, write_plan
+from evolver.aggregate import aggregate
+from evolver.sweep import check_spec, sweep, write_plan
 
 UNITS, GENERATIONS = 50, 20  # 50 units x 4 optimizers x 5 seeds: 1,000 runs
 SMOKE_UNITS, SMOKE_GENERATIONS = 1, 2

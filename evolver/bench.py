@@ -17,7 +17,8 @@ from pathlib import Path
 import pandas as pd
 
 from evolver.report import report
-from evolver.sweep import NO_NOISE, REFERENCE_OPTIMIZER, aggregate, sweep
+from evolver.aggregate import aggregate
+from evolver.sweep import NO_NOISE, REFERENCE_OPTIMIZER, sweep
 from evolver_common import write_atomic
 
 

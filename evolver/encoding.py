@@ -239,7 +239,7 @@ def _pooling_fields(rng: np.random.Generator, n: int, height: int, width: int) -
 
 def _stimulus_images(options: SubjectOptions) -> tuple[torch.Tensor, np.ndarray | None]:
     if options.source == "corpus":
-        from generators.stimuli import stimuli
+        from generators.corpus import stimuli
 
         return stimuli(options.images, options.seed).images, None
     if options.source == "dcgan":

@@ -15,7 +15,7 @@ REFERENCE_HELP = ("--reference takes a folder of images, an N×H×W×3 array fil
 def load_reference(spec: str, size: int) -> tuple[torch.Tensor, list[str]]:
     """Reference images (n, 3, size, size) in [0, 1] and their names, from a folder or the corpus."""
     if spec.startswith("procedural:"):
-        from generators.stimuli import stimuli
+        from generators.corpus import stimuli
 
         try:
             parts = [int(v) for v in spec.split(":")[1:]]

@@ -17,7 +17,7 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
-from evolver.sweep import Aggregate, aggregate
+from evolver.aggregate import Aggregate, aggregate
 from evolver_common import BadInput, write_atomic
 
 CONDITION = ["generator", "optimizer", "noise", "params"]

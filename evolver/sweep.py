@@ -38,11 +38,9 @@ import subprocess
 import tomllib
 import warnings
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from evolver.experiment import RunConfig, resume, run
 from evolver.runs import open_run
@@ -374,92 +372,3 @@ def _queue_states(job_ids: list[str]) -> dict[str, str]:
     listed = subprocess.run(["squeue", "-h", "-r", "-o", "%i %T", "-j", ",".join(arrays)], capture_output=True,
                             text=True, check=False).stdout
     return dict(line.split() for line in listed.splitlines() if len(line.split()) == 2)
-
-
-@dataclass
-class Aggregate:
-    """A sweep read back: one row a run (`runs`) and one row a run and generation (`trajectories`)."""
-
-    runs: Any
-    trajectories: Any
-    statuses: dict[str, int] = field(default_factory=dict)
-
-
-def _layer(neuron: str) -> str:
-    """A CNN unit's layer, else the spec's kind (v1, encoder, a composite expression's text)."""
-    from neurons.spec import UnitSpec
-
-    try:
-        return UnitSpec.parse(neuron).layer
-    except BadInput:
-        return neuron.split(":", 1)[0]
-
-
-def aggregate(folder: str | Path) -> Aggregate:
-    """Every run of a sweep folder, finished or not, as tables; writes runs.parquet and trajectories.parquet."""
-    import pandas as pd
-
-    folder = Path(folder)
-    frames, rows, statuses = [], [], {}
-    for planned in read_plan(folder):
-        path = folder / planned.path
-        found = status(path)
-        statuses[found] = statuses.get(found, 0) + 1
-        if found in ("new", "damaged"):
-            continue
-        table = open_run(path).generations
-        if table.empty:
-            continue
-        labels = {**planned.labels, "layer": _layer(planned.labels["neuron"]), "run": planned.path}
-        clean = "best_clean_so_far" if "best_clean_so_far" in table else "best_so_far"
-        frame = pd.DataFrame({"gen": table["gen"], "images": table["n_images"].cumsum(),
-                              "best_so_far": table[clean], "returned": _returned(table)})
-        if "relative_activation" in table:
-            frame["relative_activation"] = table["relative_activation"]
-        frames.append(frame.assign(**labels))
-        rows.append({**labels, "status": found, "generations": len(table), "images": int(frame["images"].iloc[-1]),
-                     "best": float(frame["best_so_far"].iloc[-1]), "returned": float(frame["returned"].iloc[-1]),
-                     "relative_activation": float(frame["relative_activation"].iloc[-1])
-                     if "relative_activation" in frame else float("nan")})
-    runs = pd.DataFrame(rows)
-    trajectories = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-    if len(runs):
-        normalise(runs, trajectories)
-        runs.to_parquet(folder / "runs.parquet", index=False)
-        trajectories.to_parquet(folder / "trajectories.parquet", index=False)
-    return Aggregate(runs, trajectories, statuses)
-
-
-def _returned(table):
-    """The noise-free response of the image a run returns, generation by generation (its generations.csv):
-    a noise-free run returns its best; a noisy run recorded before runs named their returned image, NaN."""
-    if "returned_clean" in table:
-        return table["returned_clean"]
-    if "best_clean_so_far" in table:
-        return np.nan
-    return table["returned"] if "returned" in table else table["best_so_far"]
-
-
-def normalise(runs, trajectories) -> None:
-    """Add the measure of Wang & Ponce (2022) to both tables: each run's best noise-free response divided
-    by the best any run reached on its unit (`normalised`, an oracle: under noise no lab knows which image
-    that was) and by the unit's mean gradient reference (`vs_gradient`, where the sweep has `gradient`
-    runs); and the noise-free response of the image the run returns over the same best
-    (`returned_normalised`). Warn where the measure is not a fraction."""
-    unit_best = runs.groupby("neuron")["best"].max()
-    signed = sorted(runs.loc[runs["best"] < 0, "neuron"].unique())
-    if signed:
-        warnings.warn(f"Units {', '.join(signed)} ended some runs with a negative best response, so their "
-                      "normalised scores (a fraction of the unit's best over all runs) are not fractions and "
-                      "their means are not comparable with other units'. Compare units that cannot respond "
-                      "below zero (after a ReLU), or their best responses directly.", stacklevel=3)
-    silent = sorted(unit_best.index[unit_best == 0])
-    if silent:
-        warnings.warn(f"Units {', '.join(silent)} never responded in any run: their normalised scores are "
-                      "undefined (0 / 0) and left out of the means.", stacklevel=3)
-    gradient = runs[runs["optimizer"] == REFERENCE_OPTIMIZER].groupby("neuron")["best"].mean()
-    for table in (runs, trajectories):
-        best = table["best"] if table is runs else table["best_so_far"]
-        table["normalised"] = best / table["neuron"].map(unit_best)
-        table["returned_normalised"] = table["returned"] / table["neuron"].map(unit_best)
-        table["vs_gradient"] = best / table["neuron"].map(gradient) if len(gradient) else np.nan

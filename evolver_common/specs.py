@@ -18,6 +18,9 @@ from typing import Any
 
 from evolver_common.errors import BadInput, nearest
 
+# The name `annotations` gives the keywords of a callable that takes any (**options): those are its own to check.
+OTHER_OPTIONS = "**"
+
 # No option needs a larger whole number (a population of 10,000 codes of 4,096 values is already 160 MB a
 # generation): a larger one is a typo, refused before it fills memory.
 MAX_INT = 10_000
@@ -61,6 +64,9 @@ def typed_options(values: Mapping[str, Any], kinds: Mapping[str, Any], what: str
     "{what}: KEY='VALUE' (a whole number up to 10,000); …. Valid options: …"."""
     problems, checked = [], {}
     for name, value in values.items():
+        if name not in kinds and OTHER_OPTIONS in kinds:
+            checked[name] = value
+            continue
         if name not in kinds:
             problems.append(f"unknown option {name} (closest: {nearest(name, list(kinds))})")
             continue
@@ -70,14 +76,14 @@ def typed_options(values: Mapping[str, Any], kinds: Mapping[str, Any], what: str
             shown = repr(value[:40]) if isinstance(value, str) else repr(value)[:40]
             problems.append(f"{name}={shown} ({_describe(kinds[name], max_int)})")
     if problems:
-        valid = ", ".join(f"{name} ({_describe(kind, max_int)})" for name, kind in kinds.items())
+        valid = ", ".join(f"{name} ({_describe(kind, max_int)})" for name, kind in kinds.items() if name != OTHER_OPTIONS)
         raise BadInput(f"{what}: {'; '.join(problems)}. Valid options: {valid}.{' ' + help if help else ''}")
     return checked
 
 
 def annotations(kind: Any) -> dict[str, Any]:
     """{name: type} of a dataclass's fields or a callable's keyword parameters (resolving string annotations;
-    a parameter without one takes its default's type, or Any)."""
+    a parameter without one takes its default's type, or Any; a callable taking **options adds OTHER_OPTIONS)."""
     import dataclasses
     import inspect
 
@@ -91,6 +97,8 @@ def annotations(kind: Any) -> dict[str, Any]:
         hints = {}
     found = {}
     for name, parameter in inspect.signature(kind).parameters.items():
+        if parameter.kind == parameter.VAR_KEYWORD:
+            found[OTHER_OPTIONS] = Any
         if parameter.kind in (parameter.VAR_KEYWORD, parameter.VAR_POSITIONAL):
             continue
         default = parameter.default

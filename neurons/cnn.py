@@ -320,11 +320,6 @@ class LayerInfo:
     def units(self) -> int | None:
         return self.layout.units if self.layout else None
 
-    @property
-    def spatial(self) -> tuple[int, int] | None:
-        """The grid (H, W) of a spatial layer or of a transformer's patch tokens."""
-        return self.layout.grid if self.layout else None
-
 
 def list_layers(model: str) -> list[LayerInfo]:
     """Every graph node of `model` with its layout at the model's input resolution."""

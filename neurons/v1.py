@@ -104,27 +104,3 @@ class V1Cell(Neuron):
     def __call__(self, images: torch.Tensor) -> np.ndarray:
         with torch.no_grad():
             return self.differentiable(images).double().cpu().numpy()
-
-
-def dominant_orientation(images: torch.Tensor) -> np.ndarray:
-    """The dominant Fourier orientation of each image (n, 3, H, W) in [0, 1], in degrees [0, 180),
-    in the convention of `Tuning.ori`: the power-weighted circular mean of the doubled angles of
-    the luminance spectrum (DC excluded, Hann-windowed against edge artefacts)."""
-    lum = luminance(images).cpu().double()
-    _, height, width = lum.shape
-    window = torch.outer(torch.hann_window(height, periodic=False, dtype=lum.dtype),
-                         torch.hann_window(width, periodic=False, dtype=lum.dtype))
-    contrast = (lum - lum.mean(dim=(1, 2), keepdim=True)) * window
-    power = torch.fft.fft2(contrast).abs() ** 2
-    fy = torch.fft.fftfreq(height, dtype=lum.dtype)[:, None].expand(height, width)
-    fx = torch.fft.fftfreq(width, dtype=lum.dtype)[None, :].expand(height, width)
-    doubled = torch.exp(2j * torch.atan2(fy, fx))
-    doubled[0, 0] = 0
-    resultant = (power * doubled).sum(dim=(1, 2))
-    return np.round(np.degrees(np.angle(resultant.numpy())) / 2, 6) % 180  # rounding keeps -0 from wrapping to 180
-
-
-def orientation_error(a: np.ndarray | float, b: np.ndarray | float) -> np.ndarray:
-    """Absolute difference of orientations in degrees, modulo 180: in [0, 90]."""
-    d = np.abs(np.asarray(a) - np.asarray(b)) % 180
-    return np.minimum(d, 180 - d)

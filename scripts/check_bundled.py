@@ -47,7 +47,7 @@ from evolver.checks.bundled import (
 )
 from evolver_common import BadInput
 from generators.dcgan import BUNDLED_WEIGHTS
-from generators.stimuli import FAMILIES
+from generators.corpus import FAMILIES
 
 
 def main() -> None:

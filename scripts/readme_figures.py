@@ -14,7 +14,6 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from PIL import Image
 
 import evolver
@@ -25,7 +24,8 @@ ENLARGE = 3
 
 def best_strip(run: Path, generations: tuple[int, ...]) -> Image.Image:
     """The best image of each of `generations`, side by side, enlarged without smoothing."""
-    images = [Image.open(run / "images" / f"gen_{g:04d}.png").convert("RGB") for g in generations]
+    opened = evolver.open_run(run)
+    images = [Image.fromarray(opened.top_image(g)) for g in generations]
     width, height = images[0].size
     strip = Image.new("RGB", (len(images) * (width * ENLARGE + 4) - 4, height * ENLARGE), "white")
     for i, image in enumerate(images):
@@ -39,7 +39,7 @@ def trajectory_figure(run: Path, out: Path) -> None:
     matplotlib.use("Agg")
     from matplotlib import pyplot
 
-    table = pd.read_csv(run / "generations.csv")
+    table = evolver.open_run(run).generations
     figure, axes = pyplot.subplots(figsize=(6.4, 3.2), dpi=120)
     axes.plot(table["gen"] + 1, table["best_so_far"], label="best so far", color="black")
     axes.plot(table["gen"] + 1, table["best"], label="best of the generation", color="tab:red", linewidth=0.8)
@@ -64,7 +64,7 @@ def main() -> None:
         args.out.mkdir(parents=True, exist_ok=True)
         best_strip(run, generations).save(args.out / "main_job_best.png")
         trajectory_figure(run, args.out / "main_job_trajectory.png")
-        table = pd.read_csv(run / "generations.csv")
+        table = evolver.open_run(run).generations
         print(f"best response by generation {[g + 1 for g in generations]}: "
               f"{np.round(table['best'].iloc[list(generations)].to_numpy(), 2).tolist()}")
         print(f"wrote {args.out / 'main_job_best.png'} and {args.out / 'main_job_trajectory.png'}")

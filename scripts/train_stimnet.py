@@ -15,7 +15,7 @@ import time
 
 from safetensors.torch import save_file
 
-from generators.stimuli import FAMILIES, stimuli
+from generators.corpus import FAMILIES, stimuli
 from evolver.training.stimnet import accuracy, train_classifier
 from neurons.stimnet import INPUT, WEIGHTS_DIR, normalise
 

@@ -13,7 +13,7 @@ import neurons
 from conftest import evolver_cli, run_script
 from evolver_common import BadInput, seeded_init
 from generators.dcgan import BUNDLED_WEIGHTS
-from generators.stimuli import FAMILIES, corpus_batch, stimuli
+from generators.corpus import FAMILIES, corpus_batch, stimuli
 from evolver.training.stimnet import accuracy, corrupt, train_classifier, worst_nearby
 from neurons.stimnet import WEIGHTS_DIR, build, normalise
 
@@ -32,7 +32,7 @@ def test_stimnet_ships_small_with_its_card_and_names_held_out_stimuli():
 def test_stimnet_is_a_model_like_any_other():
     layers = {layer.name: layer for layer in neurons.list_layers("stimnet")}
     assert layers["classifier"].units == len(FAMILIES)
-    assert layers["conv4"].spatial == (8, 8)
+    assert layers["conv4"].layout.grid == (8, 8)
     with pytest.raises(BadInput, match="has 12 units"):
         neurons.create("stimnet:classifier:12")
 

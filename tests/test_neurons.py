@@ -135,6 +135,6 @@ def test_torchvision_pretrained_reads_torch_home(tmp, images):
 
 def test_layers_lists_units_and_spatial_sizes():
     layers = {layer.name: layer for layer in neurons.list_layers("resnet18")}
-    assert layers["layer4.1.act2"].units == 512 and layers["layer4.1.act2"].spatial == (7, 7)
-    assert layers["layer3.0.conv1"].spatial == (14, 14)
-    assert layers["fc"].units == 1000 and layers["fc"].spatial is None
+    assert layers["layer4.1.act2"].units == 512 and layers["layer4.1.act2"].layout.grid == (7, 7)
+    assert layers["layer3.0.conv1"].layout.grid == (14, 14)
+    assert layers["fc"].units == 1000 and layers["fc"].layout.grid is None

@@ -6,7 +6,7 @@ import pytest
 from conftest import evolver_cli
 from evolver import RunConfig, run
 from evolver.bench import BenchConfig, bench
-from evolver.sweep import normalise
+from evolver.aggregate import normalise
 from evolver_common import BadInput
 from neurons.noise import Noise
 

@@ -143,7 +143,8 @@ def test_a_registered_model_works_in_the_cli_expressions_and_sweeps(tmp, monkeyp
     assert "Best response" in result.stdout
     layers = evolver_cli("layers", "tinynet", check=True)
     assert "relu2" in layers.stdout and "16" in layers.stdout
-    from evolver.sweep import aggregate, sweep
+    from evolver.aggregate import aggregate
+    from evolver.sweep import sweep
 
     spec = {"grid": {"neuron": ["tinynet:relu2:unit3", "tinynet:relu2:unit15@mean"], "optimizer": ["random"]},
             "params": {"random": {"population": [4]}}, "run": {"generations": 2, "generator_weights": "random"}}

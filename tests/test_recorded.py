@@ -429,8 +429,8 @@ def test_channel_selection():
 
 @pytest.mark.parametrize("spec, message", [
     ("folder:/no/such/folder", "does not exist"),
-    ("folder:{tmp}:colour=red", "unknown option 'colour'"),
-    ("folder:{tmp}:timeout=soon", "timeout must be a number"),
+    ("folder:{tmp}:colour=red", "unknown option colour"),
+    ("folder:{tmp}:timeout=soon", r"timeout='soon' \(a finite number\)"),
     ("zmq:udp://127.0.0.1:5", "must be tcp://HOST:PORT"),
 ])
 def test_bad_rig_specs(tmp, spec, message):

@@ -109,25 +109,25 @@ def test_same_records_as_before_the_change(case, old_tree, tmp):
     assert_same_records(tmp / "new", tmp / "old")
 
 
-@pytest.mark.slow
-def test_same_records_with_a_recorded_rig(old_tree, tmp):
+def rig_runs(tmp: Path, tree: Path, *new_args) -> tuple[Path, Path]:
+    """A run of the folder rig by the old code in `tree` and by this code (with `new_args`): (new, old)."""
     from test_recorded import Rig
 
-    outcomes = {}
     for side in ("old", "new"):
         (tmp / side).mkdir()
         rig = Rig(tmp / side, "folder")
         args = ["run", "--neuron", rig.spec, "--population", 6, "--generations", 3, "--seed", 2, "--quiet",
                 "--out", tmp / side / "run"]
         try:
-            if side == "old":
-                old_evolver(old_tree, *args)
-            else:
-                evolver_cli(*args, "--optimizer", "cmaes", "--retest", "none", check=True)  # the default then
+            old_evolver(tree, *args) if side == "old" else evolver_cli(*args, *new_args, check=True)
         finally:
             rig.stop()
-        outcomes[side] = tmp / side / "run"
-    assert_same_records(outcomes["new"], outcomes["old"])
+    return tmp / "new" / "run", tmp / "old" / "run"
+
+
+@pytest.mark.slow
+def test_same_records_with_a_recorded_rig(old_tree, tmp):
+    assert_same_records(*rig_runs(tmp, old_tree, "--optimizer", "cmaes", "--retest", "none"))  # the default then
 
 
 @pytest.mark.slow
@@ -141,15 +141,4 @@ def test_same_records_as_before_the_typed_run_state(case, pre_run_state_tree, tm
 
 @pytest.mark.slow
 def test_same_records_with_a_recorded_rig_as_before_the_typed_run_state(pre_run_state_tree, tmp):
-    from test_recorded import Rig
-
-    for side in ("old", "new"):
-        (tmp / side).mkdir()
-        rig = Rig(tmp / side, "folder")
-        args = ["run", "--neuron", rig.spec, "--population", 6, "--generations", 3, "--seed", 2, "--quiet",
-                "--out", tmp / side / "run"]
-        try:
-            old_evolver(pre_run_state_tree, *args) if side == "old" else evolver_cli(*args, check=True)
-        finally:
-            rig.stop()
-    assert_same_records(tmp / "new" / "run", tmp / "old" / "run", WALL_CLOCK)
+    assert_same_records(*rig_runs(tmp, pre_run_state_tree), WALL_CLOCK)

@@ -29,6 +29,7 @@ SMOKE = {
                                                                 '"evolutions": 12']),
     "scripts/check_encoding.py": (["--out", "{tmp}/encoding"], ["fit:", "evolution:", "decoding:"]),
     "scripts/check_objectives.py": ([], ["template:", "population:"]),
+    "scripts/import_graph.py": ([], ["evolver.loop -> ", "circles: none"]),
     "scripts/readme_figures.py": (["--out", "{tmp}/images"], ["best response by generation [1, 2, 3, 4, 5, 6]",
                                                               "main_job_best.png and", "main_job_trajectory.png"]),
     "scripts/train_stimnet.py": (["--out", "{tmp}/net.safetensors"], ['"held_out"', '"steps": 2']),

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from generators.quality import frechet_distance
-from generators.stimuli import ATTRIBUTES, FAMILIES, corpus, stimuli
+from generators.corpus import ATTRIBUTES, FAMILIES, corpus, stimuli
 
 
 def test_deterministic_in_the_seed_and_different_across_seeds():

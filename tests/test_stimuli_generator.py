@@ -13,7 +13,8 @@ from evolver import RunConfig, resume, run
 from evolver.checks.ground_truth import GroundTruthConfig, corpus_best, ground_truth, v1_optimum
 from evolver_common import BadInput
 from evolver_common.images import read_image
-from generators.stimuli import _RENDERERS, PARAMETERS, PARAMETRIC, Stimuli, _Draw, encode, stimuli
+from generators.corpus import _RENDERERS, PARAMETERS, PARAMETRIC, _Draw, stimuli
+from generators.stimuli import Stimuli, encode
 from neurons.v1 import V1Cell
 
 
@@ -72,7 +73,7 @@ def test_layers_and_image_size_come_from_the_name_or_options():
 
 @pytest.mark.parametrize("name, options, message", [
     ("stimuli:layers=0", {}, "integer from 1 to 8"),
-    ("stimuli:layers=two", {}, "integer from 1 to 8"),
+    ("stimuli:layers=two", {}, r"layers='two' \(a whole number\)"),
     ("stimuli:layers", {}, "NAME:KEY=VALUE"),
     ("stimuli:layers=2:layers=3", {}, "NAME:KEY=VALUE"),
     ("stimuli:colour=red", {}, "does not take these options"),

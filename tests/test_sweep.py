@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 
 from evolver.report import report
-from evolver.sweep import Resources, aggregate, check_spec, load_spec, plan, sweep
+from evolver.aggregate import aggregate
+from evolver.sweep import Resources, check_spec, load_spec, plan, sweep
 from evolver_common import BadInput
 
 SPEC = """
@@ -99,7 +100,7 @@ def test_a_run_folder_keeps_its_name_from_before_the_re_test_option():
 
 
 def test_the_returned_image_is_the_best_without_noise_and_unknown_for_noisy_runs_recorded_before_it():
-    from evolver.sweep import _returned
+    from evolver.aggregate import _returned
 
     noise_free = pd.DataFrame({"best_so_far": [1.0, 2.0]})
     old_noisy = noise_free.assign(best_clean_so_far=[0.5, 1.5])

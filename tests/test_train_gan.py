@@ -12,7 +12,7 @@ import generators
 from conftest import evolver_cli
 from evolver_common import BadInput, seeded_init
 from generators.dcgan import CLASS_INPUT_NORM, MinibatchStd, dcgan_discriminator, network_input, spectrally_normalise
-from generators.stimuli import FAMILIES, corpus_batch
+from generators.corpus import FAMILIES, corpus_batch
 from evolver.training.gan import (GANTrainer, GANTrainingConfig, class_weights, draw_inputs, log_inception_score,
                                  mode_seeking_loss, orthogonal_penalty, paired_inputs, train_gan)
 from neurons.stimnet import build, normalise

@@ -23,7 +23,7 @@ from evolver.training.stimnet import (
 )
 from generators.dcgan import NOISE_DIM
 from generators.quality import frechet_distance
-from generators.stimuli import FAMILIES, StimulusBatch, stimuli
+from generators.corpus import FAMILIES, StimulusBatch, stimuli
 from neurons.stimnet import normalise
 
 

@@ -27,9 +27,10 @@ import torch
 
 import generators
 import neurons
-from evolver.sweep import aggregate, sweep
+from evolver.aggregate import aggregate
+from evolver.sweep import sweep
 from evolver_common import BadInput, write_atomic
-from generators.stimuli import FAMILIES, stimuli
+from generators.corpus import FAMILIES, stimuli
 from neurons.v1 import V1Cell
 
 ORIENTATIONS = (0, 30, 67.5, 90, 120, 150)  # degrees

@@ -13,7 +13,7 @@ import generators
 import neurons
 from evolver import RunConfig, run
 from evolver_common.images import read_image
-from generators.stimuli import stimuli
+from generators.corpus import stimuli
 from neurons.template import reconstruction_quality
 
 

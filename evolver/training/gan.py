@@ -46,6 +46,7 @@ from evolver.training.gan_recipe import (
     mode_seeking_loss,
     orthogonal_penalty,
     paired_inputs,
+    read_checkpoint,
 )
 from evolver.training.stimnet import accuracy, train_classifier
 from evolver_common import (
@@ -67,7 +68,7 @@ from generators.dcgan import (
     dcgan_network,
     spectrally_normalise,
 )
-from generators.stimuli import FAMILIES, stimuli
+from generators.corpus import FAMILIES, stimuli
 from neurons.stimnet import build, normalise
 
 
@@ -280,7 +281,7 @@ class GANTrainer:
         if checkpoint.suffix == ".safetensors" and checkpoint.is_file():
             self._start_from_generator(checkpoint)
             return
-        saved = _read_checkpoint(checkpoint, "--init-from", "checkpoint.pt or generator.safetensors")
+        saved = read_checkpoint(checkpoint, "--init-from", "checkpoint.pt or generator.safetensors")
         apply_state_dict(self.g, self._with_class_inputs(saved["g"], checkpoint), f"{checkpoint} (G)")
         self._take_discriminator(saved, checkpoint)
         if self.ema is not None:
@@ -293,7 +294,7 @@ class GANTrainer:
         fresh D set against a trained G gives it no useful gradient until D has caught up, and
         fine-tunes on 2 cores end before it has. As with `start_from`, a class head this training
         lacks (an unconditional one) is left out, and one the checkpoint lacks starts afresh."""
-        self._take_discriminator(_read_checkpoint(checkpoint, "--init-d-from"), checkpoint)
+        self._take_discriminator(read_checkpoint(checkpoint, "--init-d-from"), checkpoint)
 
     def _take_discriminator(self, saved: dict, checkpoint: Path) -> None:
         apply_state_dict(self.d, saved["d"], f"{checkpoint} (D; its discriminator options must match these)")
@@ -318,19 +319,6 @@ class GANTrainer:
         if first is None or not self.classes or first.shape[0] != NOISE_DIM:
             return g_state
         return {**g_state, "0.weight": torch.cat([first, first.new_zeros(self.classes, *first.shape[1:])])}
-
-
-def _read_checkpoint(checkpoint: Path, option: str, accepted: str = "checkpoint.pt") -> dict:
-    """The trainer state of another `evolver train-gan` run's checkpoint.pt, given to `option`;
-    `accepted` names, for the error, the files that option takes."""
-    if not checkpoint.is_file():
-        raise BadInput(f"{option} {checkpoint}: no such file. Give the {accepted} of an earlier `evolver train-gan` "
-                       "run.")
-    try:
-        return torch.load(checkpoint, map_location="cpu", weights_only=True)["trainer"]
-    except Exception as err:  # any unreadable or foreign file is the user's to replace
-        raise BadInput(f"{option} {checkpoint} is not a train-gan checkpoint ({type(err).__name__}: {err}); "
-                       "give the checkpoint.pt of an earlier `evolver train-gan` run.") from None
 
 
 def train_gan(config: GANTrainingConfig, out: str | Path, resume: bool = False, progress: bool = True) -> Path:

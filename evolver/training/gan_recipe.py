@@ -15,7 +15,7 @@ from torch import nn
 
 from evolver_common import BadInput
 from generators.dcgan import CLASS_INPUT_NORM, NOISE_DIM, class_logits, network_input
-from generators.stimuli import FAMILIES, corpus_batch
+from generators.corpus import FAMILIES, corpus_batch
 
 PROCEDURAL = "procedural"
 # What a resumed training must share with the checkpoint (steps, logging and device may change).
@@ -188,3 +188,16 @@ def mode_seeking_loss(fake: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
     images = (fake[:half].float() - fake[half:2 * half].float()).abs().mean()
     noise = (inputs[:half, :NOISE_DIM].float() - inputs[half:2 * half, :NOISE_DIM].float()).abs().mean()
     return 1 / (images / noise + 1e-5)
+
+
+def read_checkpoint(checkpoint: Path, option: str, accepted: str = "checkpoint.pt") -> dict:
+    """The trainer state of another `evolver train-gan` run's checkpoint.pt, given to `option`;
+    `accepted` names, for the error, the files that option takes."""
+    if not checkpoint.is_file():
+        raise BadInput(f"{option} {checkpoint}: no such file. Give the {accepted} of an earlier `evolver train-gan` "
+                       "run.")
+    try:
+        return torch.load(checkpoint, map_location="cpu", weights_only=True)["trainer"]
+    except Exception as err:  # any unreadable or foreign file is the user's to replace
+        raise BadInput(f"{option} {checkpoint} is not a train-gan checkpoint ({type(err).__name__}: {err}); "
+                       "give the checkpoint.pt of an earlier `evolver train-gan` run.") from None

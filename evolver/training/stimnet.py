@@ -81,7 +81,7 @@ def train_classifier(architecture: str, steps: int, seed: int, corpus_seed: int,
     from tqdm.auto import tqdm
 
     from evolver_common import autocast, resolve_precision, seeded_init
-    from generators.stimuli import FAMILIES, corpus
+    from generators.corpus import FAMILIES, corpus
 
     device = torch.device("cpu")
     precision = resolve_precision("auto", device)
