@@ -189,7 +189,7 @@ class RunDirectory:
         tree = read_state(path)
         try:
             return RunState.from_tree(tree, noise_free_run(self.config()))
-        except (KeyError, TypeError, AttributeError) as err:  # a state of no layout evolver wrote
+        except (KeyError, TypeError, AttributeError, ValueError) as err:  # a state of no layout evolver wrote
             raise BadInput(f"The state file {path} does not hold a run's state ({type(err).__name__}: {err}), so "
                            "the run cannot continue from it. Its tables, codes and images are intact; start a new "
                            "run, or restore the file from a backup.") from None

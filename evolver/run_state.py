@@ -103,6 +103,9 @@ class RunState:
         """A state from a stored tree of any schema version; `noise_free` says whether the run's told
         responses are noise-free (no --noise, not a recorded neuron), which a version-1 best does not say."""
         tree = migrate(tree, noise_free)
+        for name in ("generation", "next_image_id", "told_first_id"):
+            if not isinstance(tree[name], int) or isinstance(tree[name], bool):
+                raise TypeError(f"{name} is {tree[name]!r}, not a whole number")
         best = Best(**tree["best"]) if tree["best"] else None
         shortlist = Shortlist(**tree["shortlist"]) if tree["shortlist"] else None
         return cls(**{**tree, "best": best, "shortlist": shortlist})

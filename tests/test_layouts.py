@@ -62,3 +62,21 @@ def test_a_kept_layout_resumes(name, tmp):
     assert read_state(folder / "state" / "state.npz")["schema_version"] == SCHEMA_VERSION
     assert RunDirectory(folder).state().generation == 3
     assert (folder / "best.json").is_file() and (folder / "trajectory.html").is_file()
+
+
+def test_a_state_of_a_newer_schema_or_of_no_layout_is_refused_by_name(tmp):
+    from evolver.records import state_bytes
+    from evolver_common import BadInput
+
+    folder = tmp / "run"
+    shutil.copytree(LAYOUTS / "v1-retest-ga", folder)
+    state = folder / "state" / "state.npz"
+    tree = read_state(state)
+    for bad, message in (({**tree, "schema_version": SCHEMA_VERSION + 1}, "schema version 3; this evolver reads"),
+                         ({**tree, "best": {"score": 1.0}}, "does not hold a run's state"),
+                         ({"generation": "three"}, "does not hold a run's state")):
+        state.write_bytes(state_bytes(bad))
+        with pytest.raises(BadInput, match=message):
+            evolver.open_run(folder)
+        result = evolver_cli("run", "--resume", folder, "--generations", 4, "--quiet")
+        assert result.returncode == 2 and message.split(";")[0] in result.stderr and "Traceback" not in result.stderr
