@@ -5,6 +5,7 @@ and through. Every command of the `evolver` CLI is a thin wrapper over a functio
 
     import evolver, neurons
     result = evolver.run(neuron=neurons.from_module(model, "layer4", unit=12), generations=50, out="runs/mine")
+    run = evolver.open_run(result.path)   # the run read back: tables, best image, codes
 """
 from evolver.experiment import RunConfig, resume, run, start
 from evolver.loop import Loop, no_improvement

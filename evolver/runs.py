@@ -129,10 +129,12 @@ class Run:
         if generator is None:
             import generators
 
-            resolved = self.config["resolved"]["generator"]
-            options = self.config["run"].get("generator_options") or {}
-            generator = generators.create(resolved["name"], weights=self.config["run"]["generator_weights"],
-                                          device="cpu", precision="fp32", **options)
+            run = self.config["run"]
+            if not isinstance(run["generator"], str):
+                raise BadInput(f"The run {self.path} was made with a generator object ({run['generator']['object']}); "
+                               "give it again: run.images(gen, generator=...).")
+            generator = generators.create(run["generator"], weights=run["generator_weights"], device="cpu",
+                                          precision="fp32", **(run.get("generator_options") or {}))
         return generator.render(codes)
 
     def _check_generation(self, gen: int) -> None:
