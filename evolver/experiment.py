@@ -198,10 +198,11 @@ def _start(config, out, progress, command, on_generation, stop_when, batch, opti
     config = _config(config, options)
     generator, neuron = _generator(config), _neuron(config)
     path = Path(out or default_run_path(config))
-    reference = _reference(config, neuron, generator)
     units = _unit_neurons(config, neuron)
     if units is None:
-        _one_response(neuron, config)
+        _one_response(neuron, config)  # before the reference images are shown to it
+    reference = _reference(config, neuron, generator)
+    if units is None:
         tracks = [_track(config, neuron, generator, path, command, reference)]
     else:
         # 64 stimnet units × 40 codes on 2 CPU cores: 1,010 images/s in chunks of 128, 700 in chunks of 512

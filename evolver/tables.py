@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -50,8 +51,8 @@ class Table:
         """The row of `source` with the columns of `header` (a table's recorded header)."""
         return tuple(self._by_name[name].value(source) for name in header)
 
-    @property
-    def _by_name(self) -> dict[str, Column]:
+    @cached_property
+    def _by_name(self) -> dict[str, Column]:  # once a table, not once a row
         return {c.name: c for c in self.columns}
 
 
