@@ -11,7 +11,7 @@ import pandas as pd
 
 from evolver.runs import open_run
 from evolver.sweep import REFERENCE_OPTIMIZER, read_plan, status
-from evolver_common import BadInput
+from evolver_common import BadInput, write_atomic
 
 
 @dataclass
@@ -43,7 +43,14 @@ def aggregate(folder: str | Path) -> Aggregate:
         statuses[found] = statuses.get(found, 0) + 1
         if found in ("new", "damaged"):
             continue
-        table = open_run(path).generations
+        try:
+            table = open_run(path).generations
+        except (BadInput, OSError, ValueError) as err:  # a table edited or damaged by hand: the others are read
+            warnings.warn(f"The sweep's run {planned.path} could not be read and is left out of the report "
+                          f"({type(err).__name__}: {str(err)[:300]}).", stacklevel=2)
+            statuses[found] -= 1
+            statuses["unreadable"] = statuses.get("unreadable", 0) + 1
+            continue
         if table.empty:
             continue
         labels = {**planned.labels, "layer": _layer(planned.labels["neuron"]), "run": planned.path}
@@ -61,8 +68,8 @@ def aggregate(folder: str | Path) -> Aggregate:
     trajectories = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     if len(runs):
         normalise(runs, trajectories)
-        runs.to_parquet(folder / "runs.parquet", index=False)
-        trajectories.to_parquet(folder / "trajectories.parquet", index=False)
+        for name, table in (("runs.parquet", runs), ("trajectories.parquet", trajectories)):
+            write_atomic(folder / name, table.to_parquet(index=False))
     return Aggregate(runs, trajectories, statuses)
 
 

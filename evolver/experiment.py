@@ -22,7 +22,7 @@ from evolver.records import RunDirectory
 from evolver.reference import load_reference
 from evolver.retest import Retest
 from evolver.track import GenerationRecord, RunResult, Track
-from evolver_common import BadInput
+from evolver_common import BadInput, FolderLock
 from evolver_common.secrets import redact
 from neurons.noise import Noise
 
@@ -91,9 +91,9 @@ def _one_response(neuron, config: RunConfig) -> None:
 
 
 def _track(config: RunConfig, neuron, generator, folder: Path | RunDirectory, command=None, reference=None,
-           column: int = 0) -> Track:
-    """A run of `config` through `neuron` (its own) and `generator`: new in `folder` (a Path), or resumed
-    from its last committed generation (a RunDirectory)."""
+           column: int = 0, lock: FolderLock | None = None) -> Track:
+    """A run of `config` through `neuron` (its own) and `generator`: new in `folder` (a Path; held by `lock`,
+    a unit set's, or its own), or resumed from its last committed generation (a RunDirectory)."""
     optimizer, noise_rng = _optimizer(config, generator, neuron)
     noise = Noise.parse(config.noise) if config.noise else None
     if isinstance(folder, RunDirectory):  # as it was resolved
@@ -103,10 +103,9 @@ def _track(config: RunConfig, neuron, generator, folder: Path | RunDirectory, co
     retest = Retest.resolve(config.retest, bool(noise) or getattr(neuron, "noisy", False), config.generations,
                             config.images)
     track = Track(config, neuron, optimizer, noise, noise_rng, None, None, reference, column, retest)
-    track.directory = RunDirectory.create(folder, record(track, generator, command), track.features())
-    if reference is not None:
-        table = pd.DataFrame({"image": reference[2], "score": reference[0]})
-        track.directory.write_file("reference.csv", table.to_csv(index=False).encode())
+    files = {} if reference is None else \
+        {"reference.csv": pd.DataFrame({"image": reference[2], "score": reference[0]}).to_csv(index=False).encode()}
+    track.directory = RunDirectory.create(folder, record(track, generator, command), track.features(), files, lock)
     return track
 
 
@@ -203,15 +202,21 @@ def _start(config, out, progress, command, on_generation, stop_when, batch, opti
         _one_response(neuron, config)  # before the reference images are shown to it
     reference = _reference(config, neuron, generator)
     if units is None:
-        tracks = [_track(config, neuron, generator, path, command, reference)]
-    else:
-        # 64 stimnet units × 40 codes on 2 CPU cores: 1,010 images/s in chunks of 128, 700 in chunks of 512
-        # (a chunk's activations stay in cache); a GPU wants the larger batches
-        batch = batch or (512 if neuron.device.type == "cuda" else 128)
+        return Loop(neuron, generator, [_track(config, neuron, generator, path, command, reference)], batch,
+                    on_generation, stop_when, progress), False
+    # 64 stimnet units × 40 codes on 2 CPU cores: 1,010 images/s in chunks of 128, 700 in chunks of 512
+    # (a chunk's activations stay in cache); a GPU wants the larger batches
+    batch = batch or (512 if neuron.device.type == "cuda" else 128)
+    path.mkdir(parents=True, exist_ok=True)
+    lock = FolderLock(path).acquire("unit set's folder")  # one for the set: a unit's run resumed alone waits
+    try:
         tracks = [_track(dataclasses.replace(config, neuron=part), unit, generator, path / f"unit{number}", command,
-                         (reference[0][:, column], *reference[1:]) if reference else None, column)
+                         (reference[0][:, column], *reference[1:]) if reference else None, column, lock)
                   for column, (number, part, unit) in enumerate(units)]
-    return Loop(neuron, generator, tracks, batch, on_generation, stop_when, progress), units is not None
+    except BaseException:
+        lock.release()
+        raise
+    return Loop(neuron, generator, tracks, batch, on_generation, stop_when, progress), True
 
 
 def _unit_neurons(config: RunConfig, neuron) -> list[tuple[int, Any, Any]] | None:

@@ -8,11 +8,13 @@ generation exists once its state is written, and everything of a later one is di
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
-import socket
-import time
+import re
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +23,18 @@ import pandas as pd
 
 from evolver.run_state import Best, RunState, noise_free_run
 from evolver.tables import BY_NAME, Features, Table, headers
-from evolver_common import BadInput, write_atomic
+from evolver_common import BadInput, FolderLock, open_record, refuse_links, write_atomic
+from evolver_common.files import FILE_MODE
 from evolver_common.images import png_bytes
 from evolver_common.secrets import redact
 
 REQUIRED_TABLES = ("generations.csv", "scores.csv")
 STATE_FILE = Path("state") / "state.npz"
-LOCK_FILE = ".lock"  # held by the process writing the run; names it
+# what a run writes: none may be a symbolic link (evolver_common.files)
+RECORDS = ("config.json", "generations.csv", "scores.csv", "references.csv", "reference.csv", "state", "codes",
+           "images", "best.png", "best_code.npy", "best.json", "trajectory.html", FolderLock.NAME)
+UNIT_FOLDER = re.compile(r"unit\d+")  # a unit's run inside a unit set's folder
+FOLDER_MODE = 0o777 & (FILE_MODE | 0o111)
 
 
 def npy_bytes(array: np.ndarray) -> bytes:
@@ -83,55 +90,67 @@ class RunDirectory:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self._lock = None
+        self._locks: list[FolderLock] = []
         self._headers: dict[str, tuple[str, ...]] | None = None
+        self._tallies: dict[str, _Tally] = {}  # what each table holds as written: bytes, rows, digest
 
     def lock(self) -> None:
         """Hold the folder for this process until `release` (or its exit): a second process that would
-        write the same run is refused, naming the first."""
-        try:
-            import fcntl
-        except ImportError:  # no advisory locks on this system (Windows): nothing to hold
-            return
-        handle = open(self.path / LOCK_FILE, "a+")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            handle.close()
-            raise BadInput(f"The run folder {self.path} is in use by {holder}. Two processes writing one run "
-                           "would mix their generations: wait for it to finish or stop it, then resume.") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"evolver process {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}")
-        handle.flush()
-        self._lock = handle
+        write the same run is refused, naming the first. A unit's run inside a unit set's folder also holds
+        the set's lock shared: refused while the set runs, beside other units' runs."""
+        self._locks.append(FolderLock(self.path).acquire())
+        parent = self.path.parent
+        if UNIT_FOLDER.fullmatch(self.path.name) and (parent / FolderLock.NAME).is_file():
+            try:
+                self._locks.append(FolderLock(parent, shared=True).acquire("unit set's folder"))
+            except BadInput:
+                self.release()
+                raise
 
     def release(self) -> None:
-        if self._lock is not None:
-            self._lock.close()
-            self._lock = None
+        for lock in self._locks:
+            lock.release()
+        self._locks = []
 
     @classmethod
-    def create(cls, path: str | Path, config: dict[str, Any], features: Features = Features()) -> RunDirectory:
-        """A new run folder, locked, with its config and the headers of the tables a run with `features` has."""
-        run = cls(path)
-        if run.path.exists() and any(run.path.iterdir()):
+    def create(cls, path: str | Path, config: dict[str, Any], features: Features = Features(),
+               files: dict[str, bytes] | None = None, lock: FolderLock | None = None) -> RunDirectory:
+        """A new run folder, locked (by `lock`, a unit set's, or its own), with its config, the headers of the
+        tables a run with `features` has and `files` ({name: bytes}). It is made under a temporary name
+        and renamed into place whole, so a kill or a full disk leaves no half-made run folder."""
+        path = Path(path)
+        if path.is_symlink() or path.exists() and (not path.is_dir() or any(path.iterdir())):
             raise BadInput(
-                f"The output folder {run.path} already exists and is not empty. Give a new --out "
-                f"folder, or continue that run with `evolver run --resume {run.path}`."
+                f"The output folder {path} already exists and is not an empty folder. Give a new --out "
+                f"folder, or continue that run with `evolver run --resume {path}`."
             )
-        run.path.mkdir(parents=True, exist_ok=True)
-        run.lock()
-        run.write_config(config)
-        run._headers = headers(features)
-        for name, header in run._headers.items():
-            write_atomic(run.path / name, (",".join(header) + "\n").encode())
+        path.parent.mkdir(parents=True, exist_ok=True)
+        run = cls(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".creating"))
+        try:
+            os.chmod(run.path, FOLDER_MODE)  # mkdtemp makes it 0700: a rig under another account reads it
+            if lock is None:
+                run.lock()
+            else:
+                run._locks.append(lock)
+            run.write_config(config)
+            run._headers = headers(features)
+            for name, header in run._headers.items():
+                text = (",".join(header) + "\n").encode()
+                write_atomic(run.path / name, text)
+                run._tallies[name] = _Tally(text)
+            for name, data in (files or {}).items():
+                run.write_file(name, data)
+            os.rename(run.path, path)  # onto nothing, or an empty folder
+        except BaseException:
+            run.release()
+            shutil.rmtree(run.path, ignore_errors=True)
+            raise
+        run.path = path
         return run
 
     @classmethod
     def open(cls, path: str | Path) -> RunDirectory:
+        """An existing run folder, to write: refused if it is not one, or if records in it are symbolic links."""
         run = cls(path)
         missing = [n for n in ("config.json", *REQUIRED_TABLES) if not (run.path / n).is_file()]
         if missing:
@@ -139,11 +158,20 @@ class RunDirectory:
                 f"{run.path} is not an evolver run folder: {', '.join(missing)} missing. A run folder "
                 "is what `evolver run` writes (runs/<time>-<name>/ or --out DIR)."
             )
+        refuse_links(run.path, RECORDS)
         return run
 
     def config(self) -> dict[str, Any]:
         """config.json, with what runs recorded before an option existed read as that option's absence."""
-        config = json.loads((self.path / "config.json").read_text())
+        path = self.path / "config.json"
+        try:
+            config = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(config, dict) or not isinstance(config.get("run"), dict):
+                raise ValueError("it does not hold a run's options under \"run\"")
+        except (ValueError, UnicodeDecodeError) as err:
+            raise BadInput(f"The run's config.json ({path}) is damaged ({type(err).__name__}: {str(err)[:200]}), so "
+                           "the run cannot be read or continued. Its tables, codes and images are intact; restore "
+                           "the file from a backup or a copy of the folder.") from None
         config.setdefault("resolved", {}).setdefault("retest", None)  # runs before the re-test had none
         return config
 
@@ -169,16 +197,30 @@ class RunDirectory:
         """Append the rows of `sources` to `table`, in the columns its header has (committed only by the
         next `commit`)."""
         header = self.headers()[table.name]
-        text = "".join(",".join(_csv_field(v) for v in table.row(header, s)) + "\n" for s in sources)
-        with open(self.path / table.name, "a", encoding="utf-8") as f:
-            f.write(text)
+        data = "".join(",".join(_csv_field(v) for v in table.row(header, s)) + "\n" for s in sources).encode()
+        tally = self._tally(table.name)  # before the rows are added
+        fd = open_record(self.path / table.name, os.O_WRONLY | os.O_APPEND)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        tally.add(data, len(sources))
+
+    def _tally(self, name: str) -> _Tally:
+        """The table's tally, counted from the file itself for a folder neither created nor rolled back here."""
+        if name not in self._tallies:
+            with open(self.path / name, "rb") as f:
+                tally = _Tally(f.readline())
+                tally.add(rest := f.read(), rest.count(b"\n"))
+            self._tallies[name] = tally
+        return self._tallies[name]
 
     def commit(self, state: RunState) -> None:
-        """Make everything written so far part of the run: `state` with the tables' lengths."""
-        lengths = {name: (self.path / name).stat().st_size for name in self.headers()}
-        tree = {**state.to_tree(), "table_bytes": lengths}
+        """Make everything written so far part of the run: `state` with each table's length, rows and digest."""
+        tallies = {name: self._tally(name) for name in self.headers()}
+        tree = {**state.to_tree(), "table_bytes": {n: t.size for n, t in tallies.items()},
+                "table_rows": {n: t.rows for n, t in tallies.items()},
+                "table_digests": {n: t.digest.hexdigest() for n, t in tallies.items()}}
         write_atomic(self.path / STATE_FILE, state_bytes(tree))
 
     def state(self) -> RunState | None:
@@ -195,15 +237,42 @@ class RunDirectory:
                            "run, or restore the file from a backup.") from None
 
     def roll_back(self) -> RunState | None:
-        """Discard whatever a killed run wrote after its last commit; return the committed state."""
+        """Discard whatever a killed run wrote after its last commit; return the committed state. A table
+        whose committed part is not as committed (edited, re-saved, cut short) is refused, nothing rewritten."""
         state = self.state()
-        for name in self.headers():
-            with open(self.path / name, "rb") as f:
-                header = len(f.readline())
-            os.truncate(self.path / name, state.table_bytes[name] if state else header)
+        tallies = {name: self._committed(name, state) for name in self.headers()}
+        for name, tally in tallies.items():
+            fd = open_record(self.path / name, os.O_WRONLY)
+            try:
+                os.ftruncate(fd, tally.size)
+            finally:
+                os.close(fd)
+        self._tallies = tallies
         for partial in self.path.rglob(".*.tmp"):  # files a kill caught inside write_atomic
             partial.unlink()
         return state
+
+    def _committed(self, name: str, state: RunState | None) -> _Tally:
+        """The committed part of a table, checked against the length, rows and digest `state` recorded."""
+        with os.fdopen(open_record(self.path / name, os.O_RDONLY), "rb") as f:
+            if state is None:
+                return _Tally(f.readline())
+            tally, size = _Tally(b""), state.table_bytes[name]
+            while tally.size < size and (chunk := f.read(min(1 << 20, size - tally.size))):
+                tally.add(chunk, chunk.count(b"\n"))
+        tally.rows -= 1  # the header
+        wrong = [what for what, recorded, found in (
+            ("bytes", size, tally.size), ("rows", state.table_rows.get(name, tally.rows), tally.rows),
+            ("SHA-256 digest", state.table_digests.get(name, tally.digest.hexdigest()), tally.digest.hexdigest()))
+            if recorded != found]
+        if wrong or not state.table_digests and not tally.ends_a_row():
+            raise BadInput(
+                f"The table {self.path / name} is not as generation {state.generation} committed it (its "
+                f"{', '.join(wrong) or 'last row'} differ{'s' if len(wrong) < 2 else ''} from the record: edited, "
+                "re-saved by a spreadsheet or an editor, or cut short?), so the run cannot continue from it. Nothing "
+                "was rewritten. Restore the table from a backup or a copy of the folder, or start a new run; "
+                "`evolver.open_run` still reads it.")
+        return tally
 
     def table(self, name: str, state: RunState | None = None) -> pd.DataFrame:
         """A table as committed in `state` (default: the last committed state): the rows of a generation
@@ -218,6 +287,23 @@ class RunDirectory:
         self.write_file("best.png", png_bytes(best.image))
         self.write_file("best_code.npy", npy_bytes(best.code.astype(np.float32)))
         self.write_file("best.json", (json.dumps(best.describe(), indent=2) + "\n").encode())  # null: not known
+
+
+class _Tally:
+    """What a table holds as written: its size in bytes, its rows after the header, and its SHA-256 digest,
+    kept as rows are appended so that a commit costs what it adds."""
+
+    def __init__(self, header: bytes):
+        self.size, self.rows, self.digest, self.last = len(header), 0, hashlib.sha256(header), header[-1:]
+
+    def add(self, data: bytes, rows: int) -> None:
+        self.size += len(data)
+        self.rows += rows
+        self.digest.update(data)
+        self.last = data[-1:] or self.last
+
+    def ends_a_row(self) -> bool:
+        return self.last == b"\n"
 
 
 def _csv_field(value: Any) -> str:

@@ -10,6 +10,9 @@ asks whether a key exists. The layouts, and the folders the tests keep of each (
   `presentations`, `chosen_by` or `clean`; before start=prior (11ac1e6) a CMA-ES state had no
   `awaiting_prior`. CMA-ES kept its search under `strategy`, sep-CMA-ES under `state`.
 - version 2: this module's dataclasses; every CMA-ES variant keeps its search under `search`.
+- version 3: each table's committed rows and SHA-256 digest beside its length (`table_rows`,
+  `table_digests`), checked before a run resumes. A version-2 state has neither: its tables are checked by
+  length, and by ending at a row's end.
 """
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ import numpy as np
 from evolver.retest import Retest, Shortlist
 from evolver_common import BadInput
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 LARGEST_TOLD = "the largest response told"
 
 
@@ -58,8 +61,8 @@ class RunState:
     indices count from it). `best_told` is the largest response told to the optimizer, `first_best` the
     first generation's; `best_clean_so_far` the largest noise-free response seen. `shortlist` and
     `retested` are the re-test's (evolver.retest). `components` holds the states of the run's parts
-    (`optimizer`, `noise`, `noise_rng`, `neuron`) as their own `state_dict`s; `table_bytes` the committed
-    length of each table."""
+    (`optimizer`, `noise`, `noise_rng`, `neuron`) as their own `state_dict`s; `table_bytes`, `table_rows`
+    and `table_digests` each table's committed length, rows (after its header) and SHA-256 digest (hex)."""
 
     generation: int = -1
     next_image_id: int = 0
@@ -72,6 +75,8 @@ class RunState:
     retested: bool = False
     components: dict[str, Any] = field(default_factory=dict)
     table_bytes: dict[str, int] = field(default_factory=dict)
+    table_rows: dict[str, int] = field(default_factory=dict)
+    table_digests: dict[str, str] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
 
     def to_tree(self) -> dict[str, Any]:
@@ -156,7 +161,11 @@ def _cma_search_renamed(state: Any) -> Any:
     return state
 
 
-MIGRATIONS = {1: _from_version_1}
+def _from_version_2(tree: dict[str, Any], noise_free: bool) -> dict[str, Any]:
+    return {**tree, "table_rows": {}, "table_digests": {}, "schema_version": 3}  # not recorded: not checked
+
+
+MIGRATIONS = {1: _from_version_1, 2: _from_version_2}
 
 
 def noise_free_run(config: dict[str, Any]) -> bool:

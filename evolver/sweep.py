@@ -38,13 +38,15 @@ import subprocess
 import tomllib
 import warnings
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from evolver.experiment import RunConfig, resume, run
 from evolver.runs import open_run
-from evolver_common import BadInput, RigError, write_atomic
+from evolver_common import BadInput, FolderLock, RigError, write_atomic
+from evolver_common.secrets import redact
 
 GRID_KEYS = ("neuron", "generator", "optimizer", "noise", "seed")
 NO_NOISE = "none"
@@ -136,7 +138,7 @@ def _layout_problems(spec: dict[str, Any]) -> list[str]:
 
 
 def _slug(config: dict[str, Any]) -> str:
-    text = f"{config['neuron']}_{config['optimizer']}_{config['noise'] or NO_NOISE}_seed{config['seed']}"
+    text = redact(f"{config['neuron']}_{config['optimizer']}_{config['noise'] or NO_NOISE}_seed{config['seed']}")
     return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-")[:90]
 
 
@@ -171,7 +173,7 @@ LATER_DEFAULTS = {"retest": "auto"}
 def _digest(config: dict[str, Any]) -> str:
     """The hash of a run's whole configuration that its folder name ends with."""
     named = {k: v for k, v in config.items() if k not in LATER_DEFAULTS or v != LATER_DEFAULTS[k]}
-    return hashlib.sha1(json.dumps(named, sort_keys=True).encode()).hexdigest()[:10]
+    return hashlib.sha1(redact(json.dumps(named, sort_keys=True)).encode()).hexdigest()[:10]  # of no secret
 
 
 def status(folder: Path) -> str:
@@ -190,27 +192,34 @@ def run_or_resume(folder: Path, config: dict[str, Any]) -> str:
     'skipped', 'resumed', 'started', or 'failed: WHY' for a run that could not go on (the others do)."""
     try:
         return _run_or_resume(folder, config)
-    except (BadInput, RigError, OSError) as err:
-        return f"failed: {folder.name}: {err}"
+    except Exception as err:  # noqa: BLE001 - whatever stops one run, the sweep's other runs go on
+        what = str(err) if isinstance(err, (BadInput, RigError, OSError)) else f"{type(err).__name__}: {err}"
+        return redact(f"failed: {folder.name}: {what}")
 
 
 def _run_or_resume(folder: Path, config: dict[str, Any]) -> str:
     found = status(folder)
     if found == "damaged":
         open_run(folder)  # raises, saying what is damaged
-    if found == "partial":
-        resume(folder, progress=False)
-    elif found == "new":
-        if folder.exists():  # killed before its first file was whole: nothing to keep
-            shutil.rmtree(folder)
+    if found == "partial":  # its spec given again: a rig's token is not in the record
+        resume(folder, progress=False, **({"neuron": config["neuron"]} if isinstance(config["neuron"], str) else {}))
+    elif found == "new" and folder.exists():  # left half made by an evolver before runs were made whole
+        lock = FolderLock(folder).acquire()  # a live process's is not removed
+        try:
+            for entry in folder.iterdir():  # the lock's file too: held by its open descriptor until released
+                shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+        finally:
+            lock.release()
+    if found == "new":
         run(RunConfig(**config), out=folder, progress=False)
     return {"done": "skipped", "partial": "resumed", "new": "started"}[found]
 
 
-def run_chunk(sweep: str, paths: list[str], threads: int = 1, progress: bool = False,
+def run_chunk(sweep: str, runs: list[dict[str, Any]], threads: int = 1, progress: bool = False,
               models: list | None = None) -> dict[str, str]:
-    """Run the given runs of a sweep one after another (one job of an executor): {path: what it did}.
-    `models` are the `neurons.register_model` entries of the process that planned the sweep."""
+    """Run the given runs of a sweep (PlannedRun fields: path and config) one after another (one job of an
+    executor): {path: what it did}. `models` are the `neurons.register_model` entries of the process that
+    planned the sweep."""
     import torch
     from tqdm.auto import tqdm
 
@@ -219,9 +228,8 @@ def run_chunk(sweep: str, paths: list[str], threads: int = 1, progress: bool = F
     for entry in models or []:
         MODELS.register(entry.name, entry.factory, **entry.info)
     torch.set_num_threads(threads)  # runs are the unit of parallelism; fixed threads keep results identical
-    planned = {p.path: p for p in read_plan(sweep)}
-    return {path: run_or_resume(Path(sweep) / path, planned[path].config)
-            for path in tqdm(paths, desc="runs", unit="run", disable=not progress)}
+    return {r["path"]: run_or_resume(Path(sweep) / r["path"], r["config"])
+            for r in tqdm(runs, desc="runs", unit="run", disable=not progress)}
 
 
 # ---------------------------------------------------------------------------------------------- executing
@@ -233,19 +241,19 @@ class _Chunk:
     def __init__(self, models: list | None = None):
         self.models = models
 
-    def __call__(self, sweep: str, paths: list[str], threads: int) -> dict[str, str]:
-        return run_chunk(sweep, paths, threads, False, self.models)
+    def __call__(self, sweep: str, runs: list[dict[str, Any]], threads: int) -> dict[str, str]:
+        return run_chunk(sweep, runs, threads, False, self.models)
 
-    def checkpoint(self, sweep: str, paths: list[str], threads: int):
+    def checkpoint(self, sweep: str, runs: list[dict[str, Any]], threads: int):
         import submitit
 
-        return submitit.helpers.DelayedSubmission(self, sweep, paths, threads)
+        return submitit.helpers.DelayedSubmission(self, sweep, runs, threads)
 
 
 def write_plan(spec: dict[str, Any], folder: Path) -> list[PlannedRun]:
     runs = plan(spec)
     manifest = {"spec": spec, "runs": [dataclasses.asdict(r) for r in runs]}
-    write_atomic(folder / "sweep.json", (json.dumps(manifest, indent=1) + "\n").encode())
+    write_atomic(folder / "sweep.json", (redact(json.dumps(manifest, indent=1)) + "\n").encode())
     return runs
 
 
@@ -268,7 +276,7 @@ def sweep(spec: dict[str, Any], folder: str | Path, executor: str = "local", wor
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     runs = write_plan(spec, folder)
-    todo = [r.path for r in runs if status(folder / r.path) != "done"]
+    todo = [dataclasses.asdict(r) for r in runs if status(folder / r.path) != "done"]  # configs go to the workers
     counts = {"planned": len(runs), "skipped": len(runs) - len(todo)}
     if not todo:
         return counts
@@ -279,13 +287,7 @@ def sweep(spec: dict[str, Any], folder: str | Path, executor: str = "local", wor
     if executor == "local" and workers == 1:
         done = [run_chunk(str(folder), todo, os.cpu_count() or 1, progress)]
     elif executor == "local":
-        workers = workers or os.cpu_count() or 1
-        threads = max(1, (os.cpu_count() or 1) // workers)
-        chunks = [todo[i::workers] for i in range(min(workers, len(todo)))]
-        # spawned, not forked: a fork of a process holding threads (torch's, ZeroMQ's) can deadlock
-        with ProcessPoolExecutor(max_workers=len(chunks), mp_context=multiprocessing.get_context("spawn")) as pool:
-            done = [f.result() for f in [pool.submit(run_chunk, str(folder), c, threads, False, models)
-                                         for c in chunks]]
+        done = [_pool(folder, todo, workers or os.cpu_count() or 1, models)]
     elif executor in ("slurm", "submitit-local"):
         done = _submit(folder, todo, executor, resources, wait, models)
         if not wait:
@@ -295,13 +297,60 @@ def sweep(spec: dict[str, Any], folder: str | Path, executor: str = "local", wor
                        "submitit-local (submitit's local executor, for testing a SLURM setup).")
     for outcome in (what for chunk in done for what in chunk.values()):
         if outcome.startswith("failed"):
-            warnings.warn(f"A run of the sweep {outcome}", stacklevel=2)
+            warnings.warn(redact(f"A run of the sweep {outcome}"), stacklevel=2)
             outcome = "failed"
         counts[outcome] = counts.get(outcome, 0) + 1
     return counts
 
 
-def _submit(folder: Path, todo: list[str], executor: str, resources: Resources, wait: bool, models: list):
+# times a run goes back to the queue after the pool lost a worker (killed, out of memory) with the run in
+# it or waiting: a dead worker takes the pool down, so the count includes other workers' deaths
+WORKER_DEATHS = 3
+
+
+def _pool(folder: Path, todo: list[dict[str, Any]], workers: int, models: list) -> dict[str, str]:
+    """{path: what it did} of `todo` run by a pool of `workers` processes. A worker that dies takes only its
+    runs with it: the pool is made anew and the unfinished runs queued again (each up to WORKER_DEATHS times)."""
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    outcomes: dict[str, str] = {}
+    deaths = dict.fromkeys((r["path"] for r in todo), 0)
+    queue = list(todo)
+    while queue:
+        # spawned, not forked: a fork of a process holding threads (torch's, ZeroMQ's) can deadlock
+        with ProcessPoolExecutor(max_workers=min(workers, len(queue)), mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_exit_with_parent, initargs=(os.getpid(),)) as pool:
+            futures = {pool.submit(run_chunk, str(folder), [r], threads, False, models): r for r in queue}
+            queue = []
+            for future, planned in futures.items():
+                try:
+                    outcomes.update(future.result())
+                except BrokenProcessPool:  # this run's worker, or another's, died: the pool is gone
+                    deaths[planned["path"]] += status(folder / planned["path"]) != "done"
+                    if deaths[planned["path"]] > WORKER_DEATHS:
+                        outcomes[planned["path"]] = (f"failed: {planned['path']}: its worker process died "
+                                                     f"{deaths[planned['path']]} times while it ran or waited "
+                                                     "(killed, or out of memory?); the run keeps what it recorded")
+                    else:
+                        queue.append(planned)
+    return outcomes
+
+
+def _exit_with_parent(parent: int) -> None:
+    """A worker's initializer: a thread that ends the worker when the sweep's process is gone (killed, a
+    closed terminal), rather than leave it running its runs for no one. Its runs resume when the sweep
+    is run again."""
+    import threading
+    import time
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="exit-with-parent").start()
+
+
+def _submit(folder: Path, todo: list[dict[str, Any]], executor: str, resources: Resources, wait: bool, models: list):
     import submitit
 
     cluster = "slurm" if executor == "slurm" else "local"
@@ -316,11 +365,11 @@ def _submit(folder: Path, todo: list[str], executor: str, resources: Resources, 
     size = max(1, resources.runs_per_job)
     chunks = [todo[i:i + size] for i in range(0, len(todo), size)]
     jobs = submitter.map_array(_Chunk(models), [str(folder)] * len(chunks), chunks, [resources.cpus] * len(chunks))
-    submitted = [{"job": job.job_id, "runs": chunk} for job, chunk in zip(jobs, chunks)]
+    submitted = [{"job": job.job_id, "runs": [r["path"] for r in chunk]} for job, chunk in zip(jobs, chunks)]
     write_atomic(folder / JOBS_FILE, (json.dumps(submitted, indent=1) + "\n").encode())
     if not wait:
         return [job.job_id for job in jobs]
-    return [_outcomes(job, folder, chunk) for job, chunk in zip(jobs, chunks)]
+    return [_outcomes(job, folder, [r["path"] for r in chunk]) for job, chunk in zip(jobs, chunks)]
 
 
 def _outcomes(job, folder: Path, paths: list[str]) -> dict[str, str]:

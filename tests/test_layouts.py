@@ -22,9 +22,10 @@ FOLDERS = sorted(p.name for p in LAYOUTS.iterdir() if p.is_dir())
 
 def test_every_layout_is_kept():
     assert FOLDERS == ["v1-before-prior-cmaes", "v1-before-retest-cmaes", "v1-before-retest-racing-stimuli",
-                       "v1-before-retest-sep-cmaes-noise", "v1-retest-ga", "v1-retest-uh-cmaes-noise"]
+                       "v1-before-retest-sep-cmaes-noise", "v1-retest-ga", "v1-retest-uh-cmaes-noise", "v2-cmaes-noise"]
     for name in FOLDERS:
-        assert "schema_version" not in read_state(LAYOUTS / name / "state" / "state.npz")  # version 1, untyped
+        tree = read_state(LAYOUTS / name / "state" / "state.npz")
+        assert tree.get("schema_version", 1) == int(name[1])  # version 1 is untyped: no schema_version
 
 
 @pytest.mark.parametrize("name", FOLDERS)
@@ -72,7 +73,7 @@ def test_a_state_of_a_newer_schema_or_of_no_layout_is_refused_by_name(tmp):
     shutil.copytree(LAYOUTS / "v1-retest-ga", folder)
     state = folder / "state" / "state.npz"
     tree = read_state(state)
-    for bad, message in (({**tree, "schema_version": SCHEMA_VERSION + 1}, "schema version 3; this evolver reads"),
+    for bad, message in (({**tree, "schema_version": SCHEMA_VERSION + 1}, f"schema version {SCHEMA_VERSION + 1}; this evolver reads"),
                          ({**tree, "best": {"score": 1.0}}, "does not hold a run's state"),
                          ({"generation": "three"}, "does not hold a run's state")):
         state.write_bytes(state_bytes(bad))

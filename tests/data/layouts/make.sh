@@ -25,3 +25,5 @@ EVOLVER_MAX_GENERATIONS=2 make v1-before-retest-racing-stimuli efe021e --optimiz
 EVOLVER_MAX_GENERATIONS=2 make v1-retest-uh-cmaes-noise 786f10d --optimizer uh-cmaes --generations 4 \
   --noise poisson:count=5
 EVOLVER_MAX_GENERATIONS=2 make v1-retest-ga 786f10d --optimizer ga --generations 4
+# version 2, the typed state: tables checked by length only (no rows or digests recorded)
+EVOLVER_MAX_GENERATIONS=2 make v2-cmaes-noise 38edf16 --optimizer cmaes --generations 4 --noise poisson:count=5
