@@ -8,6 +8,7 @@ import numpy as np
 
 from evolver.cli_lab import COMMANDS
 from evolver_common import BadInput, RigError
+from evolver_common.secrets import redact
 
 
 class BadInputAware(click.Group):
@@ -23,16 +24,16 @@ class BadInputAware(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except BadInput as err:
-            click.echo(f"Error: {err}", err=True)
+        except BadInput as err:  # a spec in the message may hold a rig's token: never printed
+            click.echo(redact(f"Error: {err}"), err=True)
             ctx.exit(2)
         except RigError as err:
-            click.echo(f"Error: {err}", err=True)
+            click.echo(redact(f"Error: {err}"), err=True)
             ctx.exit(1)
         except OSError as err:  # the machine's fault, not the input's: a full disk, a read-only or vanished folder
-            click.echo(f"Error: {err.strerror or err} ({err.filename or 'a file'}): the operating system refused "
+            click.echo(redact(f"Error: {err.strerror or err} ({err.filename or 'a file'}): the operating system refused "
                        "a read or write. What was recorded before it is kept: free space or fix the folder's "
-                       "permissions, then run again (`evolver run --resume RUN` continues a run).", err=True)
+                       "permissions, then run again (`evolver run --resume RUN` continues a run)."), err=True)
             ctx.exit(1)
 
 

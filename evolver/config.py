@@ -71,6 +71,8 @@ class RunConfig:
             optimizers.REGISTRY.get(self.optimizer)  # an unknown name is refused here, before any run starts
         if self.generations < 1:
             raise BadInput(f"--generations must be at least 1, got {self.generations}.")
+        if self.seed < 0:
+            raise BadInput(f"--seed must be a whole number from 0 up (numpy's seeds are), got {self.seed}.")
         generation_limit(self.generations)  # a malformed EVOLVER_MAX_GENERATIONS fails before the run's folder
         if self.images is not None and self.images < 1:
             raise BadInput(f"--images must be at least 1, got {self.images}.")

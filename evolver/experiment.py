@@ -18,13 +18,15 @@ import neurons
 from evolver import optimizers
 from evolver.config import PARTS, RunConfig, check_unchanged, conditions, describe
 from evolver.loop import Loop
-from evolver.records import RunDirectory
+from evolver.records import UNIT_FOLDER, RunDirectory
 from evolver.reference import load_reference
 from evolver.retest import Retest
 from evolver.track import GenerationRecord, RunResult, Track
-from evolver_common import BadInput, FolderLock
+from evolver_common import BadInput, FolderLock, write_atomic
 from evolver_common.secrets import redact
 from neurons.noise import Noise
+
+SET_FILE = "unit-set.json"  # in a unit set's folder: the set's neuron, so that the set resumes as one
 
 # Independent random streams spawned from the run's seed, by purpose.
 OPTIMIZER_STREAM, NOISE_STREAM = 0, 1
@@ -210,6 +212,11 @@ def _start(config, out, progress, command, on_generation, stop_when, batch, opti
     path.mkdir(parents=True, exist_ok=True)
     lock = FolderLock(path).acquire("unit set's folder")  # one for the set: a unit's run resumed alone waits
     try:
+        if (path / SET_FILE).exists():
+            raise BadInput(f"The output folder {path} holds a unit set already. Give a new --out folder, or "
+                           f"continue that set with `evolver run --resume {path}`.")
+        named = config.neuron if isinstance(config.neuron, str) else {"object": describe(config.neuron)}
+        write_atomic(path / SET_FILE, (redact(json.dumps({"neuron": named}, indent=1)) + "\n").encode())
         tracks = [_track(dataclasses.replace(config, neuron=part), unit, generator, path / f"unit{number}", command,
                          (reference[0][:, column], *reference[1:]) if reference else None, column, lock)
                   for column, (number, part, unit) in enumerate(units)]
@@ -250,8 +257,9 @@ def _config(config: RunConfig | None, options: dict[str, Any]) -> RunConfig:
 
 def resume(path: str | Path, progress: bool = True, on_generation: Callbacks = (),
            stop_when: Callable[[GenerationRecord], bool] | None = None, force: Sequence[str] = (),
-           **requested: Any) -> RunResult:
-    """Continue the run in `path` from its last finished generation.
+           **requested: Any) -> RunResult | list[RunResult]:
+    """Continue the run in `path` from its last finished generation; a unit set's folder (`out` of a unit
+    set) continues as a set, all its units in one batch, and returns their RunResults in the set's order.
 
     `requested` holds options given again (RunConfig fields); they must match the run's configuration,
     except `generations`, which may extend the run. A run built from Python objects needs them again
@@ -259,20 +267,14 @@ def resume(path: str | Path, progress: bool = True, on_generation: Callbacks = (
     run resolved to (device, precision, each part's weights, package versions) must be as recorded,
     unless `force` names it: a run continued under other conditions mixes two experiments.
     """
+    if (Path(path) / SET_FILE).is_file() and not (Path(path) / "config.json").is_file():
+        return _resume_set(Path(path), progress, on_generation, stop_when, force, requested)
     directory = RunDirectory.open(path)
     directory.lock()
     try:  # until the loop holds the folder, a refusal here lets it go
-        config = _resumed_config(directory, requested)
+        config = _resumed_config(directory.config()["run"], directory.path, requested, _finished(directory))
         generator, neuron = _generator(config), _neuron(config)
-        forced = check_unchanged(directory, conditions(neuron, generator), force)  # before anything is written
-        reference = _reference(config, neuron, generator)
-        track = _track(config, neuron, generator, directory, reference=reference)
-        recorded = directory.config()
-        if forced or config.generations != recorded["run"]["generations"]:  # written once all is checked
-            recorded["run"]["generations"] = config.generations
-            if forced:
-                recorded.setdefault("forced", []).append({"generation": track.gen, "changed": forced})
-            directory.write_config(recorded)
+        track = _resumed_track(directory, config, neuron, generator, _reference(config, neuron, generator), force)
         loop = Loop(neuron, generator, [track], None, on_generation, stop_when, progress)
     except BaseException:
         directory.release()
@@ -280,10 +282,73 @@ def resume(path: str | Path, progress: bool = True, on_generation: Callbacks = (
     return loop.run()[0]
 
 
-def _resumed_config(directory: RunDirectory, requested: dict[str, Any]) -> RunConfig:
-    """The recorded config with the options given again (a conflicting one refused)."""
+def _resume_set(path: Path, progress, on_generation, stop_when, force, requested) -> list[RunResult]:
+    """A unit set's runs continued together: each unit's folder resumed, one its kill left unmade started."""
+    lock = FolderLock(path).acquire("unit set's folder")
+    try:
+        folders = [RunDirectory.open(p) for p in sorted(path.iterdir()) if UNIT_FOLDER.fullmatch(p.name)
+                   and (p / "config.json").is_file()]
+        if not folders:
+            raise BadInput(f"The unit set's folder {path} holds no unit's run folder (unitN/ with its config.json): "
+                           "nothing to resume. Start the set again with `evolver run --out`.")
+        recorded = {**folders[0].config()["run"], "neuron": _set_record(path)}
+        config = _resumed_config(recorded, path, requested, max(_finished(d) for d in folders))
+        generator, neuron = _generator(config), _neuron(config)
+        units = _unit_neurons(config, neuron)
+        if units is None:
+            raise BadInput(f"{path / SET_FILE} names {config.neuron!r}, which is not a unit set.")
+        reference = _reference(config, neuron, generator)
+        tracks, found = [], {d.path.name: d for d in folders}
+        for column, (number, part, unit) in enumerate(units):
+            unit_config = dataclasses.replace(config, neuron=part)
+            unit_reference = (reference[0][:, column], *reference[1:]) if reference else None
+            directory = found.get(f"unit{number}")
+            if directory is None:
+                tracks.append(_track(unit_config, unit, generator, path / f"unit{number}", None, unit_reference,
+                                     column, lock))
+                continue
+            directory.lock(held=lock)
+            tracks.append(_resumed_track(directory, unit_config, unit, generator, unit_reference, force, column))
+        batch = 512 if neuron.device.type == "cuda" else 128
+        loop = Loop(neuron, generator, tracks, batch, on_generation, stop_when, progress)
+    except BaseException:
+        lock.release()
+        raise
+    return loop.run()
+
+
+def _set_record(path: Path) -> str | dict:
+    try:
+        return json.loads((path / SET_FILE).read_text(encoding="utf-8"))["neuron"]
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as err:
+        raise BadInput(f"{path / SET_FILE} is damaged ({type(err).__name__}: {err}); each unit's folder still "
+                       "resumes on its own: `evolver run --resume {path}/unitN`.") from None
+
+
+def _finished(directory: RunDirectory) -> int:
+    state = directory.state()
+    return state.generation + 1 if state else 0
+
+
+def _resumed_track(directory: RunDirectory, config: RunConfig, neuron, generator, reference, force: Sequence[str],
+                   column: int = 0) -> Track:
+    """The track of a recorded run, its conditions checked before anything is written, then its config.json
+    updated with a changed --generations and what `force` accepted."""
+    forced = check_unchanged(directory, conditions(neuron, generator), force)
+    track = _track(config, neuron, generator, directory, reference=reference, column=column)
     recorded = directory.config()
-    fields = dict(recorded["run"])
+    if forced or config.generations != recorded["run"]["generations"]:
+        recorded["run"]["generations"] = config.generations
+        if forced:
+            recorded.setdefault("forced", []).append({"generation": track.gen, "changed": forced})
+        directory.write_config(recorded)
+    return track
+
+
+def _resumed_config(recorded: dict[str, Any], where: Path, requested: dict[str, Any], done: int) -> RunConfig:
+    """The recorded options (config.json's `run`) with those given again (a conflicting one refused); `done`
+    is the generations the run has finished."""
+    fields = dict(recorded)
     conflicts = []
     for name, value in requested.items():
         if value is None or name == "generations":
@@ -299,10 +364,14 @@ def _resumed_config(directory: RunDirectory, requested: dict[str, Any]) -> RunCo
             conflicts.append(f"{name}={value!r} (the run has {was!r})")
     if conflicts:
         raise BadInput(
-            f"--resume {directory.path}: these options conflict with the run's config.json: {'; '.join(conflicts)}. "
+            f"--resume {where}: these options conflict with the run's config.json: {'; '.join(conflicts)}. "
             "Leave them out to continue the run as it was (only --generations may change), or start a new run."
         )
     if requested.get("generations") is not None:
+        if 1 <= requested["generations"] < done:  # below 1: RunConfig says what is valid
+            raise BadInput(f"--resume {where} --generations {requested['generations']}: the run has finished "
+                           f"{done} generations already. Give more to continue it, or leave --generations out to "
+                           "continue it as recorded.")
         fields["generations"] = requested["generations"]
     return RunConfig(**fields)
 

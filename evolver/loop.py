@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +22,19 @@ from tqdm.auto import tqdm
 from evolver.track import MAX_GENERATIONS_VARIABLE, GenerationRecord, RunResult, Track, generation_limit
 from evolver_common import BadInput
 from evolver_common.compute import small_linear_algebra
+from evolver_common.secrets import redact
 
 # Images whose responses did not come back are shown again (up to REPRESENTATIONS more blocks),
 # or told to the optimizer as missing (NaN): it then learns from the others.
 MISSING = ("represent", "skip")
 REPRESENTATIONS = 2
+# No neuron answers beyond this; a response that does is a fault, and its square (a variance, CMA-ES's
+# step) would overflow to inf.
+LARGEST_RESPONSE = 1e150
+# Images rendered and shown at a time when the loop is given no batch: 1,365 of 64 pixels a side, 10 of
+# 1,024 (a generation of 10,000 such images would take 126 GB at once).
+CHUNK_BYTES = 128 << 20
+KEPT_BYTES = 1 << 30  # a generation's images kept whole up to this: 21,000 of 64 pixels a side
 class Loop:
     """Tracks evolved through one generator and one neuron, one generation a `step`.
 
@@ -33,7 +42,8 @@ class Loop:
         neuron: answers for every track: (n,) responses for one track, (n, k) for k tracks (column k each).
         generator: renders every track's codes.
         tracks: the runs.
-        batch: images rendered and shown at a time (None: a generation's images at once).
+        batch: images rendered and shown at a time (None: as many as CHUNK_BYTES of images hold, a
+            generation's at once unless it is very large).
         on_generation: callables given each track's GenerationRecord after each of its generations.
         stop_when: a callable of a GenerationRecord; True ends that run (e.g. `no_improvement(20)`).
         progress: show a progress bar with the best response.
@@ -68,17 +78,17 @@ class Loop:
         with small_linear_algebra():
             started = time.perf_counter()
             asked = [(t, *t.ask()) for t in active]
-            images, picks, responses = self._show(asked)
+            shown, picks, responses = self._show(asked)
             seconds = (time.perf_counter() - started) / len(active)
-            records, start, extra = [], 0, len(images)
+            records, start, extra = [], 0, len(shown.codes)
             for (track, codes, parents), picked in zip(asked, picks):
                 rows = slice(start, start + len(codes))
-                start += len(codes)
                 references = responses[extra:extra + len(picked), track.column]
                 extra += len(picked)
-                records.append(track.conclude(codes, parents, images[rows], responses[rows, track.column],
-                                              references, [track.reference_names[i] for i in picked], seconds,
-                                              self.writer))
+                records.append(track.conclude(codes, parents, partial(shown.image, start=start),
+                                              responses[rows, track.column], references,
+                                              [track.reference_names[i] for i in picked], seconds, self.writer))
+                start += len(codes)
         for record in records:
             for callback in self.on_generation:
                 callback(record)
@@ -90,55 +100,52 @@ class Loop:
         self.bar.set_postfix(best_so_far=f"{max(finite):.4g}" if finite else "nan")
         return records
 
-    def _show(self, asked: list[tuple]) -> tuple[torch.Tensor, list[list[int]], np.ndarray]:
+    def _show(self, asked: list[tuple]) -> tuple[Shown, list[list[int]], np.ndarray]:
         """Render every track's codes and show them, then each track's interleaved reference images:
-        (the codes' images, each track's reference picks, the responses to all shown (n, columns))."""
-        images = self._render(np.concatenate([codes for _, codes, _ in asked]))
-        shown, ids, picks = [images], [], []
-        for track, codes, _ in asked:
-            ids += [str(i) if len(self.tracks) == 1 else f"{track.column}:{i}" for i in track.ids(len(codes))]
+        (what was shown, each track's reference picks, the responses to all shown (n, columns))."""
+        codes = np.concatenate([codes for _, codes, _ in asked])
+        ids, picks, references = [], [], []
+        for track, codes_, _ in asked:
+            ids += [str(i) if len(self.tracks) == 1 else f"{track.column}:{i}" for i in track.ids(len(codes_))]
         for track, _, _ in asked:
             picked, reference_ids = track.interleaved()
             if picked:
-                shown.append(track.reference_images[picked].to(images.device, images.dtype))
+                references.append(track.reference_images[picked])
             ids += reference_ids
             picks.append(picked)
-        return images, picks, self._respond(torch.cat(shown) if len(shown) > 1 else images, ids)
+        shown = Shown(self.generator, codes, torch.cat(references) if references else None, self.batch)
+        return shown, picks, self._respond(shown, ids)
 
-    def _render(self, codes: np.ndarray) -> torch.Tensor:
-        size = self.batch or len(codes)
-        if len(codes) <= size:  # one chunk: no copy
-            return self.generator.render(codes)
-        return torch.cat([self.generator.render(codes[i:i + size]) for i in range(0, len(codes), size)])
-
-    def _respond(self, images: torch.Tensor, ids: list[str]) -> np.ndarray:
-        """Noise-free responses (n, tracks' columns) to `images`; missing ones NaN, after the images were
-        shown again if `missing` says so."""
-        clean = self._present(images, ids)
+    def _respond(self, shown: Shown, ids: list[str]) -> np.ndarray:
+        """Noise-free responses (n, tracks' columns) to what is `shown`; missing ones NaN, after the images
+        were shown again if `missing` says so."""
+        clean = self._present(shown, np.arange(len(ids)), ids)
         for _ in range(REPRESENTATIONS if self.missing == "represent" else 0):
             again = np.flatnonzero(np.isnan(clean).any(axis=1))
             if not again.size:
                 break
-            clean[again] = self._present(images[again], [ids[i] for i in again])
+            clean[again] = self._present(shown, again, [ids[i] for i in again])
         return clean
 
-    def _present(self, images: torch.Tensor, ids: list[str]) -> np.ndarray:
-        size, answers = self.batch or len(images), []
-        for i in range(0, len(images), size):
-            n = len(images[i:i + size])
-            answer = np.asarray(self.neuron.respond(images[i:i + size], ids[i:i + size]), dtype=np.float64)
+    def _present(self, shown: Shown, rows: np.ndarray, ids: list[str]) -> np.ndarray:
+        answers, start = [], 0
+        for images in shown.chunks(rows):
+            n = len(images)
+            answer = np.asarray(self.neuron.respond(images, ids[start:start + n]), dtype=np.float64)
+            start += n
             expected = (n,) if self.neuron.outputs == 1 else (n, self.neuron.outputs)
             if answer.shape != expected:
-                raise BadInput(f"The neuron {self.neuron.spec} returned responses of shape {answer.shape} for {n} "
+                raise BadInput(f"The neuron {redact(self.neuron.spec)} returned responses of shape {answer.shape} for {n} "
                                f"images; a neuron of {self.neuron.outputs} output(s) returns {expected}. The "
                                "generations recorded before this one are kept.")
             answers.append(answer.reshape(n, -1))
         responses = np.concatenate(answers)
-        infinite = np.isinf(responses)
-        if infinite.any():  # no response is infinitely strong: a fault of the neuron, not a best image
-            warnings.warn(f"The neuron {self.neuron.spec} answered ±inf to {int(infinite.sum())} image(s); those "
-                          "responses are treated as missing.", stacklevel=2)
-            responses[infinite] = np.nan
+        with np.errstate(invalid="ignore"):
+            absurd = np.abs(responses) > LARGEST_RESPONSE
+        if absurd.any():  # no response is infinitely strong: a fault of the neuron, not a best image
+            warnings.warn(f"The neuron {redact(self.neuron.spec)} answered ±inf, or beyond ±{LARGEST_RESPONSE:g}, to "
+                          f"{int(absurd.sum())} image(s); those responses are treated as missing.", stacklevel=2)
+            responses[absurd] = np.nan
         return responses
 
     def run(self) -> list[RunResult]:
@@ -167,6 +174,38 @@ class Loop:
             for track in self.tracks:
                 if track.directory is not None:
                     track.directory.release()
+
+
+class Shown:
+    """What a generation shows: the images of `codes` (n, code_dim), then `references` (k, 3, H, W) in [0, 1]
+    (or None), `chunk` at a time. The codes' images are rendered once and kept while they take at most
+    KEPT_BYTES; beyond, each chunk is rendered as it is shown, so that memory follows the chunk, not the
+    population, and the few images a record keeps are rendered again (`image`)."""
+
+    def __init__(self, generator, codes: np.ndarray, references: torch.Tensor | None, chunk: int | None):
+        self.generator, self.codes, self.references = generator, codes, references
+        image_bytes = 3 * 4 * getattr(generator, "image_size", 256) ** 2
+        self.chunk = chunk or max(1, CHUNK_BYTES // image_bytes)
+        self.kept = None
+        if len(codes) * image_bytes <= KEPT_BYTES:
+            parts = [generator.render(codes[i:i + self.chunk]) for i in range(0, len(codes), self.chunk)]
+            self.kept = parts[0] if len(parts) == 1 else torch.cat(parts)
+
+    def chunks(self, rows: np.ndarray) -> Iterator[torch.Tensor]:
+        """The images of `rows` (indices into codes then references), `chunk` at a time, in order."""
+        for i in range(0, len(rows), self.chunk):
+            part = rows[i:i + self.chunk]
+            drawn = part[part < len(self.codes)]
+            images = self.kept[drawn] if self.kept is not None else self.generator.render(self.codes[drawn])
+            if len(drawn) < len(part):
+                references = self.references[part[len(drawn):] - len(self.codes)]
+                images = torch.cat([images, references.to(images.device, images.dtype)])
+            yield images
+
+    def image(self, row: int, start: int = 0) -> torch.Tensor:
+        """The image (3, H, W) of code `start + row`."""
+        row += start
+        return self.kept[row] if self.kept is not None else self.generator.render(self.codes[row:row + 1])[0]
 
 
 def no_improvement(generations: int, by: float = 0.0) -> Callable[[GenerationRecord], bool]:

@@ -94,10 +94,14 @@ class RunDirectory:
         self._headers: dict[str, tuple[str, ...]] | None = None
         self._tallies: dict[str, _Tally] = {}  # what each table holds as written: bytes, rows, digest
 
-    def lock(self) -> None:
+    def lock(self, held: FolderLock | None = None) -> None:
         """Hold the folder for this process until `release` (or its exit): a second process that would
         write the same run is refused, naming the first. A unit's run inside a unit set's folder also holds
-        the set's lock shared: refused while the set runs, beside other units' runs."""
+        the set's lock shared: refused while the set runs, beside other units' runs. `held`: the set's
+        lock, held by this process for the whole set, instead."""
+        if held is not None:
+            self._locks.append(held)
+            return
         self._locks.append(FolderLock(self.path).acquire())
         parent = self.path.parent
         if UNIT_FOLDER.fullmatch(self.path.name) and (parent / FolderLock.NAME).is_file():
@@ -188,7 +192,7 @@ class RunDirectory:
             found = {}
             for name in BY_NAME:
                 if (self.path / name).is_file():
-                    with open(self.path / name, encoding="utf-8") as f:
+                    with open(self.path / name, encoding="utf-8", errors="replace") as f:  # checked by roll_back
                         found[name] = tuple(f.readline().strip().split(","))
             self._headers = found
         return self._headers

@@ -8,8 +8,10 @@ import torch
 from evolver.datasets import ARRAY_SUFFIXES, load_images
 from evolver_common import BadInput
 from evolver_common.images import IMAGE_SUFFIXES, read_image, resize
+# the reference images are held in memory and shown again and again: 5,000 take 250 MB at 64 pixels a side
+MAX_PROCEDURAL = 5000
 REFERENCE_HELP = ("--reference takes a folder of images, an N×H×W×3 array file (.npy, .h5) or procedural:N[:SEED] "
-                  "(N corpus stimuli).")
+                  f"(N corpus stimuli, 1 to {MAX_PROCEDURAL}; SEED from 0).")
 
 
 def load_reference(spec: str, size: int) -> tuple[torch.Tensor, list[str]]:
@@ -20,6 +22,8 @@ def load_reference(spec: str, size: int) -> tuple[torch.Tensor, list[str]]:
         try:
             parts = [int(v) for v in spec.split(":")[1:]]
             n, seed = parts[0], (parts[1] if len(parts) > 1 else 0)
+            if not 1 <= n <= MAX_PROCEDURAL or seed < 0 or len(parts) > 2:
+                raise ValueError
         except (ValueError, IndexError):
             raise BadInput(f"Malformed reference '{spec}'. {REFERENCE_HELP}") from None
         batch = stimuli(n, seed, size=size)

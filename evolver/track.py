@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import os
 from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -153,21 +154,22 @@ class Track:
         if state.get("neuron"):  # a neuron without state records {}
             self.neuron.load_state_dict(state["neuron"])
 
-    def conclude(self, codes: np.ndarray, parents, images: torch.Tensor, clean: np.ndarray, references: np.ndarray,
-                 reference_names: list[str], seconds: float, writer: ThreadPoolExecutor) -> GenerationRecord:
+    def conclude(self, codes: np.ndarray, parents, image: Callable[[int], torch.Tensor], clean: np.ndarray,
+                 references: np.ndarray, reference_names: list[str], seconds: float,
+                 writer: ThreadPoolExecutor) -> GenerationRecord:
         """Apply the noise, tell the optimizer (or, in the re-test, choose the image to return), update the
-        state and hand the generation's records to `writer`. `clean` holds the noise-free responses to
-        the codes' images, then to `references`."""
+        state and hand the generation's records to `writer`. `image(k)` is the image (3, H, W) of code k;
+        `clean` holds the noise-free responses to the codes' images, then to `references`."""
         gen, before = self.gen, self.state
         told = self.noise(np.concatenate([clean, references]), self.noise_rng) if self.noise else \
             np.concatenate([clean, references])
         scores, reference_scores = told[:len(codes)], told[len(codes):]
         ids = self.ids(len(codes))
         if self.retesting():
-            top, lineage, state = self._choose(scores, clean, images)
+            top, lineage, state = self._choose(scores, clean, image)
         else:
             self.optimizer.tell(codes, scores)
-            top, state = self._keep_best(codes, scores, clean, ids, images)
+            top, state = self._keep_best(codes, scores, clean, ids, image)
             lineage = [";".join(str(before.told_first_id + p) for p in ps) for ps in parents] if parents \
                 else [""] * len(codes)
         first_best = state.first_best
@@ -184,7 +186,7 @@ class Track:
             float(np.nanmax(self.reference)) if self.reference is not None else float("nan"),
             best.score if best else float("nan"), best.clean if best else float("nan"))
         records = Records(
-            gen=gen, codes=codes.astype(np.float32), top_image=to_uint8(images[top]) if top is not None else None,
+            gen=gen, codes=codes.astype(np.float32), top_image=to_uint8(image(top)) if top is not None else None,
             figures=figures,
             references=[ReferenceRow(gen, name, float(s)) for name, s in zip(reference_names, reference_scores)],
             best=best if best is not before.best else None,
@@ -201,7 +203,7 @@ class Track:
         return self.state.best_told
 
     def _keep_best(self, codes: np.ndarray, scores: np.ndarray, clean: np.ndarray, ids: np.ndarray,
-                   images: torch.Tensor) -> tuple[int | None, RunState]:
+                   image: Callable[[int], torch.Tensor]) -> tuple[int | None, RunState]:
         """The state with a told generation's best (and the re-test's shortlist) kept, and its top row or None."""
         state = self.state
         if self.retest is not None:  # a run resumed for more generations is re-tested at its new end
@@ -210,7 +212,7 @@ class Track:
         top = int(np.nanargmax(scores)) if np.isfinite(scores).any() else None
         if top is None or state.best is not None and not scores[top] > state.best_told:
             return top, state
-        best = Best(float(scores[top]), self.gen, int(ids[top]), codes[top].copy(), to_uint8(images[top]),
+        best = Best(float(scores[top]), self.gen, int(ids[top]), codes[top].copy(), to_uint8(image(top)),
                     clean=self._noise_free(clean[top]))
         return top, replace(state, best=best, best_told=float(scores[top]))
 
@@ -219,14 +221,15 @@ class Track:
         noise); NaN for a noisy neuron's (a recorded one), whose noise-free response is not known."""
         return float(response) if self.noise or not getattr(self.neuron, "noisy", False) else float("nan")
 
-    def _choose(self, scores: np.ndarray, clean: np.ndarray, images: torch.Tensor) -> tuple[int, list[str], RunState]:
+    def _choose(self, scores: np.ndarray, clean: np.ndarray, image: Callable[[int], torch.Tensor]
+                ) -> tuple[int, list[str], RunState]:
         """The re-test: the shortlisted image with the best mean response becomes the run's best. Returns
         the row of one of its presentations, the lineage of every row (the image shown again) and the state."""
         kept = self.state.shortlist
         chosen = choose(kept, self.retest.repeats, scores, clean)
         k, top = chosen["row"], chosen["row"] * self.retest.repeats
         best = Best(chosen["mean"], int(kept.generations[k]), int(kept.ids[k]), kept.codes[k].copy(),
-                    to_uint8(images[top]), chosen["shown"], self.retest.describe(), self._noise_free(chosen["clean"]))
+                    to_uint8(image(top)), chosen["shown"], self.retest.describe(), self._noise_free(chosen["clean"]))
         lineage = [str(i) for i in np.repeat(kept.ids, self.retest.repeats)]
         return top, lineage, replace(self.state, best=best, retested=True)
 

@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from evolver_common import BadInput, apply_state_dict, autocast, resolve_device, resolve_precision, seeded_init
+from evolver_common import (BadInput, apply_state_dict, autocast, load_state_file, resolve_device, resolve_precision,
+                            seeded_init)
 from evolver_common.hub import HubFile, fetch
 from evolver_common.state_files import file_weights
 from generators.base import Generator
@@ -107,6 +108,30 @@ def _locate(size: int, weights: str) -> tuple[str, str]:
     return str(fetch(config, name, instead, also_looked=also)), str(weights_path)
 
 
+
+# what a BigGAN-deep config.json must give, and how (pytorch-pretrained-biggan's BigGANConfig)
+CONFIG_FIELDS = {"output_dim": int, "z_dim": int, "class_embed_dim": int, "channel_width": int, "num_classes": int,
+                 "layers": list, "attention_layer_position": int, "eps": float, "n_stats": int}
+
+
+def _network(package, path: str):
+    """(config, network) from a config.json, or BadInput naming what is wrong with the file."""
+    try:
+        config = package.BigGANConfig.from_json_file(path)
+        wrong = [f"{k} ({getattr(config, k, None)!r})" for k, kind in CONFIG_FIELDS.items()
+                 if not isinstance(getattr(config, k, None), kind) or isinstance(getattr(config, k), bool)
+                 or kind is int and getattr(config, k) < 0]
+        if config.output_dim not in (128, 256, 512):
+            wrong.append(f"output_dim ({config.output_dim!r}: 128, 256 or 512)")
+        network = None if wrong else package.BigGAN(config)
+    except (ValueError, TypeError, AttributeError, IndexError, KeyError, UnicodeDecodeError, OSError, RuntimeError) \
+            as err:  # a config that builds no network fails in the package's code, in any of these ways
+        wrong = [f"{type(err).__name__}: {str(err)[:200]}"]
+    if wrong:
+        raise BadInput(f"The BigGAN config {path} is not a BigGAN-deep config.json: {', '.join(wrong)}. It is the "
+                       "config.json of huggingface/biggan-deep-128, -256 or -512, beside its pytorch_model.bin.")
+    return config, network
+
 class BigGAN(Generator):
     """BigGAN-deep at 128, 256 or 512 pixels.
 
@@ -135,9 +160,8 @@ class BigGAN(Generator):
             self.weights = f"random (seed {weights_seed}, untrained)"
         else:
             config_file, weights_file = _locate(size, str(weights))
-            config = package.BigGANConfig.from_json_file(config_file)
-            self.network = package.BigGAN(config)
-            state = torch.load(weights_file, map_location="cpu", weights_only=True)
+            config, self.network = _network(package, config_file)
+            state = load_state_file(weights_file)
             # the package itself loads with strict=False, which would hide a wrong file
             apply_state_dict(self.network, state, source=weights_file)
             self.weights = file_weights(weights_file, self.network)

@@ -133,10 +133,34 @@ class EncodingModel(nn.Module):
         if not weights.is_file() or not card.is_file():
             raise BadInput(f"{folder} is not an encoding model: it needs encoder.safetensors and encoder.json, "
                            "as `evolver fit-encoder --out FOLDER` writes them.")
-        info = json.loads(card.read_text())
-        tensors = load_file(str(weights))
-        bands = [(tensors[f"pca_mean_{i}"], tensors[f"components_{i}"]) for i in range(info.pop("bands"))]
-        return cls(bands, tensors["scaler_mean"], tensors["scaler_scale"], tensors["coef"], tensors["intercept"], info)
+        try:
+            info = json.loads(card.read_text(encoding="utf-8"))
+            tensors = load_file(str(weights))
+            bands = [(tensors[f"pca_mean_{i}"], tensors[f"components_{i}"]) for i in range(int(info.pop("bands")))]
+            model = cls(bands, tensors["scaler_mean"], tensors["scaler_scale"], tensors["coef"], tensors["intercept"],
+                        info)
+            model.features  # noqa: B018 - the card's feature spec, parsed now rather than at the first image
+            _check_shapes(bands, tensors)
+        except Exception as err:  # noqa: BLE001 - a damaged folder fails in JSON, safetensors or shapes alike
+            raise BadInput(f"The encoding model in {folder} is damaged ({type(err).__name__}: {str(err)[:200]}): "
+                           "encoder.json and encoder.safetensors must be as `evolver fit-encoder --out FOLDER` "
+                           "wrote them. Fit it again, or restore the folder from a copy.") from None
+        return model
+
+
+def _check_shapes(bands: list[tuple[torch.Tensor, torch.Tensor]], tensors: dict[str, torch.Tensor]) -> None:
+    """ValueError unless the chain's tensors fit one another: per band a mean (F,) and components (P, F) or
+    none, then a scaler of the components' total, coef (total, voxels) and intercept (voxels,)."""
+    total = 0
+    for mean, components in bands:
+        if mean.ndim != 1 or components.numel() and (components.ndim != 2 or components.shape[1] != len(mean)):
+            raise ValueError(f"a band's mean {tuple(mean.shape)} and components {tuple(components.shape)} do not fit")
+        total += components.shape[0] if components.numel() else len(mean)
+    coef, intercept = tensors["coef"], tensors["intercept"]
+    shapes = [tuple(tensors[k].shape) for k in ("scaler_mean", "scaler_scale")]
+    if shapes != [(total,)] * 2 or coef.ndim != 2 or coef.shape[0] != total or tuple(intercept.shape) != coef.shape[1:]:
+        raise ValueError(f"scaler {shapes}, coef {tuple(coef.shape)} and intercept {tuple(intercept.shape)} do not fit "
+                         f"{total} components")
 
 
 @dataclass(frozen=True)

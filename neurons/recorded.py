@@ -27,6 +27,7 @@ environment variable) and `max_bytes=B`.
 from __future__ import annotations
 
 import warnings
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,7 +67,11 @@ class RigLog:
     duplicates: int = 0
     malformed: int = 0
     late: int = 0
-    events: list[str] = field(default_factory=list)
+    early: int = 0
+    reconnects: int = 0
+    events: deque[str] = field(default_factory=lambda: deque(maxlen=RigLog.KEPT))
+
+    KEPT = 1000  # the latest events kept: a rig that errs all session long costs no more memory
 
     def note(self, kind: str, message: str) -> None:
         setattr(self, kind, getattr(self, kind) + 1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import time
 import uuid
 from pathlib import Path
@@ -11,23 +12,25 @@ from pathlib import Path
 import numpy as np
 
 from evolver_common import BadInput, write_atomic
+from evolver_common.files import is_regular
 from evolver_common.images import png_bytes
 from neurons.recorded import Block, RecordedNeuron
-from neurons.rig_files import exchange_block, read_h5_responses, read_mat_responses
+from neurons.rig_files import exchange_block, read_responses
 
 class FolderRig(RecordedNeuron):
     """XDream's file-exchange protocol (see the module docstring).
 
     A response file is read once it is whole: its size and time unchanged across two polls (a rig may
-    write it in place, as MATLAB's `save` and h5py do), and one that does not read is retried until it
-    has been unchanged for `settle_seconds` before it is set aside. Each run claims the folders with a
-    session id (`evolver-session.json`, and in the run's state): block files left by another session
-    are refused before the first block, this run's own from an interrupted block moved to `stale/`."""
+    write it in place, as MATLAB's `save` and h5py do, and pause mid-file). One that does not read is read
+    again each time it changes, until the block's time-out; only a file still unreadable then is set aside
+    (`.malformed`). A response file that is there before its block's images are written is not this
+    block's answer: it is set aside (`.early`). Each run claims the folders with a session id
+    (`evolver-session.json`, and in the run's state): block files left by another session are refused
+    before the first block, this run's own from an interrupted block moved to `stale/`."""
 
     kind = "folder"
     options = {**RecordedNeuron.options, "scores": str}
     poll_seconds = 0.02
-    settle_seconds = 0.5
     SESSION_FILE = "evolver-session.json"
 
     def __init__(self, spec: str, **kwargs):
@@ -54,6 +57,12 @@ class FolderRig(RecordedNeuron):
     def exchange(self, block: Block) -> dict[str, np.ndarray]:
         if not self.claimed:
             self._claim()
+        for early in self._response_files(block):
+            if os.path.lexists(early):  # written before the images it would answer: not their responses
+                aside = early.with_name(early.name + ".early")
+                early.replace(aside)
+                self.log.note("early", f"block {block.number}: {early.name} was there before the block's images were "
+                                       f"written, so it cannot answer them; moved aside as {aside.name}")
         names = [self.image_name(block, i) for i in range(len(block.ids))]
         for name, image in zip(names, block.images):
             write_atomic(self.folder / name, png_bytes(image))
@@ -64,12 +73,15 @@ class FolderRig(RecordedNeuron):
             self._timed_out(block, attempt)
         raise self._gave_up(block)
 
+    def _response_files(self, block: Block) -> list[Path]:
+        return [self.scores / f"block{block.number:03d}.{suffix}" for suffix in ("mat", "h5")]
+
     def _claim(self) -> None:
         """Before this process's first block: refuse the folders if they hold another session's blocks
         at or after the next one (their responses would be taken for this run's)."""
         marker = self.folder / self.SESSION_FILE
-        try:
-            ours = json.loads(marker.read_text()).get("session") == self.session
+        try:  # a marker that is not a regular file (a FIFO would block the read) is no session's
+            ours = is_regular(marker) and json.loads(marker.read_text()).get("session") == self.session
         except (OSError, ValueError, AttributeError):
             ours = False
         later = sorted({p for folder in (self.folder, self.scores) for p in folder.iterdir()
@@ -87,34 +99,46 @@ class FolderRig(RecordedNeuron):
         self.claimed = True
 
     def _wait(self, block: Block, names: list[str]) -> dict[str, np.ndarray] | None:
+        """The block's responses once a response file reads, or None at the time-out, when a file that never
+        read is set aside."""
         # a rig may start after evolver: until it has answered once, wait connect_timeout
         deadline = time.monotonic() + (self.timeout if self.answered else max(self.timeout, self.connect_timeout))
-        seen: dict[Path, tuple[tuple[int, int], float]] = {}  # file -> (size and time, unchanged since)
+        seen: dict[Path, tuple[int, int]] = {}  # file -> its size and time at the last poll
+        failed: dict[Path, tuple[tuple[int, int], str]] = {}  # file -> (size and time when it failed, why)
         while time.monotonic() < deadline:
-            for suffix in ("mat", "h5"):
-                path = self.scores / f"block{block.number:03d}.{suffix}"
+            for path in self._response_files(block):
                 try:
-                    stat = path.stat()
+                    info = os.lstat(path)
                 except FileNotFoundError:
                     continue
-                signature, now = (stat.st_size, stat.st_mtime_ns), time.monotonic()
-                if path not in seen or seen[path][0] != signature:  # new, or still being written
-                    seen[path] = (signature, now)
+                signature = (info.st_size, info.st_mtime_ns)
+                if not stat.S_ISREG(info.st_mode):  # a link, FIFO or device: no rig writes one
+                    self._set_aside(block, path, "not a regular file")
                     continue
-                parsed = self._read(path, block, names, final=now - seen[path][1] >= self.settle_seconds)
-                if parsed is not None:
-                    return parsed
+                if seen.get(path) != signature:  # new, or still being written
+                    seen[path] = signature
+                    continue
+                if failed.get(path, (None,))[0] == signature:  # unreadable, and unchanged since
+                    continue
+                try:
+                    return self.answers(path, block, names)
+                except Exception as err:  # noqa: BLE001 - a rig's file fails to parse in many ways; all mean "not readable"
+                    failed[path] = (signature, f"{type(err).__name__}: {str(err)[:200]}")
             time.sleep(self.poll_seconds)
+        for path, (_, why) in failed.items():  # unreadable to the end: the rig's fault
+            if os.path.lexists(path):
+                self._set_aside(block, path, why)
         return None
 
-    def _read(self, path: Path, block: Block, names: list[str], final: bool) -> dict[str, np.ndarray] | None:
-        try:
-            ids, values = read_mat_responses(path) if path.suffix == ".mat" else read_h5_responses(path, block.ids)
-        except Exception as err:  # noqa: BLE001 - a rig's file fails to parse in many ways; all mean "not readable"
-            if final:  # unchanged for settle_seconds and still unreadable: the rig's fault, set aside
-                self.log.note("malformed", f"block {block.number}: {path.name} could not be read "
-                                           f"({type(err).__name__}: {err}); waiting for a readable one")
-                path.replace(path.with_name(path.name + ".malformed"))  # kept for the lab, out of the way
-            return None
-        by_name = {**{n: i for n, i in zip(names, block.ids)}, **{n[:-4]: i for n, i in zip(names, block.ids)}}
+    def answers(self, path: Path, block: Block, names: list[str]) -> dict[str, np.ndarray]:
+        """{image id: responses} of the response file `path` for `block` (its images' file `names`); raises
+        when the file does not read (neurons.rig_files.read_responses)."""
+        ids, values = read_responses(path, block.ids)
+        by_name = {**dict(zip(names, block.ids)), **{n[:-4]: i for n, i in zip(names, block.ids)}}
         return self._match(block, [by_name.get(i, i) for i in ids], values)
+
+    def _set_aside(self, block: Block, path: Path, why: str) -> None:
+        aside = path.with_name(path.name + ".malformed")
+        self.log.note("malformed", f"block {block.number}: {path.name} could not be read ({why}); set aside as "
+                                   f"{aside.name}, waiting for a readable one")
+        path.replace(aside)  # kept for the lab, out of the way

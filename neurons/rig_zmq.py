@@ -6,7 +6,10 @@ import hmac
 import json
 import os
 import re
+import socket
+import threading
 import time
+import weakref
 
 import numpy as np
 
@@ -39,10 +42,17 @@ MAX_JSON_DEPTH = 8
 MESSAGE_TYPES = ("hello", "heartbeat", "responses")
 
 
+MAX_DIGITS = 100  # Python refuses to read integers of over 4,300 digits; none of a rig's has a hundred
+
+
+def _integer(text: str) -> int | float:
+    return int(text) if len(text) <= MAX_DIGITS else float("nan")
+
+
 def parse_message(data: bytes) -> dict | None:
     """A rig's JSON message, or None when it is not one (not UTF-8 JSON, nested too deep, not an object
-    of a known type). Integers are read as floats, so a 5,000-digit number is a number (inf), not an
-    error."""
+    of a known type). Integers are integers (an image id 17 is "17"); one of more than MAX_DIGITS digits
+    is missing (NaN), not an error."""
     depth = deepest = 0
     in_string = escaped = False
     for byte in data:  # JSON nesting outside strings, counted before the recursive parser sees it
@@ -58,10 +68,76 @@ def parse_message(data: bytes) -> dict | None:
         elif byte in (0x5D, 0x7D):
             depth -= 1
     try:
-        message = json.loads(data.decode("utf-8"), parse_int=float)
+        message = json.loads(data.decode("utf-8"), parse_int=_integer)
     except (ValueError, RecursionError):
         return None
     return message if isinstance(message, dict) and message.get("type") in MESSAGE_TYPES else None
+
+
+# A flood of connections must not take the process's file descriptors (the run's records need them). The
+# socket keeps at most MAX_CONNECTIONS at once, the rig's among them, and cuts each one beyond as it comes;
+# ZeroMQ itself drops a connection that has not finished its handshake within HANDSHAKE_SECONDS.
+MAX_CONNECTIONS = 32
+HANDSHAKE_SECONDS = 3
+
+
+class ConnectionGuard:
+    """Counts a socket's open connections from ZeroMQ's monitor events, in a thread of its own (the socket
+    itself is the main thread's), and cuts each accepted beyond `limit`: its TCP connection is shut down,
+    and ZeroMQ, seeing it end, closes it. Connections already open, the rig's, are never cut."""
+
+    def __init__(self, router, limit: int = MAX_CONNECTIONS):
+        import zmq
+
+        self.address, self.limit, self.cut = f"inproc://evolver-connection-guard-{id(self)}", limit, 0
+        router.monitor(self.address, zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED)
+        self.socket, self.open, self.stopping = router, set(), threading.Event()
+        self.thread = threading.Thread(target=self._watch, daemon=True, name="evolver-connection-guard")
+        self.thread.start()
+
+    def _watch(self) -> None:
+        import zmq
+        from zmq.utils.monitor import parse_monitor_message
+
+        events = self.socket.context.socket(zmq.PAIR)
+        events.connect(self.address)
+        try:
+            while not self.stopping.is_set():
+                if not events.poll(100):
+                    continue
+                event = parse_monitor_message(events.recv_multipart())
+                descriptor = event["value"]
+                if event["event"] == zmq.EVENT_DISCONNECTED:
+                    self.open.discard(descriptor)
+                elif len(self.open) < self.limit:
+                    self.open.add(descriptor)
+                else:
+                    self._cut(descriptor)
+        finally:
+            events.close(linger=0)
+
+    def _cut(self, descriptor: int) -> None:
+        try:
+            connection = socket.socket(fileno=descriptor)
+        except OSError:  # already closed by ZeroMQ
+            return
+        try:
+            connection.shutdown(socket.SHUT_RDWR)
+            self.cut += 1
+        except OSError:
+            pass
+        finally:
+            connection.detach()  # ZeroMQ owns the descriptor and closes it
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.thread.join()
+        self.socket.disable_monitor()
+
+
+def _close_socket(guard: ConnectionGuard, router) -> None:
+    guard.stop()
+    router.close()
 
 
 class NetworkRig(RecordedNeuron):
@@ -92,14 +168,21 @@ class NetworkRig(RecordedNeuron):
         self.socket = self.context.socket(zmq.ROUTER)
         self.socket.setsockopt(zmq.MAXMSGSIZE, self.max_bytes)  # larger messages: the connection is dropped
         self.socket.setsockopt(zmq.LINGER, 0)
+        self.socket.setsockopt(zmq.HANDSHAKE_IVL, HANDSHAKE_SECONDS * 1000)
+        self.guard = ConnectionGuard(self.socket)
+        # the port is let go when the rig is (the guard's thread would otherwise keep its socket open)
+        self._close = weakref.finalize(self, _close_socket, self.guard, self.socket)
         try:
             self.socket.bind(self.address)
         except zmq.ZMQError as err:
+            self.close()
             raise BadInput(f"'{spec}': cannot listen on {self.address} ({err}).") from None
+        self.socket.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a send to a gone peer fails, rather than vanish
         self.peer: bytes | None = None
+        self.lost = False  # whether the rig's connection went away after it said hello
 
     def close(self) -> None:
-        self.socket.close()
+        self._close()
 
     def _receive(self, until: float) -> tuple[bytes, dict | None] | None:
         """The next message before `until` (monotonic seconds) as (sender, message), message None if it was
@@ -144,8 +227,19 @@ class NetworkRig(RecordedNeuron):
         return sender, frames
 
     def _send(self, block: Block) -> None:
+        """Serve `block` to the rig. A rig whose connection is gone (ZeroMQ knows its id no more: it reconnected,
+        under a new id) is forgotten, and its next heartbeat or answer on the new connection names it again."""
+        import zmq
+
         header = json.dumps({"type": "block", "block": block.number, "ids": block.ids}).encode()
-        self.socket.send_multipart([self.peer, header, *(png_bytes(image) for image in block.images)])
+        try:
+            self.socket.send_multipart([self.peer, header, *(png_bytes(image) for image in block.images)])
+        except zmq.ZMQError as err:
+            if err.errno != zmq.EHOSTUNREACH:
+                raise
+            self.log.note("reconnects", f"block {block.number}: the rig's connection is gone; waiting for it on a new "
+                                        "one")
+            self.peer, self.lost = None, True
 
     def _await_rig(self) -> None:
         """Before the first block: wait for the rig to connect (it may start after evolver)."""
@@ -156,7 +250,7 @@ class NetworkRig(RecordedNeuron):
                 self.peer = sender
 
     def exchange(self, block: Block) -> dict[str, np.ndarray]:
-        if self.peer is None:
+        if self.peer is None and not self.lost:
             self._await_rig()
         heard = False
         for attempt in range(self.retries + 1):
@@ -168,6 +262,10 @@ class NetworkRig(RecordedNeuron):
             heard = False
             while (received := self._receive(deadline)) is not None:
                 sender, message = received
+                if self.lost and message is not None and message["type"] in ("heartbeat", "responses"):
+                    self.peer, self.lost = sender, False  # the rig, reconnected
+                    if message["type"] == "heartbeat":
+                        self._send(block)
                 heard = heard or sender == self.peer
                 if message is None:  # a garbled answer: ask for the block again
                     if sender == self.peer:

@@ -1,5 +1,6 @@
 import json
 import math
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -166,6 +167,29 @@ def test_encoder_neuron_is_differentiable_and_composes(fitted, subject):
     assert images.grad.abs().sum() > 0
     objective = neurons.create(f"encoder:{folder}:roi=late - 0.5*mean(encoder:{folder}:voxels=1,5,9)")
     assert objective(subject["images"][:2]).shape == (2,)
+
+
+@pytest.mark.parametrize("damage", ["card not JSON", "weights not safetensors", "a tensor missing",
+                                    "shapes that do not fit"])
+def test_a_damaged_encoder_folder_is_a_one_paragraph_error(fitted, tmp, damage):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    folder = Path(shutil.copytree(fitted[1], tmp / "encoder"))
+    tensors = load_file(folder / "encoder.safetensors")
+    if damage == "card not JSON":
+        (folder / "encoder.json").write_text("{bands: ")
+    elif damage == "weights not safetensors":
+        (folder / "encoder.safetensors").write_bytes(b"\x00" * 64)
+    elif damage == "a tensor missing":
+        save_file({k: v for k, v in tensors.items() if k != "coef"}, folder / "encoder.safetensors")
+    else:
+        save_file({**tensors, "coef": tensors["coef"][:-3]}, folder / "encoder.safetensors")
+    result = evolver_cli("run", "--neuron", f"encoder:{folder}:voxel=0", "--generations", 1, "--out", tmp / "run")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"The encoding model in {folder} is damaged" in " ".join(result.stderr.split())
+    assert not (tmp / "run").exists()
 
 
 @pytest.mark.parametrize("spec, message", [

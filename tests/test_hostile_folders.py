@@ -294,3 +294,80 @@ def test_the_workers_of_a_killed_sweep_exit(tmp):
     while any(os.path.exists(f"/proc/{w}") and open(f"/proc/{w}/stat").read().split()[2] != "Z" for w in workers):
         assert time.monotonic() < deadline, "a worker outlived its sweep by 20 s"
         time.sleep(0.2)
+
+
+def test_a_rig_token_appears_in_no_sweep_file_name_or_warning(tmp):
+    """The token given in a sweep's spec: kept out of folder names, sweep.json and the warnings of a run
+    that fails; the run resumes with the spec given again."""
+    secret = "s3cret-sweep-token"
+    spec = {"grid": {"neuron": [f"zmq:tcp://127.0.0.1:1:token={secret}:timeout=0.2:connect_timeout=0.2:retries=0"],
+                     "optimizer": ["ga"]}, "params": {"ga": {"population": [4]}}, "run": {"generations": 1}}
+    with pytest.warns(UserWarning) as caught:
+        counts = sweep(spec, tmp, workers=1)
+    assert counts["failed"] == 1
+    assert not any(secret in str(w.message) for w in caught)
+    for path in tmp.rglob("*"):
+        assert secret not in str(path.relative_to(tmp))
+        assert not path.is_file() or secret.encode() not in path.read_bytes()
+    assert "token=REDACTED" in (tmp / "sweep.json").read_text()
+
+
+def test_one_paragraph_errors_for_bad_numbers_and_a_damaged_config(finished_run, copy_of, tmp):
+    for args, message in ((("--seed", -1), "--seed must be a whole number from 0 up"),
+                          (("--reference", "procedural:-5"), "Malformed reference 'procedural:-5'"),
+                          (("--reference", "procedural:99999999999"), "N corpus stimuli, 1 to 5000")):
+        result = evolver_cli("run", "--neuron", "stimnet:relu4:unit1", *args, "--generations", 1, "--out", tmp / "r")
+        assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+        assert not (tmp / "r").exists()
+    run = copy_of(finished_run)
+    shorter = evolver_cli("run", "--resume", run, "--generations", 2, "--quiet")
+    assert shorter.returncode == 2 and "has finished 3 generations already" in shorter.stderr
+    assert '"generations": 3' in (run / "config.json").read_text()
+    (run / "config.json").write_text('{"run": {"neuron": ')
+    damaged = evolver_cli("run", "--resume", run, "--quiet")
+    assert damaged.returncode == 2 and "config.json" in damaged.stderr and "is damaged" in damaged.stderr
+    assert "Traceback" not in damaged.stderr
+
+
+def test_a_response_of_minus_1e308_is_missing_not_an_infinity_in_the_tables(tmp):
+    def huge(images):
+        values = images.mean((1, 2, 3)).double()
+        values[0] = -1e308
+        values[1] = 1e300
+        return values
+
+    with pytest.warns(UserWarning, match=r"beyond ±1e\+150"):
+        evolver.run(neuron=huge, generator_weights="random", generations=2, out=tmp / "run", progress=False)
+    for name in ("generations.csv", "scores.csv"):
+        assert "inf" not in (tmp / "run" / name).read_text()
+
+
+def test_a_generation_too_large_to_hold_is_rendered_and_shown_in_chunks(tmp, monkeypatch):
+    """Memory follows the chunk: the neuron sees at most a chunk at a time, and the run's records are those
+    of a run that kept its whole generation."""
+    import numpy as np
+
+    import evolver.loop as loop
+
+    seen = []
+
+    def brightness(images):
+        seen.append(len(images))
+        return images.mean((1, 2, 3))
+
+    options = dict(neuron=brightness, generator="stimuli", generations=3, params={"population": 40}, progress=False,
+                   precision="fp32", device="cpu")
+    whole = evolver.run(out=tmp / "whole", **options)
+    shown = sum(seen)
+    seen.clear()
+    image_bytes = 3 * 4 * 64 ** 2  # the stimuli generator's default size
+    monkeypatch.setattr(loop, "CHUNK_BYTES", 7 * image_bytes)
+    monkeypatch.setattr(loop, "KEPT_BYTES", 10 * image_bytes)
+    chunked = evolver.run(out=tmp / "chunked", **options)
+    assert max(seen) == 7 and sum(seen) == shown
+    for name in ("scores.csv", "generations.csv"):
+        a, b = (pd.read_csv(r.path / name) for r in (whole, chunked))
+        pd.testing.assert_frame_equal(a.drop(columns="seconds", errors="ignore"), b.drop(columns="seconds",
+                                                                                         errors="ignore"))
+    assert chunked.best == whole.best
+    np.testing.assert_array_equal(evolver.open_run(chunked.path).best.image, evolver.open_run(whole.path).best.image)

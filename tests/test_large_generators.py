@@ -2,6 +2,7 @@
 download them from an imitation of the hub on 127.0.0.1."""
 import io
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -73,6 +74,25 @@ def test_biggan_wrong_files_fail_clearly(tmp, biggan_folder):
     (wrong / "config.json").write_text((biggan_folder / "config.json").read_text())
     with pytest.raises(BadInput, match=r"do not match .*wrong shape"):
         generators.create("biggan-deep-128", weights=wrong)
+
+
+@pytest.mark.parametrize("damage", ["config not JSON", "config of wrong types", "config of no network",
+                                    "weights not a torch file"])
+def test_biggan_damaged_files_are_one_paragraph_errors(tmp, biggan_folder, damage):
+    import shutil
+
+    folder = Path(shutil.copytree(biggan_folder, tmp / "biggan"))
+    config = json.loads((folder / "config.json").read_text())
+    if damage == "config not JSON":
+        (folder / "config.json").write_text("{output_dim: 128")
+    elif damage == "config of wrong types":
+        (folder / "config.json").write_text(json.dumps({**config, "channel_width": "wide", "output_dim": 100}))
+    elif damage == "config of no network":
+        (folder / "config.json").write_text(json.dumps({**config, "layers": [["x"]]}))
+    else:
+        (folder / "pytorch_model.bin").write_bytes(b"not a torch file")
+    with pytest.raises(BadInput, match="config.json|could not be read"):
+        generators.create("biggan-deep-128", weights=folder)
 
 
 def test_biggan_offline_with_nothing_cached_says_where_to_put_weights(tmp, monkeypatch):

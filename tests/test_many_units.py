@@ -25,6 +25,25 @@ def test_a_unit_folder_resumes_as_a_single_unit_run(tmp):
     assert resumed.generations == 4 and len(pd.read_csv(results[0].path / "generations.csv")) == 4
 
 
+def test_a_unit_set_resumes_as_a_set_as_if_never_stopped_and_makes_a_unit_a_kill_left_unmade(tmp):
+    import shutil
+
+    config = dict(neuron="stimnet:relu4:unit[1,6,9]", generations=4, precision="fp32", device="cpu")
+    straight = run(RunConfig(**config), tmp / "straight", progress=False)
+    run(RunConfig(**{**config, "generations": 2}), tmp / "stopped", progress=False)
+    shutil.rmtree(tmp / "stopped" / "unit9")  # as a kill while the set's folders were made leaves it
+    result = evolver_cli("run", "--resume", tmp / "stopped", "--generations", 4, "--quiet", check=True)
+    assert "3 runs, one a unit" in result.stdout
+    for unit in ("unit1", "unit6", "unit9"):
+        a, b = (pd.read_csv(tmp / folder / unit / "scores.csv") for folder in ("straight", "stopped"))
+        if unit != "unit9":  # the two others continued exactly
+            pd.testing.assert_frame_equal(a, b)
+        assert len(pd.read_csv(tmp / "stopped" / unit / "generations.csv")) == 4
+    assert [r.path.name for r in straight] == ["unit1", "unit6", "unit9"]
+    again = evolver_cli("run", "--neuron", config["neuron"], "--out", tmp / "stopped")
+    assert again.returncode == 2 and "holds a unit set already" in again.stderr
+
+
 def test_unit_sets_refuse_options_for_single_units(tmp):
     with pytest.raises(BadInput, match="one evolution per unit"):
         run(RunConfig(neuron="stimnet:relu4:unit0-1", minimize=True), tmp / "set", progress=False)
