@@ -213,7 +213,7 @@ class RunDirectory:
     def _tally(self, name: str) -> _Tally:
         """The table's tally, counted from the file itself for a folder neither created nor rolled back here."""
         if name not in self._tallies:
-            with open(self.path / name, "rb") as f:
+            with os.fdopen(open_record(self.path / name, os.O_RDONLY), "rb") as f:
                 tally = _Tally(f.readline())
                 tally.add(rest := f.read(), rest.count(b"\n"))
             self._tallies[name] = tally
@@ -261,7 +261,7 @@ class RunDirectory:
         with os.fdopen(open_record(self.path / name, os.O_RDONLY), "rb") as f:
             if state is None:
                 return _Tally(f.readline())
-            tally, size = _Tally(b""), state.table_bytes[name]
+            tally, size = _Tally(b""), state.table_bytes.get(name, -1)  # -1: a table the run never committed
             while tally.size < size and (chunk := f.read(min(1 << 20, size - tally.size))):
                 tally.add(chunk, chunk.count(b"\n"))
         tally.rows -= 1  # the header

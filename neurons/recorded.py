@@ -84,7 +84,7 @@ class ChannelSelection:
 
     def __init__(self, options: dict[str, str], spec: str):
         if "channel" in options and "channels" in options:
-            raise BadInput(f"'{spec}': give channel= or channels=, not both. {RIG_HELP}")
+            raise BadInput(f"'{redact(spec)}': give channel= or channels=, not both. {RIG_HELP}")
         text = options.get("channels", options.get("channel", "0"))
         self.channels = None if text == "all" else index_set(text, spec, RIG_HELP)
 

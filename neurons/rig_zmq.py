@@ -84,12 +84,14 @@ HANDSHAKE_SECONDS = 3
 class ConnectionGuard:
     """Counts a socket's open connections from ZeroMQ's monitor events, in a thread of its own (the socket
     itself is the main thread's), and cuts each accepted beyond `limit`: its TCP connection is shut down,
-    and ZeroMQ, seeing it end, closes it. Connections already open, the rig's, are never cut."""
+    and ZeroMQ, seeing it end, closes it. Connections already open, the rig's, are not cut; only a TCP
+    connection to `port` is (a descriptor closed and reused before its event is read may be another of the
+    socket's: a rig cut so reconnects, and is taken back by its next message)."""
 
-    def __init__(self, router, limit: int = MAX_CONNECTIONS):
+    def __init__(self, router, port: int, limit: int = MAX_CONNECTIONS):
         import zmq
 
-        self.address, self.limit, self.cut = f"inproc://evolver-connection-guard-{id(self)}", limit, 0
+        self.address, self.port, self.limit, self.cut = f"inproc://evolver-connection-guard-{id(self)}", port, limit, 0
         router.monitor(self.address, zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED)
         self.socket, self.open, self.stopping = router, set(), threading.Event()
         self.thread = threading.Thread(target=self._watch, daemon=True, name="evolver-connection-guard")
@@ -122,8 +124,9 @@ class ConnectionGuard:
         except OSError:  # already closed by ZeroMQ
             return
         try:
-            connection.shutdown(socket.SHUT_RDWR)
-            self.cut += 1
+            if connection.family in (socket.AF_INET, socket.AF_INET6) and connection.getsockname()[1] == self.port:
+                connection.shutdown(socket.SHUT_RDWR)
+                self.cut += 1
         except OSError:
             pass
         finally:
@@ -158,7 +161,7 @@ class NetworkRig(RecordedNeuron):
         super().__init__(spec, **kwargs)
         match = re.fullmatch(r"tcp://(?P<host>[^:/]+|\[[^\]]+\]):(?P<port>\d+)", self.address)
         if not match:
-            raise BadInput(f"'{spec}': the address must be tcp://HOST:PORT, got '{self.address}'. {RIG_HELP}")
+            raise BadInput(f"'{redact(spec)}': the address must be tcp://HOST:PORT, got '{self.address}'. {RIG_HELP}")
         self.token = rig_token(self.settings.get("token"), self.settings.get("token_env"), spec)
         if match["host"] not in LOOPBACK and not self.token:
             raise BadInput(f"'{spec}': listening on {match['host']}, beyond this machine, needs a shared secret: "
@@ -169,14 +172,15 @@ class NetworkRig(RecordedNeuron):
         self.socket.setsockopt(zmq.MAXMSGSIZE, self.max_bytes)  # larger messages: the connection is dropped
         self.socket.setsockopt(zmq.LINGER, 0)
         self.socket.setsockopt(zmq.HANDSHAKE_IVL, HANDSHAKE_SECONDS * 1000)
-        self.guard = ConnectionGuard(self.socket)
+        self.guard = ConnectionGuard(self.socket, int(match["port"]))
         # the port is let go when the rig is (the guard's thread would otherwise keep its socket open)
         self._close = weakref.finalize(self, _close_socket, self.guard, self.socket)
         try:
             self.socket.bind(self.address)
         except zmq.ZMQError as err:
             self.close()
-            raise BadInput(f"'{spec}': cannot listen on {self.address} ({err}).") from None
+            raise BadInput(f"'{redact(spec)}': cannot listen on {self.address} ({err}).") from None
+        self.guard.port = int(self.socket.getsockopt(zmq.LAST_ENDPOINT).decode().rsplit(":", 1)[1])  # if given 0
         self.socket.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a send to a gone peer fails, rather than vanish
         self.peer: bytes | None = None
         self.lost = False  # whether the rig's connection went away after it said hello

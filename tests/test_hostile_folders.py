@@ -121,6 +121,7 @@ main(sys.argv[1:])
 """
 
 
+@pytest.mark.slow  # a process of its own, killed
 def test_a_kill_between_mkdir_and_the_first_records_leaves_no_run_folder(tmp):
     out = tmp / "run"
     killed = subprocess.run([sys.executable, "-c", KILL_AT_CONFIG, *map(str, run_args(out, 2))], cwd=ROOT,
@@ -217,6 +218,7 @@ def test_any_error_in_one_run_fails_that_run_and_the_sweep_goes_on(tmp, monkeypa
     assert counts == {"planned": 4, "skipped": 0, "started": 2, "failed": 2}
 
 
+@pytest.mark.slow  # two sweeps and a report
 def test_a_damaged_run_config_fails_that_run_and_report_names_an_unreadable_one(tmp):
     from evolver.aggregate import aggregate
     from evolver.sweep import plan

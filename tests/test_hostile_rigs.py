@@ -74,8 +74,8 @@ HOSTILE_FILES = {"external storage": (_external_storage, "h5"), "external link":
 @pytest.mark.parametrize("case", HOSTILE_FILES)
 def test_a_response_file_that_names_other_files_or_declares_too_much_is_set_aside_unread(tmp, case):
     make, suffix = HOSTILE_FILES[case]
-    rig = FolderRig(f"folder:{tmp}:timeout=1:connect_timeout=1:retries=0")
-    later(lambda: h5_file(tmp / f"block000.{suffix}", make(tmp)))
+    rig = FolderRig(f"folder:{tmp}:timeout=0.4:connect_timeout=0.4:retries=0")
+    later(lambda: h5_file(tmp / f"block000.{suffix}", make(tmp)), 0.05)
     started = time.monotonic()
     with pytest.warns(UserWarning, match="could not be read") as caught, pytest.raises(RigError):
         rig.respond(torch.zeros(3, 3, 8, 8), ["a", "b", "c"])
@@ -86,8 +86,8 @@ def test_a_response_file_that_names_other_files_or_declares_too_much_is_set_asid
 
 @pytest.mark.parametrize("name", ["block000.h5", "block000.mat"])
 def test_a_fifo_or_a_link_in_a_response_files_place_is_set_aside_and_waits_no_longer_than_the_timeout(tmp, name):
-    rig = FolderRig(f"folder:{tmp}:timeout=0.5:connect_timeout=0.5:retries=0")
-    later(lambda: os.mkfifo(tmp / name), 0.1)
+    rig = FolderRig(f"folder:{tmp}:timeout=0.3:connect_timeout=0.3:retries=0")
+    later(lambda: os.mkfifo(tmp / name), 0.05)
     started = time.monotonic()
     with pytest.warns(UserWarning, match="not a regular file"), pytest.raises(RigError):
         rig.respond(torch.zeros(2, 3, 8, 8), ["a", "b"])
@@ -95,7 +95,7 @@ def test_a_fifo_or_a_link_in_a_response_files_place_is_set_aside_and_waits_no_lo
     (tmp / f"{name}.malformed").unlink()
     victim = tmp / "victim.h5"
     h5_file(victim, lambda f: f.create_dataset("scores", data=[7.0, 8.0]))
-    later(lambda: os.symlink(victim, tmp / name), 0.1)  # block 0 again: it was not answered
+    later(lambda: os.symlink(victim, tmp / name), 0.05)  # block 0 again: it was not answered
     with pytest.warns(UserWarning, match="not a regular file"), pytest.raises(RigError):
         rig.respond(torch.zeros(2, 3, 8, 8), ["c", "d"])
 
