@@ -98,7 +98,9 @@ class RunDirectory:
         """Hold the folder for this process until `release` (or its exit): a second process that would
         write the same run is refused, naming the first. A unit's run inside a unit set's folder also holds
         the set's lock shared: refused while the set runs, beside other units' runs. `held`: the set's
-        lock, held by this process for the whole set, instead."""
+        lock, held by this process for the whole set, instead. A folder whose records are symbolic links is
+        refused, naming them: writing would write into the files they point to (reading them is harmless)."""
+        refuse_links(self.path, RECORDS)
         if held is not None:
             self._locks.append(held)
             return
@@ -154,7 +156,7 @@ class RunDirectory:
 
     @classmethod
     def open(cls, path: str | Path) -> RunDirectory:
-        """An existing run folder, to write: refused if it is not one, or if records in it are symbolic links."""
+        """An existing run folder (to read; `lock` it to write), refused if it is not one."""
         run = cls(path)
         missing = [n for n in ("config.json", *REQUIRED_TABLES) if not (run.path / n).is_file()]
         if missing:
@@ -162,7 +164,6 @@ class RunDirectory:
                 f"{run.path} is not an evolver run folder: {', '.join(missing)} missing. A run folder "
                 "is what `evolver run` writes (runs/<time>-<name>/ or --out DIR)."
             )
-        refuse_links(run.path, RECORDS)
         return run
 
     def config(self) -> dict[str, Any]:

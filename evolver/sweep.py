@@ -193,6 +193,8 @@ def run_or_resume(folder: Path, config: dict[str, Any]) -> str:
     try:
         return _run_or_resume(folder, config)
     except Exception as err:  # noqa: BLE001 - whatever stops one run, the sweep's other runs go on
+        if type(err).__module__.startswith("submitit"):  # how submitit ends a task past its time limit: its own
+            raise
         what = str(err) if isinstance(err, (BadInput, RigError, OSError)) else f"{type(err).__name__}: {err}"
         return redact(f"failed: {folder.name}: {what}")
 

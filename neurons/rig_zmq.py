@@ -246,11 +246,12 @@ class NetworkRig(RecordedNeuron):
             self.peer, self.lost = None, True
 
     def _await_rig(self) -> None:
-        """Before the first block: wait for the rig to connect (it may start after evolver)."""
+        """Before the first block: wait for the rig to connect (it may start after evolver). Its hello names
+        it, or its heartbeat where the hello was lost with a connection the socket dropped."""
         deadline = time.monotonic() + max(self.connect_timeout, self.timeout)
         while self.peer is None and (received := self._receive(deadline)) is not None:
             sender, message = received
-            if message is not None and message["type"] == "hello":
+            if message is not None and message["type"] in ("hello", "heartbeat"):
                 self.peer = sender
 
     def exchange(self, block: Block) -> dict[str, np.ndarray]:

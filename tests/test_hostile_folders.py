@@ -13,7 +13,7 @@ import evolver
 from conftest import ROOT, evolver_cli, run_args
 from evolver.records import RunDirectory
 from evolver.sweep import sweep
-from evolver_common import BadInput
+from evolver_common import BadInput, FolderLock
 
 
 SWEEP = {"grid": {"neuron": ["stimnet:relu4:unit1", "stimnet:relu4:unit2"], "optimizer": ["ga"], "seed": [0, 1]},
@@ -53,7 +53,7 @@ def test_the_lock_and_appended_tables_are_opened_without_following_links(tmp):
     (run.path / ".lock").unlink()
     (run.path / ".lock").symlink_to(victim)
     with pytest.raises(BadInput, match="symbolic links"):
-        run.lock()
+        FolderLock(run.path).acquire()  # O_NOFOLLOW, whoever calls it
     (run.path / "generations.csv").unlink()
     (run.path / "generations.csv").symlink_to(victim)
     with pytest.raises(BadInput, match="symbolic links"):
@@ -113,8 +113,6 @@ def test_a_table_appended_after_its_commit_is_cut_back_on_resume(finished_run, c
 KILL_AT_CONFIG = """
 import os, signal, sys
 from evolver.records import RunDirectory
-from evolver.sweep import sweep
-from evolver_common import BadInput
 RunDirectory.write_config = lambda self, config: os.kill(os.getpid(), signal.SIGKILL)
 from evolver.cli import main
 main(sys.argv[1:])
@@ -158,7 +156,7 @@ def test_a_unit_set_wider_than_the_open_file_limit_runs_and_holds_one_lock(tmp):
                              "--out", str(out)], cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True,
                             text=True, timeout=600, preexec_fn=limit)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert len([p for p in out.iterdir() if p.name.startswith("unit")]) == 128
+    assert len([p for p in out.iterdir() if p.is_dir() and p.name.startswith("unit")]) == 128
     assert not any((p / ".lock").exists() for p in out.iterdir() if p.is_dir())
     with evolver.start(neuron="stimnet:relu4:unit0-1", generator_weights="random", generations=1, params={"population": 4},
                        out=tmp / "pair") as loop:
@@ -185,7 +183,6 @@ def test_a_worker_runs_the_configs_it_was_given_though_another_spec_took_the_fol
 
 def test_a_half_made_run_folder_held_by_a_live_process_is_not_removed(tmp):
     from evolver.sweep import plan, run_or_resume
-    from evolver_common import FolderLock
 
     planned = plan(SWEEP)[0]
     folder = tmp / planned.path
@@ -373,3 +370,10 @@ def test_a_generation_too_large_to_hold_is_rendered_and_shown_in_chunks(tmp, mon
                                                                                          errors="ignore"))
     assert chunked.best == whole.best
     np.testing.assert_array_equal(evolver.open_run(chunked.path).best.image, evolver.open_run(whole.path).best.image)
+
+
+def test_a_run_with_symlinked_records_is_still_read(finished_run, copy_of, tmp):
+    run = copy_of(finished_run)
+    (run / "codes").rename(tmp / "codes-elsewhere")  # a lab's bigger disk
+    (run / "codes").symlink_to(tmp / "codes-elsewhere")
+    assert evolver.open_run(run).codes(2).shape[0] > 0

@@ -121,6 +121,7 @@ def test_a_response_file_there_before_its_blocks_images_is_set_aside(tmp):
     assert rig.log.early == 1 and (tmp / "block001.h5.early").is_file()
 
 
+@pytest.mark.slow  # 2 s of a paused writer
 def test_a_response_file_whose_writer_pauses_mid_file_is_read_once_whole(tmp):
     """Half the bytes, a 2 s pause (a loaded rig computer, a network share), the rest, all in place."""
     import io
@@ -208,8 +209,8 @@ def test_a_connection_flood_does_not_stop_a_run(tmp):
             time.sleep(0.2)
     flood = subprocess.Popen([sys.executable, "-c", FLOOD, str(port), "1112", "8"], stdout=subprocess.PIPE, text=True)
     rig = subprocess.Popen([sys.executable, "-m", "evolver", "rig-sim", "--connect", f"tcp://127.0.0.1:{port}",
-                            "--neuron", "stimnet:classifier:unit7", "--log", str(tmp / "rig.log"), "--idle-exit", "20"],
-                           cwd=ROOT, env=env, stderr=subprocess.DEVNULL)
+                            "--neuron", "stimnet:classifier:unit7", "--log", str(tmp / "rig.log"), "--idle-exit", "300"],
+                           cwd=ROOT, env=env, stderr=open(tmp / "rig.err", "w"))
     try:
         assert int(flood.stdout.readline()) > 1000  # the connections were made (and cut, or held)
         _, stderr = run.communicate(timeout=300)
@@ -217,7 +218,8 @@ def test_a_connection_flood_does_not_stop_a_run(tmp):
         for process in (flood, rig, run):
             process.kill()
             process.wait()
-    assert run.returncode == 0 and "Too many open files" not in stderr, stderr[-3000:]
+    assert run.returncode == 0 and "Too many open files" not in stderr, \
+        stderr[-2000:] + "\nthe rig's:\n" + (tmp / "rig.err").read_text()[-2000:]
     import evolver
 
     assert len(evolver.open_run(tmp / "run").generations) == 6
@@ -231,3 +233,39 @@ def test_the_command_line_prints_no_token_in_its_errors(tmp):
                          "--out", tmp / "run")
     assert result.returncode == 2 and "the address must be tcp://HOST:PORT" in result.stderr
     assert secret not in result.stderr + result.stdout and "token=REDACTED" in result.stderr
+
+
+def test_a_rig_whose_hello_was_lost_is_found_by_its_heartbeat():
+    """A connection the guard cut after the rig's hello left: the rig, reconnected, only sends heartbeats."""
+    import json
+
+    import zmq
+
+    from neurons.rig_zmq import NetworkRig
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    network = NetworkRig(f"zmq:tcp://127.0.0.1:{port}:timeout=5:connect_timeout=5")
+    stop = threading.Event()
+
+    def rig():
+        dealer = zmq.Context.instance().socket(zmq.DEALER)
+        dealer.connect(f"tcp://127.0.0.1:{port}")
+        while not stop.is_set():
+            if dealer.poll(100):
+                header = json.loads(dealer.recv_multipart()[0])
+                dealer.send(json.dumps({"type": "responses", "block": header["block"], "ids": header["ids"],
+                                        "responses": [[float(i)] for i in range(len(header["ids"]))]}).encode())
+            else:
+                dealer.send(b'{"type": "heartbeat"}')
+        dealer.close(linger=0)
+
+    thread = threading.Thread(target=rig, daemon=True)
+    thread.start()
+    try:
+        assert network.respond(torch.zeros(2, 3, 8, 8), ["a", "b"]).tolist() == [0.0, 1.0]
+    finally:
+        stop.set()
+        thread.join()
+        network.close()

@@ -25,6 +25,7 @@ def test_a_unit_folder_resumes_as_a_single_unit_run(tmp):
     assert resumed.generations == 4 and len(pd.read_csv(results[0].path / "generations.csv")) == 4
 
 
+@pytest.mark.slow  # an outcome: two units continue exactly
 def test_a_unit_set_resumes_as_a_set_as_if_never_stopped_and_makes_a_unit_a_kill_left_unmade(tmp):
     import shutil
 
