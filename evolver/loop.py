@@ -35,6 +35,8 @@ LARGEST_RESPONSE = 1e150
 # 1,024 (a generation of 10,000 such images would take 126 GB at once).
 CHUNK_BYTES = 128 << 20
 KEPT_BYTES = 1 << 30  # a generation's images kept whole up to this: 21,000 of 64 pixels a side
+
+
 class Loop:
     """Tracks evolved through one generator and one neuron, one generation a `step`.
 
@@ -192,15 +194,23 @@ class Shown:
             self.kept = parts[0] if len(parts) == 1 else torch.cat(parts)
 
     def chunks(self, rows: np.ndarray) -> Iterator[torch.Tensor]:
-        """The images of `rows` (indices into codes then references), `chunk` at a time, in order."""
+        """The images of `rows` (increasing indices into codes then references), `chunk` at a time, in order."""
         for i in range(0, len(rows), self.chunk):
             part = rows[i:i + self.chunk]
-            drawn = part[part < len(self.codes)]
-            images = self.kept[drawn] if self.kept is not None else self.generator.render(self.codes[drawn])
+            drawn, shown = part[part < len(self.codes)], []
+            if len(drawn):
+                shown.append(self._images(drawn))
             if len(drawn) < len(part):
                 references = self.references[part[len(drawn):] - len(self.codes)]
-                images = torch.cat([images, references.to(images.device, images.dtype)])
-            yield images
+                shown.append(references.to(shown[0].device, shown[0].dtype) if shown else references)
+            yield shown[0] if len(shown) == 1 else torch.cat(shown)
+
+    def _images(self, drawn: np.ndarray) -> torch.Tensor:
+        if self.kept is None:
+            return self.generator.render(self.codes[drawn])
+        if drawn[-1] - drawn[0] == len(drawn) - 1:  # consecutive rows: a view, not a copy
+            return self.kept[int(drawn[0]):int(drawn[-1]) + 1]
+        return self.kept[torch.as_tensor(drawn)]
 
     def image(self, row: int, start: int = 0) -> torch.Tensor:
         """The image (3, H, W) of code `start + row`."""

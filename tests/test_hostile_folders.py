@@ -355,7 +355,7 @@ def test_a_generation_too_large_to_hold_is_rendered_and_shown_in_chunks(tmp, mon
         return images.mean((1, 2, 3))
 
     options = dict(neuron=brightness, generator="stimuli", generations=3, params={"population": 40}, progress=False,
-                   precision="fp32", device="cpu")
+                   precision="fp32", device="cpu", reference="procedural:5", interleave=3)
     whole = evolver.run(out=tmp / "whole", **options)
     shown = sum(seen)
     seen.clear()
@@ -364,7 +364,7 @@ def test_a_generation_too_large_to_hold_is_rendered_and_shown_in_chunks(tmp, mon
     monkeypatch.setattr(loop, "KEPT_BYTES", 10 * image_bytes)
     chunked = evolver.run(out=tmp / "chunked", **options)
     assert max(seen) == 7 and sum(seen) == shown
-    for name in ("scores.csv", "generations.csv"):
+    for name in ("scores.csv", "generations.csv", "references.csv"):
         a, b = (pd.read_csv(r.path / name) for r in (whole, chunked))
         pd.testing.assert_frame_equal(a.drop(columns="seconds", errors="ignore"), b.drop(columns="seconds",
                                                                                          errors="ignore"))
