@@ -7,6 +7,8 @@ import runpy
 import shutil
 import subprocess
 import sys
+import threading
+import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,6 +82,25 @@ def run_args(out, generations: int = 12) -> list:
     """`evolver run` of a small GA run on a random resnet18 unit, recorded in `out`."""
     return ["run", "--neuron", UNIT, "--weights", "random", "--generations", generations, "--population", 20,
             "--seed", 7, "--optimizer", "ga", "--param", "mutation_size=0.3", "--out", out, "--quiet"]
+
+
+def when_shown(folder, block: int, action, delay: float = 0.0) -> threading.Thread:
+    """Play the rig: do `action` once the block's images are written (anew: a block shown again rewrites them),
+    `delay` seconds later. A response file written before them would be refused as early."""
+    pattern = f"block{block:03d}_*.png"
+    before = {p.name: p.stat().st_ino for p in folder.glob(pattern)}
+
+    def wait_then_act():
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not any(before.get(p.name) != p.stat().st_ino
+                                                      for p in folder.glob(pattern) if p.exists()):
+            time.sleep(0.01)
+        time.sleep(delay)
+        action()
+
+    thread = threading.Thread(target=wait_then_act, daemon=True)
+    thread.start()
+    return thread
 
 
 @pytest.fixture(scope="session")

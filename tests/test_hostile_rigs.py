@@ -12,17 +12,12 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import when_shown
 from evolver_common import RigError
 from neurons.rig_folder import FolderRig
 from neurons.rig_zmq import parse_message
 
 SECRET = b"THE-LAB'S-PRIVATE-BYTES!"  # 24 bytes: 3 float64 values a response file might borrow
-
-
-def later(action, delay: float = 0.2) -> threading.Thread:
-    thread = threading.Thread(target=lambda: (time.sleep(delay), action()), daemon=True)
-    thread.start()
-    return thread
 
 
 def h5_file(path, build) -> None:
@@ -75,7 +70,7 @@ HOSTILE_FILES = {"external storage": (_external_storage, "h5"), "external link":
 def test_a_response_file_that_names_other_files_or_declares_too_much_is_set_aside_unread(tmp, case):
     make, suffix = HOSTILE_FILES[case]
     rig = FolderRig(f"folder:{tmp}:timeout=0.4:connect_timeout=0.4:retries=0")
-    later(lambda: h5_file(tmp / f"block000.{suffix}", make(tmp)), 0.05)
+    when_shown(tmp, 0, lambda: h5_file(tmp / f"block000.{suffix}", make(tmp)))
     started = time.monotonic()
     with pytest.warns(UserWarning, match="could not be read") as caught, pytest.raises(RigError):
         rig.respond(torch.zeros(3, 3, 8, 8), ["a", "b", "c"])
@@ -87,7 +82,7 @@ def test_a_response_file_that_names_other_files_or_declares_too_much_is_set_asid
 @pytest.mark.parametrize("name", ["block000.h5", "block000.mat"])
 def test_a_fifo_or_a_link_in_a_response_files_place_is_set_aside_and_waits_no_longer_than_the_timeout(tmp, name):
     rig = FolderRig(f"folder:{tmp}:timeout=0.3:connect_timeout=0.3:retries=0")
-    later(lambda: os.mkfifo(tmp / name), 0.05)
+    when_shown(tmp, 0, lambda: os.mkfifo(tmp / name))
     started = time.monotonic()
     with pytest.warns(UserWarning, match="not a regular file"), pytest.raises(RigError):
         rig.respond(torch.zeros(2, 3, 8, 8), ["a", "b"])
@@ -95,7 +90,7 @@ def test_a_fifo_or_a_link_in_a_response_files_place_is_set_aside_and_waits_no_lo
     (tmp / f"{name}.malformed").unlink()
     victim = tmp / "victim.h5"
     h5_file(victim, lambda f: f.create_dataset("scores", data=[7.0, 8.0]))
-    later(lambda: os.symlink(victim, tmp / name), 0.05)  # block 0 again: it was not answered
+    when_shown(tmp, 0, lambda: os.symlink(victim, tmp / name))  # block 0 again: it was not answered
     with pytest.warns(UserWarning, match="not a regular file"), pytest.raises(RigError):
         rig.respond(torch.zeros(2, 3, 8, 8), ["c", "d"])
 
@@ -103,19 +98,19 @@ def test_a_fifo_or_a_link_in_a_response_files_place_is_set_aside_and_waits_no_lo
 def test_a_fifo_as_the_session_file_does_not_block_the_run(tmp):
     os.mkfifo(tmp / FolderRig.SESSION_FILE)
     rig = FolderRig(f"folder:{tmp}:timeout=3:connect_timeout=3")
-    later(lambda: h5_file(tmp / "block000.h5", lambda f: f.create_dataset("scores", data=[1.0, 2.0])))
+    when_shown(tmp, 0, lambda: h5_file(tmp / "block000.h5", lambda f: f.create_dataset("scores", data=[1.0, 2.0])))
     assert rig.respond(torch.zeros(2, 3, 8, 8), ["a", "b"]).tolist() == [1.0, 2.0]
     assert (tmp / FolderRig.SESSION_FILE).is_file()  # a regular file replaced the FIFO
 
 
 def test_a_response_file_there_before_its_blocks_images_is_set_aside(tmp):
     rig = FolderRig(f"folder:{tmp}:timeout=3:connect_timeout=3")
-    later(lambda: h5_file(tmp / "block000.h5", lambda f: f.create_dataset("scores", data=[1.0, 2.0])))
+    when_shown(tmp, 0, lambda: h5_file(tmp / "block000.h5", lambda f: f.create_dataset("scores", data=[1.0, 2.0])))
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # nothing amiss in block 0
         assert rig.respond(torch.zeros(2, 3, 8, 8), ["a", "b"]).tolist() == [1.0, 2.0]
     h5_file(tmp / "block001.h5", lambda f: f.create_dataset("scores", data=[66.0, 66.0]))  # block 1's, too soon
-    later(lambda: h5_file(tmp / "block001.h5", lambda f: f.create_dataset("scores", data=[3.0, 4.0])), 0.5)
+    when_shown(tmp, 1, lambda: h5_file(tmp / "block001.h5", lambda f: f.create_dataset("scores", data=[3.0, 4.0])))
     with pytest.warns(UserWarning, match="before the block's images were written"):
         assert rig.respond(torch.zeros(2, 3, 8, 8), ["c", "d"]).tolist() == [3.0, 4.0]
     assert rig.log.early == 1 and (tmp / "block001.h5.early").is_file()
@@ -141,7 +136,7 @@ def test_a_response_file_whose_writer_pauses_mid_file_is_read_once_whole(tmp):
             f.write(data[len(data) // 2:])
 
     rig = FolderRig(f"folder:{tmp}:timeout=6:connect_timeout=6")
-    later(write_with_a_pause, 0.1)
+    when_shown(tmp, 0, write_with_a_pause)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert rig.respond(torch.zeros(2, 3, 8, 8), ["a", "b"]).tolist() == [5.0, 6.0]
@@ -233,10 +228,14 @@ def test_the_command_line_prints_no_token_in_its_errors(tmp):
                          "--out", tmp / "run")
     assert result.returncode == 2 and "the address must be tcp://HOST:PORT" in result.stderr
     assert secret not in result.stderr + result.stdout and "token=REDACTED" in result.stderr
+    from evolver.experiment import RunConfig, default_run_path
+
+    assert secret not in str(default_run_path(RunConfig(neuron=f"zmq:tcp://127.0.0.1:1:token={secret}")))
 
 
 def test_a_rig_whose_hello_was_lost_is_found_by_its_heartbeat():
-    """A connection the guard cut after the rig's hello left: the rig, reconnected, only sends heartbeats."""
+    """A connection the guard cut after the rig's hello left: the rig, reconnected, only sends heartbeats. It
+    echoes the image ids as JSON numbers, as a rig may: 17 is image "17"."""
     import json
 
     import zmq
@@ -255,7 +254,8 @@ def test_a_rig_whose_hello_was_lost_is_found_by_its_heartbeat():
         while not stop.is_set():
             if dealer.poll(100):
                 header = json.loads(dealer.recv_multipart()[0])
-                dealer.send(json.dumps({"type": "responses", "block": header["block"], "ids": header["ids"],
+                dealer.send(json.dumps({"type": "responses", "block": header["block"],
+                                        "ids": [int(i) for i in header["ids"]],
                                         "responses": [[float(i)] for i in range(len(header["ids"]))]}).encode())
             else:
                 dealer.send(b'{"type": "heartbeat"}')
@@ -264,7 +264,7 @@ def test_a_rig_whose_hello_was_lost_is_found_by_its_heartbeat():
     thread = threading.Thread(target=rig, daemon=True)
     thread.start()
     try:
-        assert network.respond(torch.zeros(2, 3, 8, 8), ["a", "b"]).tolist() == [0.0, 1.0]
+        assert network.respond(torch.zeros(2, 3, 8, 8), ["17", "18"]).tolist() == [0.0, 1.0]
     finally:
         stop.set()
         thread.join()

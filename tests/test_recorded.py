@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import neurons
-from conftest import evolver_process
+from conftest import evolver_process, when_shown
 from evolver import RunConfig, resume, run
 from evolver.optimizers.uncertainty import PROOF
 from evolver.rigsim import write_mat
@@ -327,18 +327,13 @@ def test_a_literal_token_is_kept_out_of_the_records(tmp, monkeypatch):
 
 # ------------------------------------------------------------------------------------------- the folder
 
-def answer_later(write, seconds: float = 0.3) -> None:
-    """Play a rig that answers `seconds` after the block was shown (after the adapter claimed the folder)."""
-    threading.Timer(seconds, write).start()
-
-
 def test_mat_files_are_read_and_rig_names_never_used_as_paths(tmp):
     def answer():
         write_mat(tmp / "block000.mat", ["block000_000_7", "../../etc/passwd", "block000_001_8"],
                   np.array([[1.0, 10.0], [2.0, 20.0], [3.0, 30.0]]))
 
     rig = FolderRig(f"folder:{tmp}:channel=1:timeout=2:connect_timeout=2")
-    answer_later(answer)
+    when_shown(tmp, 0, answer)
     with pytest.warns(UserWarning, match="did not show"):
         answered = rig.respond(torch.zeros(2, 3, 8, 8), ["7", "8"])
     assert answered.tolist() == [10.0, 30.0] and rig.log.unknown_ids == 1
@@ -361,13 +356,13 @@ def test_blocks_of_another_session_are_refused_and_a_resumed_runs_own_moved_asid
         FolderRig(f"folder:{tmp}:timeout=1:connect_timeout=1").respond(torch.zeros(2, 3, 8, 8), ["a", "b"])
     (tmp / "block000.h5").unlink()
     rig = FolderRig(f"folder:{tmp}:timeout=2:connect_timeout=2")
-    answer_later(lambda: write_h5(tmp / "block000.h5", [1.0, 2.0]))
+    when_shown(tmp, 0, lambda: write_h5(tmp / "block000.h5", [1.0, 2.0]))
     assert rig.respond(torch.zeros(2, 3, 8, 8), ["a", "b"]).tolist() == [1.0, 2.0]
     state = rig.state_dict()
     write_h5(tmp / "block001.h5", [9.0])  # block 1 was shown, answered, and the run stopped before its record
     resumed = FolderRig(f"folder:{tmp}:timeout=2:connect_timeout=2")
     resumed.load_state_dict(state)
-    answer_later(lambda: write_h5(tmp / "block001.h5", [3.0]))
+    when_shown(tmp, 1, lambda: write_h5(tmp / "block001.h5", [3.0]))
     assert resumed.respond(torch.zeros(1, 3, 8, 8), ["c"]).tolist() == [3.0]
     assert (tmp / "stale" / "block001.h5").is_file(), "the interrupted block's answer is kept, out of the way"
 
@@ -383,7 +378,7 @@ def test_a_response_file_written_in_place_is_read_only_once_whole(tmp):
 
     (tmp / "responses").mkdir()
     rig = FolderRig(f"folder:{tmp}:scores={tmp / 'responses'}:timeout=3:connect_timeout=3")
-    answer_later(write_slowly, 0.1)
+    when_shown(tmp, 0, write_slowly)
     assert rig.respond(torch.zeros(2, 3, 8, 8), ["a", "b"]).tolist() == [4.0, 5.0]
     assert rig.log.malformed == 0 and not list(tmp.glob("**/*.malformed"))
     image = next(tmp.glob("block000_*.png"))
@@ -406,7 +401,7 @@ def test_malformed_response_files_are_set_aside_or_answer_nothing(tmp, content, 
             for name, value in content.items():
                 f[name] = value
 
-    answer_later(answer, 0.1)
+    when_shown(tmp, 0, answer)
     if readable:
         assert np.isnan(rig.respond(torch.zeros(1, 3, 8, 8), ["a"])).all()
         return
