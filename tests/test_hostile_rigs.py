@@ -207,7 +207,7 @@ def test_a_connection_flood_does_not_stop_a_run(tmp):
                             "--neuron", "stimnet:classifier:unit7", "--log", str(tmp / "rig.log"), "--idle-exit", "300"],
                            cwd=ROOT, env=env, stderr=open(tmp / "rig.err", "w"))
     try:
-        assert int(flood.stdout.readline()) > 1000  # the connections were made (and cut, or held)
+        assert int(flood.stdout.readline()) > 4 * 128  # made (a few time out in the listen backlog), then cut or held
         _, stderr = run.communicate(timeout=300)
     finally:
         for process in (flood, rig, run):
