@@ -57,14 +57,15 @@ def _read_regular(path: Path) -> bytes:
 
 
 def _dataset(f, name: str, rows: int):
-    """The dataset `name`, stored in this file, of at most `rows` × MAX_CHANNELS values."""
+    """The dataset `name`, stored in this file (no link of any kind: a soft one may lead to an external
+    one), of at most `most_rows(rows)` × MAX_CHANNELS values."""
     import h5py
 
     link = f.get(name, getlink=True)
     if link is None:
         raise KeyError(f"no dataset '{name}'")
-    if isinstance(link, h5py.ExternalLink):
-        raise ValueError(f"'{name}' is an external link to {link.filename}: a response file holds its own data")
+    if not isinstance(link, h5py.HardLink):
+        raise ValueError(f"'{name}' is a {type(link).__name__}: a response file holds its own datasets")
     dataset = f[name]
     if not isinstance(dataset, h5py.Dataset):
         raise ValueError(f"'{name}' is not a dataset")

@@ -38,6 +38,17 @@ def _external_link(tmp):
     return lambda f: f.__setitem__("scores", __import__("h5py").ExternalLink(str(tmp / "other.h5"), "/scores"))
 
 
+def _soft_link_to_an_external_one(tmp):
+    import h5py
+
+    h5_file(tmp / "other.h5", lambda f: f.create_dataset("scores", data=np.frombuffer(SECRET, dtype="f8")))
+
+    def build(f):
+        f["elsewhere"] = h5py.ExternalLink(str(tmp / "other.h5"), "/scores")
+        f["scores"] = h5py.SoftLink("/elsewhere")
+    return build
+
+
 def _virtual(tmp):
     import h5py
 
@@ -62,6 +73,7 @@ def _many_ids(tmp):
 
 
 HOSTILE_FILES = {"external storage": (_external_storage, "h5"), "external link": (_external_link, "h5"),
+                 "soft link to an external link": (_soft_link_to_an_external_one, "h5"),
                  "virtual dataset": (_virtual, "h5"), "a billion scores declared": (_declared_billion, "h5"),
                  "200,000 stimulus ids": (_many_ids, "mat")}
 
