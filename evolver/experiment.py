@@ -322,7 +322,7 @@ def _set_record(path: Path) -> str | dict:
         return json.loads((path / SET_FILE).read_text(encoding="utf-8"))["neuron"]
     except (ValueError, KeyError, TypeError, UnicodeDecodeError) as err:
         raise BadInput(f"{path / SET_FILE} is damaged ({type(err).__name__}: {err}); each unit's folder still "
-                       "resumes on its own: `evolver run --resume {path}/unitN`.") from None
+                       f"resumes on its own: `evolver run --resume {path}/unitN`.") from None
 
 
 def _finished(directory: RunDirectory) -> int:

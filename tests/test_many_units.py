@@ -54,3 +54,11 @@ def test_command_line_runs_a_unit_set(tmp):
     result = evolver_cli("run", "--neuron", "stimnet:relu4:unit0-2", "--generations", 2, "--out", tmp / "set",
                          "--quiet", check=True)
     assert "3 runs, one a unit" in result.stdout and (tmp / "set" / "unit2" / "best.png").is_file()
+
+
+def test_a_damaged_unit_set_record_is_a_one_paragraph_error(tmp):
+    run(RunConfig(neuron="stimnet:relu4:unit0-1", generations=1), tmp / "set", progress=False)
+    (tmp / "set" / "unit-set.json").write_text("{neuron")
+    result = evolver_cli("run", "--resume", tmp / "set", "--generations", 2)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"resumes on its own: `evolver run --resume {tmp / 'set'}/unitN`" in " ".join(result.stderr.split())
