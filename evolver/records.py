@@ -24,7 +24,7 @@ import pandas as pd
 from evolver.run_state import Best, RunState, noise_free_run
 from evolver.tables import BY_NAME, Features, Table, headers
 from evolver_common import BadInput, FolderLock, open_record, refuse_links, write_atomic
-from evolver_common.files import FILE_MODE
+from evolver_common.files import FOLDER_MODE
 from evolver_common.images import png_bytes
 from evolver_common.secrets import redact
 
@@ -34,7 +34,6 @@ STATE_FILE = Path("state") / "state.npz"
 RECORDS = ("config.json", "generations.csv", "scores.csv", "references.csv", "reference.csv", "state", "codes",
            "images", "best.png", "best_code.npy", "best.json", "trajectory.html", FolderLock.NAME)
 UNIT_FOLDER = re.compile(r"unit\d+")  # a unit's run inside a unit set's folder
-FOLDER_MODE = 0o777 & (FILE_MODE | 0o111)
 
 
 def npy_bytes(array: np.ndarray) -> bytes:

@@ -29,6 +29,7 @@ def _umask() -> int:
 # mkstemp creates files 0600; a file written whole should read as any file the user creates (a rig under
 # another account reads the images), so it gets the mode the umask gives.
 FILE_MODE = 0o666 & ~_umask()
+FOLDER_MODE = 0o777 & ~_umask()  # what mkdir gives; mkdtemp gives 0700
 
 
 def write_atomic(path: Path, data: bytes) -> None:
