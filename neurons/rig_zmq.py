@@ -6,16 +6,19 @@ import hmac
 import json
 import os
 import re
-import socket
-import threading
+import shutil
+import subprocess
+import sys
+import tempfile
 import time
 import weakref
 
 import numpy as np
 
-from evolver_common import BadInput
+from evolver_common import BadInput, RigError
 from evolver_common.images import png_bytes
 from evolver_common.secrets import REDACTED, redact
+from neurons import rig_listener
 from neurons.recorded import RIG_HELP, Block, RecordedNeuron
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
@@ -74,73 +77,76 @@ def parse_message(data: bytes) -> dict | None:
     return message if isinstance(message, dict) and message.get("type") in MESSAGE_TYPES else None
 
 
-# A flood of connections must not take the process's file descriptors (the run's records need them). The
-# socket keeps at most MAX_CONNECTIONS at once, the rig's among them, and cuts each one beyond as it comes;
-# ZeroMQ itself drops a connection that has not finished its handshake within HANDSHAKE_SECONDS.
-MAX_CONNECTIONS = 32
-HANDSHAKE_SECONDS = 3
+class Listener:
+    """The rig's listening socket, served by `neurons.rig_listener` in a process of its own (why: its
+    docstring). `socket` is this process's end, a PAIR: [sender, frame, ...] from a rig, [peer, frame, ...]
+    to one, and the listener's notices as [CONTROL, kind, detail]."""
 
+    STARTUP_SECONDS = 60  # a fresh interpreter and pyzmq, on a loaded machine
+    SEND_SECONDS = 10  # the listener takes each message as it comes; longer, and it is gone or stuck
 
-class ConnectionGuard:
-    """Counts a socket's open connections from ZeroMQ's monitor events, in a thread of its own (the socket
-    itself is the main thread's), and cuts each accepted beyond `limit`: its TCP connection is shut down,
-    and ZeroMQ, seeing it end, closes it. Connections already open, the rig's, are not cut; only a TCP
-    connection to `port` is (a descriptor closed and reused before its event is read may be another of the
-    socket's: a rig cut so reconnects, and is taken back by its next message)."""
-
-    def __init__(self, router, port: int, limit: int = MAX_CONNECTIONS):
+    def __init__(self, address: str, max_bytes: int, spec: str):
         import zmq
 
-        self.address, self.port, self.limit, self.cut = f"inproc://evolver-connection-guard-{id(self)}", port, limit, 0
-        router.monitor(self.address, zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED)
-        self.socket, self.open, self.stopping = router, set(), threading.Event()
-        self.thread = threading.Thread(target=self._watch, daemon=True, name="evolver-connection-guard")
-        self.thread.start()
+        self.folder = tempfile.mkdtemp(prefix="evolver-rig-")  # mode 0700: only this user can connect
+        self.socket = zmq.Context.instance().socket(zmq.PAIR)
+        self.socket.setsockopt(zmq.LINGER, 0)
+        self.socket.setsockopt(zmq.SNDTIMEO, self.SEND_SECONDS * 1000)  # a PAIR without its peer would block
+        self.socket.bind(f"ipc://{self.folder}/listener")
+        alive, self.alive = os.pipe()
+        self.process = subprocess.Popen([sys.executable, rig_listener.__file__, address, f"ipc://{self.folder}/listener",
+                                         str(max_bytes), str(alive)], pass_fds=[alive], stdin=subprocess.DEVNULL)
+        os.close(alive)
+        self._close = weakref.finalize(self, Listener._stop, self.socket, self.alive, self.process, self.folder)
+        kind, detail = self._first_notice(spec)
+        if kind != b"listening":
+            self.close()
+            raise BadInput(f"'{redact(spec)}': cannot listen on {address} ({detail.decode(errors='replace')}).")
+        self.port = int(detail)
 
-    def _watch(self) -> None:
+    def _first_notice(self, spec: str) -> tuple[bytes, bytes]:
+        deadline = time.monotonic() + self.STARTUP_SECONDS
+        while time.monotonic() < deadline and self.process.poll() is None:
+            if self.socket.poll(100):
+                _, kind, detail = self.socket.recv_multipart()
+                return kind, detail
+        self.close()
+        raise RigError(f"'{redact(spec)}': the process that listens for the rig "
+                       + (f"ended (exit code {self.process.returncode})" if self.process.poll() is not None else
+                          f"did not start in {self.STARTUP_SECONDS} s") + "; its error, if any, is printed above.")
+
+    def check(self, spec: str) -> None:
+        """Raises RigError if the listening process has ended (it never does on its own)."""
+        if self.process.poll() is not None:
+            raise RigError(f"'{redact(spec)}': the process that listens for the rig ended (exit code "
+                           f"{self.process.returncode}). Everything up to the last finished generation is recorded; "
+                           "continue with `evolver run --resume RUN`.")
+
+    def send(self, frames: list[bytes], spec: str) -> None:
+        """[peer, frame, ...] to the rig. RigError if the listener does not take it."""
         import zmq
-        from zmq.utils.monitor import parse_monitor_message
 
-        events = self.socket.context.socket(zmq.PAIR)
-        events.connect(self.address)
         try:
-            while not self.stopping.is_set():
-                if not events.poll(100):
-                    continue
-                event = parse_monitor_message(events.recv_multipart())
-                descriptor = event["value"]
-                if event["event"] == zmq.EVENT_DISCONNECTED:
-                    self.open.discard(descriptor)
-                elif len(self.open) < self.limit:
-                    self.open.add(descriptor)
-                else:
-                    self._cut(descriptor)
-        finally:
-            events.close(linger=0)
+            self.socket.send_multipart(frames)
+        except zmq.Again:
+            self.check(spec)
+            raise RigError(f"'{redact(spec)}': the process that listens for the rig took no message in "
+                           f"{self.SEND_SECONDS} s. Everything up to the last finished generation is recorded; "
+                           "continue with `evolver run --resume RUN`.") from None
 
-    def _cut(self, descriptor: int) -> None:
+    def close(self) -> None:
+        self._close()
+
+    @staticmethod
+    def _stop(pair, alive: int, process: subprocess.Popen, folder: str) -> None:
+        os.close(alive)  # the listener sees the pipe end, and exits
+        pair.close()
         try:
-            connection = socket.socket(fileno=descriptor)
-        except OSError:  # already closed by ZeroMQ
-            return
-        try:
-            if connection.family in (socket.AF_INET, socket.AF_INET6) and connection.getsockname()[1] == self.port:
-                connection.shutdown(socket.SHUT_RDWR)
-                self.cut += 1
-        except OSError:
-            pass
-        finally:
-            connection.detach()  # ZeroMQ owns the descriptor and closes it
-
-    def stop(self) -> None:
-        self.stopping.set()
-        self.thread.join()
-        self.socket.disable_monitor()
-
-
-def _close_socket(guard: ConnectionGuard, router) -> None:
-    guard.stop()
-    router.close()
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 class NetworkRig(RecordedNeuron):
@@ -156,8 +162,6 @@ class NetworkRig(RecordedNeuron):
     options = {**RecordedNeuron.options, "token": str, "token_env": str, "max_bytes": int}
 
     def __init__(self, spec: str, **kwargs):
-        import zmq
-
         super().__init__(spec, **kwargs)
         match = re.fullmatch(r"tcp://(?P<host>[^:/]+|\[[^\]]+\]):(?P<port>\d+)", self.address)
         if not match:
@@ -167,39 +171,24 @@ class NetworkRig(RecordedNeuron):
             raise BadInput(f"'{spec}': listening on {match['host']}, beyond this machine, needs a shared secret: "
                            "add :token=SECRET here and give the rig the same token (or bind to 127.0.0.1).")
         self.max_bytes = self._number("max_bytes", 1 << 20)
-        self.context = zmq.Context.instance()
-        self.socket = self.context.socket(zmq.ROUTER)
-        self.socket.setsockopt(zmq.MAXMSGSIZE, self.max_bytes)  # larger messages: the connection is dropped
-        self.socket.setsockopt(zmq.LINGER, 0)
-        self.socket.setsockopt(zmq.HANDSHAKE_IVL, HANDSHAKE_SECONDS * 1000)
-        self.guard = ConnectionGuard(self.socket, int(match["port"]))
-        # the port is let go when the rig is (the guard's thread would otherwise keep its socket open)
-        self._close = weakref.finalize(self, _close_socket, self.guard, self.socket)
-        try:
-            self.socket.bind(self.address)
-        except zmq.ZMQError as err:
-            self.close()
-            raise BadInput(f"'{redact(spec)}': cannot listen on {self.address} ({err}).") from None
-        self.guard.port = int(self.socket.getsockopt(zmq.LAST_ENDPOINT).decode().rsplit(":", 1)[1])  # if given 0
-        self.socket.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a send to a gone peer fails, rather than vanish
+        self.listener = Listener(self.address, self.max_bytes, spec)
+        self.socket = self.listener.socket
         self.peer: bytes | None = None
         self.lost = False  # whether the rig's connection went away after it said hello
 
     def close(self) -> None:
-        self._close()
+        self.listener.close()
 
     def _receive(self, until: float) -> tuple[bytes, dict | None] | None:
         """The next message before `until` (monotonic seconds) as (sender, message), message None if it was
         malformed; None at the deadline. Messages without the token are dropped before they are parsed."""
-        import zmq
-
         while (left := until - time.monotonic()) > 0:
-            if not self.socket.poll(int(left * 1000) + 1, zmq.POLLIN):
+            if not self.socket.poll(int(min(left, 1.0) * 1000) + 1):
+                self.listener.check(self.spec)
                 continue
-            sender, frames = self._frames()
-            if frames is None:
-                self.log.note("malformed", f"a message over {self.max_bytes} bytes or of more than 2 frames was "
-                                           "dropped unread")
+            sender, *frames = self.socket.recv_multipart()
+            if sender == rig_listener.CONTROL:
+                self._notice(*frames)
                 continue
             if self.token is not None:
                 if not frames or not hmac.compare_digest(frames[0], self.token.encode()):
@@ -214,36 +203,20 @@ class NetworkRig(RecordedNeuron):
             return sender, message
         return None
 
-    def _frames(self) -> tuple[bytes, list[bytes] | None]:
-        """(sender, frames) of the next message; frames None when it has more frames or bytes than a rig's
-        message may (those are received one frame at a time and dropped, so memory stays bounded)."""
-        import zmq
-
-        sender = self.socket.recv()
-        frames, size = [], 0
-        while self.socket.getsockopt(zmq.RCVMORE):
-            frame = self.socket.recv()
-            size += len(frame)
-            if frames is not None and (len(frames) >= 2 or size > self.max_bytes):
-                frames = None  # drain the rest, keep nothing
-            elif frames is not None:
-                frames.append(frame)
-        return sender, frames
+    def _notice(self, kind: bytes, detail: bytes) -> None:
+        """A notice from the listener: a message it dropped, or a connection a block could not be sent on
+        (the rig reconnected, under a new id): that rig is forgotten, and its next heartbeat or answer on the
+        new connection names it again."""
+        if kind == b"dropped":
+            self.log.note("malformed", f"a message over {self.max_bytes} bytes or of more than 2 frames was "
+                                       "dropped unread")
+        elif kind == b"gone" and detail == self.peer:
+            self.log.note("reconnects", "the rig's connection is gone; waiting for it on a new one")
+            self.peer, self.lost = None, True
 
     def _send(self, block: Block) -> None:
-        """Serve `block` to the rig. A rig whose connection is gone (ZeroMQ knows its id no more: it reconnected,
-        under a new id) is forgotten, and its next heartbeat or answer on the new connection names it again."""
-        import zmq
-
         header = json.dumps({"type": "block", "block": block.number, "ids": block.ids}).encode()
-        try:
-            self.socket.send_multipart([self.peer, header, *(png_bytes(image) for image in block.images)])
-        except zmq.ZMQError as err:
-            if err.errno != zmq.EHOSTUNREACH:
-                raise
-            self.log.note("reconnects", f"block {block.number}: the rig's connection is gone; waiting for it on a new "
-                                        "one")
-            self.peer, self.lost = None, True
+        self.listener.send([self.peer, header, *(png_bytes(image) for image in block.images)], self.spec)
 
     def _await_rig(self) -> None:
         """Before the first block: wait for the rig to connect (it may start after evolver). Its hello names

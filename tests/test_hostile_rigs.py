@@ -2,6 +2,7 @@
 virtual datasets), declare absurd sizes, are FIFOs or links, come before their block's images, or are
 written in place with a pause; ZeroMQ messages with integer ids, and a flood of connections. A rig file
 never makes evolver read another file or wait past its time-out; a flood does not stop a run."""
+import contextlib
 import os
 import socket
 import threading
@@ -191,8 +192,9 @@ time.sleep(float(sys.argv[3]))
 
 @pytest.mark.slow
 def test_a_connection_flood_does_not_stop_a_run(tmp):
-    """1,112 plain TCP connections (no handshake, no token) against a run limited to 128 open files: the
-    socket cuts every one beyond its cap, ZeroMQ drops the rest after its handshake time, the run ends."""
+    """1,112 plain TCP connections (no handshake, no token) against a run limited to 128 open files: they
+    take the descriptors of the listening process only (`neurons/rig_listener.py`), which cuts every one
+    beyond its cap while ZeroMQ drops the rest after its handshake time; the run ends."""
     import resource
     import subprocess
     import sys
@@ -232,6 +234,52 @@ def test_a_connection_flood_does_not_stop_a_run(tmp):
     assert len(evolver.open_run(tmp / "run").generations) == 6
 
 
+LISTENING_PARENT = """
+import sys, time
+from neurons.rig_zmq import NetworkRig
+network = NetworkRig(sys.argv[1])
+print(network.listener.process.pid, flush=True)
+time.sleep(600)
+"""
+
+
+def _running(pid: int) -> bool:
+    """Whether process `pid` runs (an orphan ended but not yet reaped by its new parent does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.slow
+def test_the_listening_process_ends_with_a_run_killed_with_sigkill():
+    """A run killed outright (SIGKILL, the out-of-memory killer, a lost node) runs no clean-up: its listener
+    must still end, or it would hold the rig's port against the resumed run."""
+    import signal
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    parent = subprocess.Popen([sys.executable, "-c", LISTENING_PARENT, f"zmq:tcp://127.0.0.1:{port}"], cwd=ROOT,
+                              stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        listener = int(parent.stdout.readline())
+    finally:
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and _running(listener):
+        time.sleep(0.1)
+    assert not _running(listener)
+    with socket.socket() as again:  # the port is free for the resumed run
+        again.bind(("127.0.0.1", port))
+
+
 def test_the_command_line_prints_no_token_in_its_errors(tmp):
     from conftest import evolver_cli
 
@@ -245,19 +293,14 @@ def test_the_command_line_prints_no_token_in_its_errors(tmp):
     assert secret not in str(default_run_path(RunConfig(neuron=f"zmq:tcp://127.0.0.1:1:token={secret}")))
 
 
-def test_a_rig_whose_hello_was_lost_is_found_by_its_heartbeat():
-    """A connection the guard cut after the rig's hello left: the rig, reconnected, only sends heartbeats. It
-    echoes the image ids as JSON numbers, as a rig may: 17 is image "17"."""
+@contextlib.contextmanager
+def _heartbeating_rig(port: int):
+    """A rig in a thread that connects to `port` and never says hello: it sends heartbeats, and answers each
+    block with 0, 1, 2, ..., echoing the image ids as JSON numbers, as a rig may (17 is image "17")."""
     import json
 
     import zmq
 
-    from neurons.rig_zmq import NetworkRig
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    network = NetworkRig(f"zmq:tcp://127.0.0.1:{port}:timeout=5:connect_timeout=5")
     stop = threading.Event()
 
     def rig():
@@ -276,8 +319,48 @@ def test_a_rig_whose_hello_was_lost_is_found_by_its_heartbeat():
     thread = threading.Thread(target=rig, daemon=True)
     thread.start()
     try:
-        assert network.respond(torch.zeros(2, 3, 8, 8), ["17", "18"]).tolist() == [0.0, 1.0]
+        yield
     finally:
         stop.set()
         thread.join()
+
+
+def test_a_rig_whose_hello_was_lost_is_found_by_its_heartbeat():
+    """A connection the listener cut after the rig's hello left: the rig, reconnected, only sends heartbeats."""
+    from neurons.rig_zmq import NetworkRig
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    network = NetworkRig(f"zmq:tcp://127.0.0.1:{port}:timeout=5:connect_timeout=5")
+    try:
+        with _heartbeating_rig(port):
+            assert network.respond(torch.zeros(2, 3, 8, 8), ["17", "18"]).tolist() == [0.0, 1.0]
+    finally:
+        network.close()
+
+
+def test_a_block_sent_to_a_gone_connection_waits_for_the_rig_on_a_new_one():
+    """The rig said hello, then its connection went (a crash, a restart under a new id). The block cannot be
+    sent: the listener says so, the rig is forgotten, and its first heartbeat on the new connection names
+    it and is served the block."""
+    import zmq
+
+    from neurons.rig_zmq import NetworkRig
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    network = NetworkRig(f"zmq:tcp://127.0.0.1:{port}:timeout=5:retries=0")
+    try:
+        first = zmq.Context.instance().socket(zmq.DEALER)
+        first.connect(f"tcp://127.0.0.1:{port}")
+        first.send(b'{"type": "hello"}')
+        network._await_rig()
+        first.close(linger=0)
+        time.sleep(0.5)  # the listener sees the first connection end
+        with _heartbeating_rig(port), pytest.warns(UserWarning, match="connection is gone"):
+            assert network.respond(torch.zeros(2, 3, 8, 8), ["1", "2"]).tolist() == [0.0, 1.0]
+        assert network.log.reconnects == 1 and network.log.timeouts == 0
+    finally:
         network.close()
