@@ -7,10 +7,18 @@ and through. Every command of the `evolver` CLI is a thin wrapper over a functio
     result = evolver.run(neuron=neurons.from_module(model, "layer4", unit=12), generations=50, out="runs/mine")
     run = evolver.open_run(result.path)   # the run read back: tables, best image, codes
 """
-from evolver.experiment import RunConfig, resume, run, start
-from evolver.loop import Loop, no_improvement
-from evolver.runs import Run, open_run
-from evolver.track import GenerationRecord, RunResult
+import importlib
 
-__all__ = ["RunConfig", "RunResult", "GenerationRecord", "Loop", "run", "start", "resume", "no_improvement",
-           "open_run", "Run"]
+# Imported when first named (`evolver.run`, `from evolver import open_run`): the command line's --help and
+# its argument errors then load no torch.
+_LAZY = {"RunConfig": "experiment", "run": "experiment", "start": "experiment", "resume": "experiment",
+         "Loop": "loop", "no_improvement": "loop", "Run": "runs", "open_run": "runs",
+         "GenerationRecord": "track", "RunResult": "track"}
+
+__all__ = list(_LAZY)
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'evolver' has no attribute '{name}'")
+    return getattr(importlib.import_module(f"evolver.{_LAZY[name]}"), name)

@@ -1,14 +1,25 @@
 """The `evolver` command line: thin wrappers over the library's functions."""
 from __future__ import annotations
 
+import shlex
+import signal
+import sys
+import threading
 from pathlib import Path
 
 import click
 import numpy as np
 
 from evolver.cli_lab import COMMANDS
-from evolver_common import BadInput, RigError
+from evolver_common import BadInput, Interrupted, RigError
 from evolver_common.secrets import redact
+
+
+INTERRUPTED = 130  # the shell's status for a process ended by SIGINT
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt  # SIGTERM (a scheduler's, `kill`) ends a run as Ctrl-C does: recorded, resumable
 
 
 class BadInputAware(click.Group):
@@ -30,6 +41,12 @@ class BadInputAware(click.Group):
         except RigError as err:
             click.echo(redact(f"Error: {err}"), err=True)
             ctx.exit(1)
+        except Interrupted as err:
+            click.echo(redact(str(err)), err=True)
+            ctx.exit(INTERRUPTED)
+        except KeyboardInterrupt:
+            click.echo("Interrupted before anything was recorded.", err=True)
+            ctx.exit(INTERRUPTED)
         except OSError as err:  # the machine's fault, not the input's: a full disk, a read-only or vanished folder
             click.echo(redact(f"Error: {err.strerror or err} ({err.filename or 'a file'}): the operating system refused "
                        "a read or write. What was recorded before it is kept: free space or fix the folder's "
@@ -37,9 +54,32 @@ class BadInputAware(click.Group):
             ctx.exit(1)
 
 
+def _versions() -> str:
+    """evolver's version and torch's, read from the installed packages' metadata (no torch imported)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def of(package: str) -> str:
+        try:
+            return version(package)
+        except PackageNotFoundError:
+            return "not installed"
+
+    return f"evolver {of('evolver')} (torch {of('torch')}, torchvision {of('torchvision')}, Python {sys.version.split()[0]})"
+
+
+def _print_versions(ctx: click.Context, _, given: bool) -> None:
+    if given:
+        click.echo(_versions())
+        ctx.exit()
+
+
 @click.group(cls=BadInputAware, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_versions,
+              help="Print evolver's version and torch's, and exit.")
 def main() -> None:
     """Evolve images that drive a neuron: a CNN unit, a model neuron or a recorded one."""
+    if threading.current_thread() is threading.main_thread():  # signals are the main thread's to handle
+        signal.signal(signal.SIGTERM, _interrupt)
 
 
 @main.command()
@@ -137,7 +177,7 @@ def _summarise(result) -> None:
         click.echo(f"Note: {note}.")
 
 
-@main.command()
+@main.command(short_help="Plot runs' response trajectories (HTML).")
 @click.argument("runs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path), help="HTML file (default: trajectory.html in the "
               "run folder for one run, comparison.html in the current folder for several).")
@@ -154,7 +194,7 @@ def plot(runs, out, generations) -> None:
     click.echo(f"Wrote {write_trajectory(runs, out, wanted)}")
 
 
-@main.command()
+@main.command(short_help="List a model's layers and their unit counts.")
 @click.argument("model")
 def layers(model) -> None:
     """List the layers of MODEL with their unit counts and spatial sizes."""
@@ -169,7 +209,7 @@ def layers(model) -> None:
     click.echo(f"\n{len(rows)} layers. A container module's name reads its last layer; a unit is {model}:LAYER:UNIT.")
 
 
-@main.command()
+@main.command(short_help="Compare optimizers at a fixed image budget.")
 @click.option("--neuron", "neurons", multiple=True, required=True, help="A unit to evolve for (repeatable).")
 @click.option("--optimizer", "optimizers", multiple=True, help="An optimizer (repeatable); default uh-cmaes, "
               "cmaes, ga, sphere-cma, random.")
@@ -241,7 +281,7 @@ def check_ground_truth(targets, generators_, optimizers, seeds, images, quick, o
     click.echo(f"\nTables: {out / 'ground_truth.csv'} (one row a run), {out / 'summary.csv'}")
 
 
-@main.command("generators")
+@main.command("generators", short_help="List the generators and where their weights are.")
 def list_generators() -> None:
     """List the generators: code size, image size, where 'pretrained' looks for weights, and if found (and
     the optimizer a run gets where it is not the default)."""
@@ -258,7 +298,7 @@ def list_generators() -> None:
                    f"weights {'found' if found else 'not here'}: {where}{optimizer}")
 
 
-@main.command("sweep")
+@main.command("sweep", short_help="Run every combination of a SPEC.toml grid.")
 @click.argument("spec", type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path), help="Sweep folder (default runs/sweeps/<spec name>).")
 @click.option("--executor", default="local", show_default=True,
@@ -297,14 +337,17 @@ def sweep_command(spec, out, executor, workers, no_wait, show_status, **resource
     if show_status:
         click.echo(", ".join(f"{k} {v}" for k, v in sweep_status(folder).items()))
         return
-    counts = sweep(load_spec(spec), folder, executor, workers, Resources(**resources), wait=not no_wait)
+    try:
+        counts = sweep(load_spec(spec), folder, executor, workers, Resources(**resources), wait=not no_wait)
+    except Interrupted as err:
+        raise Interrupted(f"{err} The command: {shlex.join(click.get_current_context().meta['command'])}") from None
     click.echo(", ".join(f"{k} {v}" for k, v in counts.items() if k != "jobs"))
     if "jobs" in counts:
         click.echo(f"Submitted jobs {', '.join(map(str, counts['jobs']))}; logs in {folder / 'logs'}.")
     click.echo(f"Sweep folder: {folder}. Read it with: evolver report {folder}")
 
 
-@main.command("report")
+@main.command("report", short_help="Aggregate a sweep's runs into tables and a report.")
 @click.argument("folder", type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path), help="HTML file (default FOLDER/report.html).")
 def report_command(folder, out) -> None:

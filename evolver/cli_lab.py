@@ -9,7 +9,7 @@ import click
 from evolver_common import BadInput
 
 
-@click.command("train-gan")
+@click.command("train-gan", short_help="Train the DCGAN on images or the stimulus corpus.")
 @click.option("--data", default="procedural", show_default=True,
               help="'procedural' (the stimulus corpus) or an image folder (ImageFolder layout).")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Training folder.")
@@ -72,7 +72,7 @@ def train_gan(out, resume, quiet, **options) -> None:
     click.echo(f"Generator weights: {weights}\nUse them with: evolver run --generator-weights {weights} …")
 
 
-@click.command("simulate-fmri")
+@click.command("simulate-fmri", short_help="Write a simulated fMRI subject.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder for the subject's files.")
 @click.option("--images", type=int, default=1000, show_default=True, help="Stimuli shown.")
 @click.option("--voxels", type=int, default=240, show_default=True, help="Voxels, split evenly over the ROIs.")
@@ -96,7 +96,7 @@ def simulate_fmri(out, layers, rois, fmt, **options) -> None:
         click.echo(f"Its images as evolution references: --reference {described['reference']}")
 
 
-@click.command("fit-encoder")
+@click.command("fit-encoder", short_help="Fit a voxel-wise encoding model (features → ridge).")
 @click.option("--images", "images_path", required=True, type=click.Path(path_type=Path),
               help="A folder of images, or an N×H×W×3 array (.npy, .h5).")
 @click.option("--responses", "responses_path", required=True, type=click.Path(path_type=Path),
@@ -132,7 +132,7 @@ def fit_encoder(images_path, responses_path, rois_path, features, pool, weights,
                "(or :voxel=N, :voxels=A-B)")
 
 
-@click.command()
+@click.command(short_help="Decode generator codes from responses (ridge).")
 @click.option("--responses", "responses_path", required=True, type=click.Path(path_type=Path),
               help="N × voxels or repeats × N × voxels (.npy, .h5, .csv).")
 @click.option("--codes", "codes_path", required=True, type=click.Path(path_type=Path),
@@ -157,7 +157,7 @@ def decode(responses_path, codes_path, images_path, out, **options) -> None:
     click.echo(f"\nmetrics.csv, summary.json and montage.png (stimulus | its code's render | decoded) in {out}.")
 
 
-@click.command("rig-sim")
+@click.command("rig-sim", short_help="Play a rig (folder or ZeroMQ), with faults on command.")
 @click.option("--folder", type=click.Path(path_type=Path), help="Play an XDream file-exchange rig in this folder.")
 @click.option("--connect", help="Play a ZeroMQ rig connecting to evolver at this address (tcp://127.0.0.1:PORT).")
 @click.option("--neuron", default="stimnet:classifier:unit7", show_default=True, help="The simulated neuron.")

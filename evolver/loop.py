@@ -20,7 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from evolver.track import MAX_GENERATIONS_VARIABLE, GenerationRecord, RunResult, Track, generation_limit
-from evolver_common import BadInput
+from evolver_common import BadInput, Interrupted
 from evolver_common.compute import small_linear_algebra
 from evolver_common.secrets import redact
 
@@ -151,13 +151,31 @@ class Loop:
         return responses
 
     def run(self) -> list[RunResult]:
-        """Step until every track is finished (its generations, its image budget, or `stop_when`)."""
+        """Step until every track is finished (its generations, its image budget, or `stop_when`). Stopped
+        by Ctrl-C or SIGTERM, it records what finished and raises Interrupted, saying how to continue."""
+        interrupted = False
         try:
             while self.active():
                 self.step()
+        except KeyboardInterrupt:
+            interrupted = True
         finally:
             self.close()
+        if interrupted:
+            raise Interrupted(self._recorded()) from None
         return [track.result() for track in self.tracks]
+
+    def _recorded(self) -> str:
+        """What an interrupted run recorded, and the command that continues it."""
+        done, planned = min(t.gen for t in self.tracks), self.tracks[0].config.generations
+        path = self.tracks[0].directory.path
+        if len(self.tracks) > 1:  # a unit set resumes as a whole
+            path = path.parent
+            what = f"each of its {len(self.tracks)} units' runs in {path} holds at least"
+        else:
+            what = f"{path} holds"
+        return (f"Interrupted: {what} {done} finished generation(s) of {planned}, recorded. Continue with "
+                f"`evolver run --resume {path}`.")
 
     def __enter__(self) -> Loop:
         return self

@@ -73,11 +73,13 @@ class RigSim:
             keep = list(self.rng.permutation(keep))
         return [ids[i] for i in keep], values[keep][:, None]
 
-    def log(self, block: int, ids: list[str], values: np.ndarray) -> None:
+    def log(self, block: int, ids: list[str], values: np.ndarray, session: str | None = None) -> None:
+        """One JSON line per response sent; `session`: the evolver session that asked (ZeroMQ protocol 2)."""
         if self.config.log:
+            where = {"session": session} if session is not None else {}
             with open(self.config.log, "a") as f:
                 for image_id, value in zip(ids, values[:, 0]):
-                    f.write(json.dumps({"block": block, "id": image_id, "response": float(value)}) + "\n")
+                    f.write(json.dumps({**where, "block": block, "id": image_id, "response": float(value)}) + "\n")
 
     def finished_block(self) -> None:
         self.answered += 1
@@ -203,8 +205,11 @@ def _wait_set_aside(path: Path, seconds: float = 120) -> None:
 # ------------------------------------------------------------------------------------ ZeroMQ protocol
 
 def serve_zmq(address: str, sim: RigSim) -> None:
-    """Connect to evolver at `address`, say hello, answer blocks, send heartbeats while idle."""
+    """Connect to evolver at `address`, say hello, answer blocks, send heartbeats while idle. It outlives
+    evolver processes: ZeroMQ reconnects it to the next one, which finds it by its heartbeat."""
     import zmq
+
+    from neurons.rig_zmq import PROTOCOL
 
     socket = zmq.Context.instance().socket(zmq.DEALER)
     socket.setsockopt(zmq.LINGER, 1000)
@@ -214,7 +219,7 @@ def serve_zmq(address: str, sim: RigSim) -> None:
     def send(message: dict | bytes) -> None:  # [token, JSON] with a token: evolver checks it before parsing
         socket.send_multipart([*token, message if isinstance(message, bytes) else json.dumps(message).encode()])
 
-    send({"type": "hello"})
+    send({"type": "hello", "protocol": PROTOCOL})
     idle_since = last_beat = time.monotonic()
     while not sim.config.idle_exit or time.monotonic() - idle_since < sim.config.idle_exit:
         if time.monotonic() - last_beat > 1.0:
@@ -233,10 +238,11 @@ def serve_zmq(address: str, sim: RigSim) -> None:
         if sim.garbage():
             send(b"\x80garbage that is not JSON")
             continue  # the real answer comes when the block is served again
-        message = {"type": "responses", "block": block["block"], "ids": answered, "responses": values.tolist()}
+        message = {"type": "responses", "session": block.get("session"), "block": block["block"], "ids": answered,
+                   "responses": values.tolist()}
         for _ in range(2 if sim.faults.twice else 1):
             send(message)
-        sim.log(block["block"], answered, values)
+        sim.log(block["block"], answered, values, block.get("session"))
         idle_since = time.monotonic()
         sim.finished_block()
     socket.close()

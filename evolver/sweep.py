@@ -34,6 +34,7 @@ import multiprocessing
 import os
 import re
 import shutil
+import signal
 import subprocess
 import tomllib
 import warnings
@@ -45,7 +46,7 @@ from typing import Any
 
 from evolver.experiment import RunConfig, resume, run
 from evolver.runs import open_run
-from evolver_common import BadInput, FolderLock, RigError, write_atomic
+from evolver_common import BadInput, FolderLock, Interrupted, RigError, write_atomic
 from evolver_common.secrets import redact
 
 GRID_KEYS = ("neuron", "generator", "optimizer", "noise", "seed")
@@ -230,8 +231,16 @@ def run_chunk(sweep: str, runs: list[dict[str, Any]], threads: int = 1, progress
     for entry in models or []:
         MODELS.register(entry.name, entry.factory, **entry.info)
     torch.set_num_threads(threads)  # runs are the unit of parallelism; fixed threads keep results identical
-    return {r["path"]: run_or_resume(Path(sweep) / r["path"], r["config"])
-            for r in tqdm(runs, desc="runs", unit="run", disable=not progress)}
+    done = {}
+    for planned in tqdm(runs, desc="runs", unit="run", disable=not progress):
+        if _WorkerInterrupts.stopping:
+            break
+        _WorkerInterrupts.running = True
+        try:
+            done[planned["path"]] = run_or_resume(Path(sweep) / planned["path"], planned["config"])
+        finally:
+            _WorkerInterrupts.running = False
+    return done
 
 
 # ---------------------------------------------------------------------------------------------- executing
@@ -286,23 +295,36 @@ def sweep(spec: dict[str, Any], folder: str | Path, executor: str = "local", wor
     # the registered models the runs name (a worker can import only what its runs need)
     named = " ".join(r.config["neuron"] for r in runs if isinstance(r.config["neuron"], str))
     models = [m for m in MODELS.registered() if re.search(rf"(?<![\w.-]){re.escape(m.name)}:", named)]
-    if executor == "local" and workers == 1:
-        done = [run_chunk(str(folder), todo, os.cpu_count() or 1, progress)]
-    elif executor == "local":
-        done = [_pool(folder, todo, workers or os.cpu_count() or 1, models)]
-    elif executor in ("slurm", "submitit-local"):
-        done = _submit(folder, todo, executor, resources, wait, models)
-        if not wait:
-            return {**counts, "submitted": len(todo), "jobs": done}
-    else:
+    if executor not in ("local", "slurm", "submitit-local"):
         raise BadInput(f"Unknown executor '{executor}'. Valid: local (a process pool), slurm (submitit), "
                        "submitit-local (submitit's local executor, for testing a SLURM setup).")
+    try:
+        if executor == "local" and workers == 1:
+            done = [run_chunk(str(folder), todo, os.cpu_count() or 1, progress)]
+        elif executor == "local":
+            done = [_pool(folder, todo, workers or os.cpu_count() or 1, models)]
+        else:
+            done = _submit(folder, todo, executor, resources, wait, models)
+            if not wait:
+                return {**counts, "submitted": len(todo), "jobs": done}
+    except KeyboardInterrupt:
+        raise Interrupted(_interrupted(folder, executor)) from None
     for outcome in (what for chunk in done for what in chunk.values()):
         if outcome.startswith("failed"):
             warnings.warn(redact(f"A run of the sweep {outcome}"), stacklevel=2)
             outcome = "failed"
         counts[outcome] = counts.get(outcome, 0) + 1
     return counts
+
+
+def _interrupted(folder: Path, executor: str) -> str:
+    counts = sweep_status(folder)
+    queued = counts["running"] + counts["pending"]
+    return (f"Interrupted: {counts['finished']} of {counts['planned']} runs of the sweep in {folder} are finished"
+            + (f"; {counts['interrupted']} stopped part-way keep their finished generations" if counts["interrupted"] else "")
+            + (f"; {queued} submitted to SLURM go on in the queue (`evolver sweep SPEC --out {folder} --status`)"
+               if executor != "local" and queued else "")
+            + ". Run the same sweep command again to go on: finished runs are skipped, the others resumed.")
 
 
 # times a run goes back to the queue after the pool lost a worker (killed, out of memory) with the run in
@@ -326,6 +348,9 @@ def _pool(folder: Path, todo: list[dict[str, Any]], workers: int, models: list) 
             for future, planned in futures.items():
                 try:
                     outcomes.update(future.result())
+                except KeyboardInterrupt:
+                    _interrupt(pool)
+                    raise
                 except BrokenProcessPool:  # this run's worker, or another's, died: the pool is gone
                     deaths[planned["path"]] += status(folder / planned["path"]) != "done"
                     if deaths[planned["path"]] > WORKER_DEATHS:
@@ -337,12 +362,47 @@ def _pool(folder: Path, todo: list[dict[str, Any]], workers: int, models: list) 
     return outcomes
 
 
+def _interrupt(pool: ProcessPoolExecutor) -> None:
+    """Stop `pool`'s workers as Ctrl-C at a terminal does (a SIGTERM reaches this process alone): each
+    records its run's finished generations and ends it; no queued run starts (`_WorkerInterrupts`). Waits
+    for them."""
+    workers = list(pool._processes.values())  # noqa: SLF001 - the pool names its workers nowhere else
+    pool.shutdown(wait=False, cancel_futures=True)
+    for worker in workers:
+        try:
+            os.kill(worker.pid, signal.SIGINT)
+        except ProcessLookupError:
+            pass
+    for worker in workers:
+        worker.join()
+
+
+class _WorkerInterrupts:
+    """A pool worker's Ctrl-C: it stops the run in hand (recorded, resumable), and the worker starts no
+    other that was already handed to it. Idle, the worker only takes note (a KeyboardInterrupt there would
+    end it with the pool's traceback)."""
+
+    running = stopping = False
+
+    @classmethod
+    def install(cls) -> None:
+        signal.signal(signal.SIGINT, cls._received)
+
+    @classmethod
+    def _received(cls, signum, frame) -> None:
+        cls.stopping = True
+        if cls.running:
+            raise KeyboardInterrupt
+
+
 def _exit_with_parent(parent: int) -> None:
     """A worker's initializer: a thread that ends the worker when the sweep's process is gone (killed, a
     closed terminal), rather than leave it running its runs for no one. Its runs resume when the sweep
-    is run again."""
+    is run again. Ctrl-C: `_WorkerInterrupts`."""
     import threading
     import time
+
+    _WorkerInterrupts.install()
 
     def watch() -> None:
         while os.getppid() == parent:

@@ -4,14 +4,19 @@ DESIGN.md keeps `neurons` and `generators` independent of each other and of `evo
 the few things all three need (the bad-input error, reading weight files, choosing a
 device and precision) live here, below all three.
 """
-from evolver_common.compute import autocast, resolve_device, resolve_precision
-from evolver_common.downloads import reachable
-from evolver_common.errors import BadInput, RigError, nearest
-from evolver_common.files import FolderLock, open_record, refuse_links, write_atomic
-from evolver_common.state_files import apply_state_dict, load_state_file, seeded_init
+import importlib
 
-__all__ = [
-    "BadInput", "RigError", "nearest", "load_state_file", "apply_state_dict", "seeded_init",
-    "resolve_device", "resolve_precision", "autocast", "reachable", "write_atomic", "FolderLock",
-    "open_record", "refuse_links",
-]
+from evolver_common.errors import BadInput, Interrupted, RigError, nearest
+
+# Imported when first named: `compute` and `state_files` load torch, which a command's --help never needs.
+_LAZY = {"autocast": "compute", "resolve_device": "compute", "resolve_precision": "compute", "reachable": "downloads",
+         "FolderLock": "files", "open_record": "files", "refuse_links": "files", "write_atomic": "files",
+         "apply_state_dict": "state_files", "load_state_file": "state_files", "seeded_init": "state_files"}
+
+__all__ = ["BadInput", "Interrupted", "RigError", "nearest", *_LAZY]
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'evolver_common' has no attribute '{name}'")
+    return getattr(importlib.import_module(f"evolver_common.{_LAZY[name]}"), name)

@@ -25,3 +25,9 @@ def nearest(name: str, choices: Iterable[str], n: int = 5) -> str:
 class RigError(RuntimeError):
     """A recorded neuron's rig stopped answering: the run stops with this message (exit status 1),
     everything up to its last finished generation recorded, and can be resumed."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """A run or sweep stopped by Ctrl-C (SIGINT) or SIGTERM, once what it had finished was recorded. The
+    message says what was recorded and the command that continues it; the command line prints it and
+    exits with status 130. A KeyboardInterrupt still, for code that catches those."""

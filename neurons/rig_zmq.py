@@ -1,5 +1,11 @@
 """`zmq:tcp://HOST:PORT`, a rig over ZeroMQ (neurons.recorded's docstring): evolver binds and serves
-blocks (a JSON header + PNG bytes); the rig connects, says hello and answers with a JSON message."""
+blocks (a JSON header + PNG bytes); the rig connects, says hello and answers with a JSON message.
+
+The rig program may run across evolver processes: one already running when a run starts or resumes is
+found by its heartbeat (ZeroMQ reconnects it to the new socket by itself). Protocol 2 names each evolver
+process's session in every block so the rig can tell a new run from the last one, and so that answers of
+an earlier session, queued in the rig's socket while no run listened, are told apart and ignored. A
+protocol-1 rig (no session) still works."""
 from __future__ import annotations
 
 import hmac
@@ -11,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 import weakref
 
 import numpy as np
@@ -43,6 +50,7 @@ def rig_token(value: str | None, variable: str | None, spec: str) -> str | None:
 # A rig's message is a flat object with two lists: deeper nesting is garbage, refused before it is parsed.
 MAX_JSON_DEPTH = 8
 MESSAGE_TYPES = ("hello", "heartbeat", "responses")
+PROTOCOL = 2  # 1: no sessions; 2: blocks name their session, answers may echo it
 
 
 MAX_DIGITS = 100  # Python refuses to read integers of over 4,300 digits; none of a rig's has a hundred
@@ -155,7 +163,8 @@ class NetworkRig(RecordedNeuron):
     {"type": "responses", "block": N, "ids": [...], "responses": [[...], ...]} for a block. With a token
     every message is two frames, [token, JSON]: the token is compared (in constant time) before the JSON
     is parsed. A message is at most `max_bytes` in all. A block goes out as [header JSON {"type": "block",
-    "block": N, "ids": [...]}, one PNG per image]."""
+    "protocol": 2, "session": S, "block": N, "ids": [...]}, one PNG per image]; S is new for each process
+    (a run, a resumed run), and an answer that echoes another session's S is ignored."""
 
     kind = "zmq"
     address_fields = 3  # tcp://HOST:PORT
@@ -173,6 +182,7 @@ class NetworkRig(RecordedNeuron):
         self.max_bytes = self._number("max_bytes", 1 << 20)
         self.listener = Listener(self.address, self.max_bytes, spec)
         self.socket = self.listener.socket
+        self.session = uuid.uuid4().hex[:12]
         self.peer: bytes | None = None
         self.lost = False  # whether the rig's connection went away after it said hello
 
@@ -215,7 +225,8 @@ class NetworkRig(RecordedNeuron):
             self.peer, self.lost = None, True
 
     def _send(self, block: Block) -> None:
-        header = json.dumps({"type": "block", "block": block.number, "ids": block.ids}).encode()
+        header = json.dumps({"type": "block", "protocol": PROTOCOL, "session": self.session, "block": block.number,
+                             "ids": block.ids}).encode()
         self.listener.send([self.peer, header, *(png_bytes(image) for image in block.images)], self.spec)
 
     def _await_rig(self) -> None:
@@ -262,6 +273,10 @@ class NetworkRig(RecordedNeuron):
         raise self._gave_up(block)
 
     def _responses(self, block: Block, message: dict) -> dict[str, np.ndarray] | None:
+        if message.get("session", self.session) != self.session:
+            self.log.note("late", f"responses of an earlier session ({str(message['session'])[:40]}) arrived during "
+                                  f"block {block.number} and were ignored")
+            return None
         if message.get("block") != block.number:
             self.log.note("late", f"responses for block {message.get('block')} arrived during block "
                                   f"{block.number} and were ignored")

@@ -63,18 +63,23 @@ def _committed_generation(run_dir) -> int:
     return -1 if state is None else state.generation
 
 
-def test_a_killed_run_resumes_to_the_same_result(tmp):
+def test_a_terminated_run_says_how_to_resume_and_resumes_to_the_same_result(tmp):
+    """SIGTERM (a scheduler's, `kill`) as Ctrl-C: what finished is recorded, the message names the resume
+    command, the status is 130. (SIGKILL, which runs nothing: test_python_api, test_sweep.)"""
     evolver_cli(*run_args(tmp / "whole"), check=True)
     killed = tmp / "killed"
     process = subprocess.Popen([sys.executable, "-m", "evolver", *map(str, run_args(killed))],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
     while _committed_generation(killed) < 3 and process.poll() is None and time.time() < deadline:
         time.sleep(0.02)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate()
     stopped_at = _committed_generation(killed)
-    assert 3 <= stopped_at < 11, "the kill must land mid-run"
+    assert 3 <= stopped_at < 11, "the signal must land mid-run"
+    assert process.returncode == 130 and "Traceback" not in stderr, stderr
+    assert f"{killed} holds {stopped_at + 1} finished generation(s) of 12, recorded. Continue with " \
+           f"`evolver run --resume {killed}`." in stderr, stderr
     evolver_cli("run", "--resume", killed, "--quiet", check=True)
 
     for table in ("generations.csv", "scores.csv"):
@@ -198,3 +203,34 @@ def test_summary_gives_a_gain_only_over_a_positive_first_best(capsys, first_best
 
     _summarise(SimpleNamespace(best=72.0, first_best=first_best, best_generation=198, path=Path("run"), notes=[], presentations=1))
     assert f"the first generation's best was {first_best:.4g}{gain}.\n" in capsys.readouterr().out
+
+
+HEAVY = ("torch", "torchvision", "timm", "pandas", "plotly", "deap", "h5py", "himalaya", "zmq", "scipy", "PIL")
+IMPORTS_OF_HELP = """
+import sys
+from evolver.cli import main
+try:
+    main(sys.argv[1:], prog_name="evolver")
+except SystemExit as done:
+    print(done.code)
+print(" ".join(sorted({name.split(".")[0] for name in sys.modules})))
+"""
+
+
+@pytest.mark.parametrize("args", [["--help"], ["run", "--help"], ["--version"], ["run", "--generations", "x"],
+                                  ["rnu"]], ids=" ".join)
+def test_help_version_and_argument_errors_import_no_heavy_package(args):
+    """Help, the version and a typo answer in well under a second: none of them loads torch or the other
+    heavy packages (their time is measured in the closing notes, not asserted)."""
+    result = subprocess.run([sys.executable, "-c", IMPORTS_OF_HELP, *args], capture_output=True, text=True,
+                            cwd=Path(__file__).parent.parent)
+    status, modules = result.stdout.strip().splitlines()[-2:]
+    assert status in ("0", "2"), result.stdout + result.stderr
+    assert not set(modules.split()) & set(HEAVY), modules
+
+
+def test_the_command_list_shows_whole_descriptions_and_the_version():
+    listing = evolver_cli("--help", check=True).stdout
+    commands = listing.split("Commands:")[1].splitlines()[1:]
+    assert len(commands) >= 13 and not any(line.rstrip().endswith("...") for line in commands), listing
+    assert evolver_cli("--version", check=True).stdout.startswith("evolver 0.")

@@ -2,6 +2,7 @@
 import json
 import math
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -90,10 +91,11 @@ class Rig:
     def restart(self):
         self.process = self._start([])
 
-    def sent(self) -> dict[str, set[float]]:
-        """Every response the rig sent, by image id (a set: a block served twice is answered twice)."""
+    def sent(self, since: int = 0) -> dict[str, set[float]]:
+        """Every response the rig sent, by image id (a set: a block served twice is answered twice), from
+        line `since` of its log on."""
         sent: dict[str, set[float]] = {}
-        for line in self.log.read_text().splitlines():
+        for line in self.log.read_text().splitlines()[since:]:
             entry = json.loads(line)
             sent.setdefault(entry["id"], set()).add(entry["response"])
         return sent
@@ -118,10 +120,11 @@ def rig_factory(tmp):
         rig.stop()
 
 
-def assert_run_matches_rig(path, rig: Rig, allow_missing: bool = False) -> pd.DataFrame:
-    """Every score of the run is a response the rig sent for that very image id."""
+def assert_run_matches_rig(path, rig: Rig, allow_missing: bool = False, since: int = 0) -> pd.DataFrame:
+    """Every score of the run is a response the rig sent for that very image id (from line `since` of the
+    rig's log on, where the rig served earlier runs)."""
     scores = pd.read_csv(path / "scores.csv")
-    sent = rig.sent()
+    sent = rig.sent(since)
     answered = scores[scores.score.notna()]
     assert allow_missing or len(answered) == len(scores)
     for image_id, score in zip(answered.image_id, answered.score):
@@ -205,6 +208,39 @@ def test_a_rig_that_stays_down_stops_the_run_which_resumes(rig_factory, tmp):
     result = resume(tmp / "run", progress=False)
     assert result.generations == FAULT_GENERATIONS
     assert_run_matches_rig(result.path, rig)
+
+
+@pytest.mark.slow
+def test_one_rig_process_serves_a_run_an_interrupted_run_its_resumption_and_another_run(rig_factory, tmp):
+    """A lab's day: the rig program starts first and is never restarted. Each evolver process finds it by
+    its heartbeat, and answers it queued for a killed session are told apart by their session."""
+    rig = rig_factory("zmq", "--delay", "0.2")
+    spec = rig.spec + ":timeout=10:connect_timeout=30"
+    lines = lambda: len(rig.log.read_text().splitlines()) if rig.log.exists() else 0  # noqa: E731
+    first = run(RunConfig(neuron=spec, generations=3, retest="none"), out=tmp / "first", progress=False)
+    assert first.generations == 3
+    assert_run_matches_rig(first.path, rig)
+    before = lines()
+    started = time.monotonic()
+    second = subprocess.Popen([sys.executable, "-m", "evolver", "run", "--neuron", spec, "--generations", "12",
+                               "--retest", "none", "--quiet", "--out", str(tmp / "second")],
+                              env={**os.environ, "HF_HUB_OFFLINE": "1"}, stderr=subprocess.PIPE, text=True)
+    table = tmp / "second" / "generations.csv"
+    while not (table.exists() and len(table.read_text().splitlines()) > 3) and second.poll() is None:
+        time.sleep(0.1)
+    second.send_signal(signal.SIGINT)
+    _, stderr = second.communicate(timeout=60)
+    assert second.returncode == 130 and f"evolver run --resume {tmp / 'second'}" in stderr, stderr
+    resumed = resume(tmp / "second", progress=False)
+    assert resumed.generations == 12
+    assert_run_matches_rig(resumed.path, rig, since=before)
+    before = lines()
+    third = run(RunConfig(neuron=spec, generations=3, retest="none"), out=tmp / "third", progress=False)
+    assert third.generations == 3 and time.monotonic() - started < 120  # no waits for a rig that never says hello
+    assert_run_matches_rig(third.path, rig, since=before)
+    assert rig.process.poll() is None  # one rig process throughout
+    sessions = {json.loads(line)["session"] for line in rig.log.read_text().splitlines()}
+    assert len(sessions) == 4  # one per evolver process
 
 
 @pytest.mark.slow

@@ -214,3 +214,34 @@ def test_a_spec_built_in_python_is_checked_like_a_file(tmp):
     with pytest.raises(BadInput, match=r"\[grid\] seed must be a non-empty list"):
         sweep({"grid": {"neuron": ["stimnet:relu4:unit1"], "optimizer": ["ga"], "seed": []}}, tmp / "sweep")
     assert not (tmp / "sweep" / "sweep.json").exists()
+
+
+@pytest.mark.slow
+def test_a_terminated_sweep_stops_its_workers_starts_no_queued_run_and_says_how_to_go_on(tmp):
+    """SIGTERM reaches the sweep's process alone: it stops its workers as Ctrl-C would. Each records its run
+    part-way; the runs still queued are not started."""
+    from evolver.sweep import sweep_status
+
+    spec = tmp / "long.toml"
+    spec.write_text('[grid]\nneuron = ["stimnet:relu4:unit1", "stimnet:relu4:unit6"]\noptimizer = ["cmaes"]\n'
+                    'seed = [0, 1]\n\n'
+                    '[run]\ngenerations = 400\nprecision = "fp32"\nretest = "none"\n')
+    folder = tmp / "sweep"
+    process = subprocess.Popen([sys.executable, "-m", "evolver", "sweep", str(spec), "--out", str(folder),
+                                "--workers", "2"], env={**os.environ, "HF_HUB_OFFLINE": "1"},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    tables = lambda: sorted(folder.glob("runs/*/generations.csv"))  # noqa: E731
+    while time.monotonic() < deadline and process.poll() is None and not (len(tables()) == 2 and
+                                               all(len(t.read_text().splitlines()) > 3 for t in tables())):
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130 and "Traceback" not in stderr, stderr
+    assert "0 of 4 runs of the sweep" in stderr and "2 stopped part-way" in stderr, stderr
+    assert "The command: " in stderr and f"--out {folder} --workers 2" in stderr, stderr
+    lengths = [len(t.read_text()) for t in tables()]
+    time.sleep(3)
+    assert [len(t.read_text()) for t in tables()] == lengths  # no worker goes on
+    counts = sweep_status(folder)
+    assert counts["interrupted"] == 2 and counts["not started"] == 2, counts
