@@ -10,8 +10,8 @@ import plotly.colors
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from evolver.pages import write_page
 from evolver.runs import open_run
-from evolver_common import write_atomic
 from evolver_common.images import png_bytes
 
 IMAGES_PER_RUN = 6
@@ -44,7 +44,7 @@ def trajectory_figure(runs: Sequence[str | Path], generations: Sequence[int] | N
         rows=rows, cols=cols,
         specs=[[{"colspan": cols}] + [None] * (cols - 1)] + [[{}] * cols for _ in shown],
         row_heights=[0.5] + [0.5 / max(len(shown), 1)] * len(shown),
-        vertical_spacing=0.06, horizontal_spacing=0.01,
+        vertical_spacing=0.09, horizontal_spacing=0.01,
     )
     palette = plotly.colors.qualitative.Plotly
     for k, (run, table) in enumerate(zip(opened, tables)):
@@ -57,7 +57,14 @@ def trajectory_figure(runs: Sequence[str | Path], generations: Sequence[int] | N
         for column, dash, label in (("best", "solid", "best"), ("mean", "dot", "mean ± s.d."),
                                     ("best_so_far", "dash", "best so far")):
             fig.add_trace(go.Scatter(x=table["gen"], y=table[column], mode="lines", line=dict(color=color, dash=dash),
-                                     name=f"{label}: {name}", legendgroup=name), row=1, col=1)
+                                     name=label, legendgroup=name, legendgrouptitle_text=name), row=1, col=1)
+        references = run.reference_set
+        if references is not None and references["score"].notna().any() and len(table):
+            best = float(references["score"].max())
+            fig.add_trace(go.Scatter(x=[table["gen"].min(), table["gen"].max()], y=[best, best], mode="lines",
+                                     line=dict(color=color, dash="longdashdot", width=1),
+                                     name=f"best of {len(references)} reference images", legendgroup=name),
+                          row=1, col=1)
     for k, (run, gens) in enumerate(zip(opened, shown)):
         fig.update_yaxes(title_text=run.path.name, row=2 + k, col=1)
         for col, gen in enumerate(gens, start=1):
@@ -73,8 +80,8 @@ def trajectory_figure(runs: Sequence[str | Path], generations: Sequence[int] | N
     return fig
 
 
-def write_trajectory(runs: Sequence[str | Path], out: str | Path, generations: Sequence[int] | None = None) -> Path:
-    """Write the trajectory figure of `runs` as a self-contained HTML file (works offline)."""
-    out = Path(out)
-    write_atomic(out, trajectory_figure(runs, generations).to_html(include_plotlyjs=True).encode())
-    return out
+def write_trajectory(runs: Sequence[str | Path], out: str | Path, generations: Sequence[int] | None = None,
+                     scripts: str | Path | None = None) -> Path:
+    """Write the trajectory figure of `runs` as an HTML page (`evolver.pages`: plotly.js loaded from the
+    folder `scripts`, default the page's own)."""
+    return write_page(trajectory_figure(runs, generations), out, scripts)

@@ -18,7 +18,8 @@ from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
 from evolver.aggregate import Aggregate, aggregate
-from evolver_common import BadInput, write_atomic
+from evolver.pages import write_page
+from evolver_common import BadInput
 
 CONDITION = ["generator", "optimizer", "noise", "params"]
 
@@ -89,14 +90,14 @@ def report_figure(runs: pd.DataFrame, trajectories: pd.DataFrame) -> go.Figure:
 def report(folder: str | Path, out: str | Path | None = None, found: Aggregate | None = None
            ) -> tuple[Path, pd.DataFrame]:
     """Aggregate the sweep in `folder` (or take `found`, its aggregate) and write its report (default
-    FOLDER/report.html, self-contained: it opens without a network). Returns the page's path and the
+    FOLDER/report.html; it loads plotly.js from a copy beside it, `evolver.pages`). Returns the page's path and the
     summary per condition."""
     folder = Path(folder)
     found = found or aggregate(folder)
     if found.runs.empty:
         raise BadInput(f"No run of the sweep in {folder} has finished a generation yet; nothing to report.")
     out = Path(out) if out else folder / "report.html"
-    write_atomic(out, report_figure(found.runs, found.trajectories).to_html(include_plotlyjs=True).encode())
+    write_page(report_figure(found.runs, found.trajectories), out)
     summary = found.runs.groupby(CONDITION, sort=True).agg(
         runs=("normalised", "size"), normalised=("normalised", "mean"), sem=("normalised", "sem"),
         returned=("returned_normalised", "mean"), best=("best", "mean")).reset_index()

@@ -85,6 +85,13 @@ class Run:
         """references.csv: the interleaved reference images' responses, or None."""
         return self._table("references.csv") if "references.csv" in self.directory.headers() else None
 
+    @cached_property
+    def reference_set(self) -> pd.DataFrame | None:
+        """reference.csv: each reference image (`image`) and the response it drew (`score`), shown once
+        before the first generation; None for a run without reference images."""
+        path = self.path / "reference.csv"
+        return pd.read_csv(path) if path.is_file() else None
+
     @property
     def best(self) -> BestImage | None:
         """The image the run returns so far, or None before any response came back."""

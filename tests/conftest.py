@@ -1,3 +1,5 @@
+import base64
+import json
 import os
 
 # Before anything imports huggingface_hub: tests never touch the network.
@@ -149,3 +151,25 @@ def copy_of(tmp):
 @pytest.fixture
 def tmp(tmp_path) -> Path:
     return tmp_path
+
+
+def plotly_values(array) -> np.ndarray:
+    """A plotly array as the page stores it: a list, or {"dtype", "bdata"} (base64)."""
+    if isinstance(array, dict):
+        return np.frombuffer(base64.b64decode(array["bdata"]), dtype=array["dtype"])
+    return np.asarray(array)
+
+
+def figure_in_page(html: str) -> tuple[list[dict], dict]:
+    """The traces and layout of the plotly figure an HTML page of evolver's draws."""
+    decoder = json.JSONDecoder()
+    at = html.index(",", html.index("Plotly.newPlot(")) + 1  # past the div's id
+
+    def next_value():
+        nonlocal at
+        while html[at] in " \n,":
+            at += 1
+        value, at = decoder.raw_decode(html, at)
+        return value
+
+    return next_value(), next_value()

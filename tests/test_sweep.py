@@ -1,4 +1,3 @@
-import base64
 import hashlib
 import json
 import os
@@ -14,6 +13,7 @@ import pytest
 from evolver.report import report
 from evolver.aggregate import aggregate
 from evolver.sweep import Resources, check_spec, load_spec, plan, sweep
+from conftest import figure_in_page, plotly_values
 from evolver_common import BadInput
 
 SPEC = """
@@ -52,28 +52,6 @@ def small_spec_file(tmp):
     path = tmp / "small.toml"
     path.write_text(SMALL_SPEC)
     return path
-
-
-def _values(array) -> np.ndarray:
-    """A plotly array as the page stores it: a list, or {"dtype", "bdata"} (base64)."""
-    if isinstance(array, dict):
-        return np.frombuffer(base64.b64decode(array["bdata"]), dtype=array["dtype"])
-    return np.asarray(array)
-
-
-def figure_in_page(html: str) -> tuple[list[dict], dict]:
-    """The traces and layout of the plotly figure a self-contained HTML page draws."""
-    decoder = json.JSONDecoder()
-    at = html.index(",", html.index("Plotly.newPlot(")) + 1  # past the div's id
-
-    def next_value():
-        nonlocal at
-        while html[at] in " \n,":
-            at += 1
-        value, at = decoder.raw_decode(html, at)
-        return value
-
-    return next_value(), next_value()
 
 
 def test_plan_is_the_product_with_parameter_grids():
@@ -148,13 +126,13 @@ def test_local_pool_and_submitit_give_the_same_results_and_a_report(small_spec_f
     per_layer = {t["name"]: t for t in traces if t["type"] == "box" and t.get("showlegend") is False}
     assert set(per_layer) == {"cmaes", "random"}
     for optimizer, trace in per_layer.items():  # each run's final normalised best, at its layer
-        shown = sorted(zip(trace["x"], _values(trace["y"])))
+        shown = sorted(zip(trace["x"], plotly_values(trace["y"])))
         np.testing.assert_allclose([v for _, v in shown], runs[optimizer].sort_index().to_numpy())
         assert [layer for layer, _ in shown] == sorted(runs[optimizer].index)
     curves = [t for t in traces if t.get("mode") == "lines"]  # a mean trajectory per condition
-    assert len(curves) == 2 and all(_values(c["y"]).max() <= 1.0 for c in curves)
+    assert len(curves) == 2 and all(plotly_values(c["y"]).max() <= 1.0 for c in curves)
     assert a["relative_activation"].notna().all()
-    histograms = {t["name"]: _values(t["x"]) for t in traces if t["type"] == "histogram"}
+    histograms = {t["name"]: plotly_values(t["x"]) for t in traces if t["type"] == "histogram"}
     for optimizer, shown in histograms.items():  # each run's final relative activation
         np.testing.assert_allclose(sorted(shown), sorted(a.query("optimizer == @optimizer")["relative_activation"]))
     assert set(histograms) == {"cmaes", "random"}
