@@ -5,6 +5,7 @@ import shlex
 import signal
 import sys
 import threading
+import warnings
 from pathlib import Path
 
 import click
@@ -16,6 +17,15 @@ from evolver_common.secrets import redact
 
 
 INTERRUPTED = 130  # the shell's status for a process ended by SIGINT
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning as a user reads it: what happened, without the source line that raised it, on a line of
+    its own above a progress bar."""
+    from tqdm import tqdm
+
+    kind = "" if category is UserWarning else f" ({category.__name__})"
+    tqdm.write(redact(f"Warning{kind}: {message}"), file=file or sys.stderr)
 
 
 def _interrupt(signum, frame) -> None:
@@ -78,6 +88,7 @@ def _print_versions(ctx: click.Context, _, given: bool) -> None:
               help="Print evolver's version and torch's, and exit.")
 def main() -> None:
     """Evolve images that drive a neuron: a CNN unit, a model neuron or a recorded one."""
+    warnings.showwarning = _show_warning
     if threading.current_thread() is threading.main_thread():  # signals are the main thread's to handle
         signal.signal(signal.SIGTERM, _interrupt)
 
@@ -196,17 +207,22 @@ def plot(runs, out, generations) -> None:
 
 @main.command(short_help="List a model's layers and their unit counts.")
 @click.argument("model")
-def layers(model) -> None:
+@click.option("--all", "show_all", is_flag=True, help="Also list the layers no unit can be read from (a "
+              "transformer's attention internals: windows folded into the batch, token mixing).")
+def layers(model, show_all) -> None:
     """List the layers of MODEL with their unit counts and spatial sizes."""
     from neurons import list_layers
 
-    rows = list_layers(model)
-    width = max(len(r.name) for r in rows)
+    found = list_layers(model)
+    rows = found if show_all else [r for r in found if r.layout]
+    width = max([len(r.name) for r in rows] + [5])
     click.echo(f"{'layer':<{width}}  {'units':>6}  grid (X×Y) or tokens")
     for r in rows:
         layout = r.layout.describe() if r.layout else "no unit can be read here"
         click.echo(f"{r.name:<{width}}  {r.units if r.units is not None else '-':>6}  {layout}")
-    click.echo(f"\n{len(rows)} layers. A container module's name reads its last layer; a unit is {model}:LAYER:UNIT.")
+    hidden = len(found) - len(rows)
+    click.echo(f"\n{len(rows)} layers" + (f" ({hidden} more where no unit can be read: --all lists them)" if hidden else "")
+               + f". A container module's name reads its last layer; a unit is {model}:LAYER:UNIT.")
 
 
 @main.command(short_help="Compare optimizers at a fixed image budget.")

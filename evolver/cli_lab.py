@@ -154,7 +154,7 @@ def decode(responses_path, codes_path, images_path, out, **options) -> None:
     summary = run_decode(load_responses(responses_path), load_array(codes_path, "The codes", (2,)), images, out,
                          DecodeOptions(**options))
     click.echo(summary.T.to_string(header=False))
-    click.echo(f"\nmetrics.csv, summary.json and montage.png (stimulus | its code's render | decoded) in {out}.")
+    click.echo(f"\nmetrics.csv, summary.json and montage.png (columns: stimulus, its code rendered, decoded) in {out}.")
 
 
 @click.command("rig-sim", short_help="Play a rig (folder or ZeroMQ), with faults on command.")

@@ -11,6 +11,7 @@ another held-out stimulus? averaged over all pairs; chance 50%).
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,6 +108,26 @@ def judge(reconstructions: torch.Tensor, stimuli: torch.Tensor, reader: ModelRea
     }
 
 
+MONTAGE_COLUMNS = ("stimulus", "its code rendered", "decoded")
+MONTAGE_SIDE = 128  # each image's side in the montage, in pixels: room for its column's label
+
+
+def _montage(images: torch.Tensor, labels: Sequence[str]) -> np.ndarray:
+    """`images` (n, 3, H, W) in [0, 1], a row of len(labels) at a time, each scaled to MONTAGE_SIDE, under
+    a header naming each column: (H', W', 3) uint8."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    scaled = torch.nn.functional.interpolate(images, size=(MONTAGE_SIDE, MONTAGE_SIDE), mode="nearest")
+    grid = torchvision.utils.make_grid(scaled, nrow=len(labels), padding=2, pad_value=1.0)
+    header = Image.new("RGB", (grid.shape[2], 22), "white")
+    draw, font = ImageDraw.Draw(header), ImageFont.load_default(size=12)
+    for column, label in enumerate(labels):
+        width = draw.textlength(label, font=font)
+        draw.text((2 + column * (MONTAGE_SIDE + 2) + (MONTAGE_SIDE - width) / 2, 4), label, fill="black", font=font)
+    pixels = (grid.permute(1, 2, 0).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+    return np.concatenate([np.asarray(header), pixels])
+
+
 def decode(responses: np.ndarray, codes: np.ndarray, images: torch.Tensor | None, out: str | Path,
            options: DecodeOptions | None = None) -> pd.DataFrame:
     """Fit the brain reader on a training split, decode the held-out responses and judge them.
@@ -155,6 +176,5 @@ def decode(responses: np.ndarray, codes: np.ndarray, images: torch.Tensor | None
     write_atomic(out / "summary.json", (json.dumps(summary, indent=1) + "\n").encode())
     rows = min(options.montage_rows, len(test))
     triplets = torch.stack([stimuli[:rows], renders[:rows], reconstructions[:rows]], 1).flatten(0, 1)
-    grid = torchvision.utils.make_grid(triplets, nrow=3, padding=2, pad_value=1.0)
-    write_atomic(out / "montage.png", png_bytes(grid))
+    write_atomic(out / "montage.png", png_bytes(_montage(triplets, MONTAGE_COLUMNS)))
     return pd.DataFrame([{k: v for k, v in summary.items() if k != "options"}])

@@ -101,8 +101,10 @@ def _solve(z: np.ndarray, y: np.ndarray, groups: np.ndarray, options: FitOptions
     from himalaya.ridge import BandedRidgeCV, RidgeCV
 
     if len(np.unique(groups)) > 1:
+        # primal even where samples < features (himalaya warns, suggesting the kernel form): the encoder
+        # reads each band's weights directly
         model = BandedRidgeCV(groups=groups, cv=options.cv, fit_intercept=True, random_state=options.seed,
-                              solver_params=dict(alphas=ALPHAS, n_iter=20, progress_bar=False))
+                              solver_params=dict(alphas=ALPHAS, n_iter=20, progress_bar=False, warn=False))
         model.fit(z, y)
         return np.asarray(model.coef_), np.asarray(model.intercept_), np.asarray(model.best_alphas_), "BandedRidgeCV"
     if z.shape[0] < z.shape[1]:

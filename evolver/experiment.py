@@ -18,7 +18,7 @@ import neurons
 from evolver import optimizers
 from evolver.config import PARTS, RunConfig, check_unchanged, conditions, describe
 from evolver.loop import Loop
-from evolver.records import UNIT_FOLDER, RunDirectory
+from evolver.records import UNIT_FOLDER, RunDirectory, check_out_folder
 from evolver.reference import load_reference
 from evolver.retest import Retest
 from evolver.track import GenerationRecord, RunResult, Track
@@ -209,6 +209,7 @@ def _start(config, out, progress, command, on_generation, stop_when, batch, opti
     # 64 stimnet units × 40 codes on 2 CPU cores: 1,010 images/s in chunks of 128, 700 in chunks of 512
     # (a chunk's activations stay in cache); a GPU wants the larger batches
     batch = batch or (512 if neuron.device.type == "cuda" else 128)
+    check_out_folder(path)
     path.mkdir(parents=True, exist_ok=True)
     lock = FolderLock(path).acquire("unit set's folder")  # one for the set: a unit's run resumed alone waits
     try:

@@ -97,6 +97,9 @@ class Loop:
         if self.stop_when is not None:
             for track, record in zip(active, records):
                 track.stopped = bool(self.stop_when(record))
+                if track.stopped:
+                    warnings.warn(f"{track.directory.path}: its stop_when rule ended the run after generation "
+                                  f"{record.gen} (of {track.config.generations} asked).", stacklevel=2)
         self.bar.update(1)
         finite = [r.best_so_far for r in records if np.isfinite(r.best_so_far)]
         self.bar.set_postfix(best_so_far=f"{max(finite):.4g}" if finite else "nan")

@@ -84,6 +84,14 @@ def read_state(path: Path) -> dict[str, Any]:
                        "restore the file from a backup.") from None
 
 
+def check_out_folder(path: Path, option: str = "--out") -> None:
+    """BadInput where `path` cannot be made a folder: it, or one above it, is a file (or another non-folder)."""
+    for part in (path, *path.parents):
+        if part.exists() and not part.is_dir():
+            raise BadInput(f"{option} {path}: {part} is {'a file' if part.is_file() else 'not a folder'}, so no folder "
+                           f"can be made there. Give a folder's path (made if missing).")
+
+
 class RunDirectory:
     """One run's folder: config.json, the tables, codes/, images/, best.*, state/ (docs/run-folder.md)."""
 
@@ -124,7 +132,8 @@ class RunDirectory:
         tables a run with `features` has and `files` ({name: bytes}). It is made under a temporary name
         and renamed into place whole, so a kill or a full disk leaves no half-made run folder."""
         path = Path(path)
-        if path.is_symlink() or path.exists() and (not path.is_dir() or any(path.iterdir())):
+        check_out_folder(path)
+        if path.is_symlink() or path.exists() and any(path.iterdir()):
             raise BadInput(
                 f"The output folder {path} already exists and is not an empty folder. Give a new --out "
                 f"folder, or continue that run with `evolver run --resume {path}`."

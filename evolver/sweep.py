@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from evolver.experiment import RunConfig, resume, run
+from evolver.records import check_out_folder
 from evolver.runs import open_run
 from evolver_common import BadInput, FolderLock, Interrupted, RigError, write_atomic
 from evolver_common.secrets import redact
@@ -285,6 +286,7 @@ def sweep(spec: dict[str, Any], folder: str | Path, executor: str = "local", wor
     from neurons.models import MODELS
 
     folder = Path(folder)
+    check_out_folder(folder)
     folder.mkdir(parents=True, exist_ok=True)
     runs = write_plan(spec, folder)
     todo = [dataclasses.asdict(r) for r in runs if status(folder / r.path) != "done"]  # configs go to the workers

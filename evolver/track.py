@@ -256,7 +256,11 @@ def notes(track: Track) -> list[str]:
         "generator": "the generator has untrained random weights: its images are textures, not natural-like images",
     }
     parts = {"neuron": track.neuron, "generator": track.generator}
-    return [random[k] for k, part in parts.items() if str(getattr(part, "weights", "")).startswith("random")]
+    found = [random[k] for k, part in parts.items() if str(getattr(part, "weights", "")).startswith("random")]
+    if track.stopped:
+        found.append(f"its stop_when rule ended the run after {track.gen} of the {track.config.generations} "
+                     "generations asked")
+    return found
 
 
 @dataclass

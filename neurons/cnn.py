@@ -51,6 +51,9 @@ def untraceable(model: str):
                        "one given with neurons.from_module, can.") from None
 
 
+LISTED_LAYERS = 60  # a module's layer names an error lists (a ViT has hundreds)
+
+
 def _cut_network(network: nn.Module, source: ModelSource, layers: list[str], model: str) -> nn.Module:
     """The network up to the deepest of `layers` only; what comes after it is never computed."""
     try:
@@ -60,8 +63,13 @@ def _cut_network(network: nn.Module, source: ModelSource, layers: list[str], mod
         pass
     valid = _layer_names(network, source)
     layer = next((name for name in layers if name not in valid), layers[0])
-    raise BadInput(f"Model '{model}' has no layer '{layer}' (closest: {nearest(layer, valid)}). "
-                   f"`evolver layers {model}` lists its {len(valid)} layer names.")
+    if getattr(source, "module", None) is None:
+        listed = f"`evolver layers {model}` lists its {len(valid)} layer names."
+    else:  # a module of this session, which no command can see: its names, here
+        shown = ", ".join(valid[:LISTED_LAYERS]) + (f", … ({len(valid) - LISTED_LAYERS} more)"
+                                                    if len(valid) > LISTED_LAYERS else "")
+        listed = f"Its layers: {shown}."
+    raise BadInput(f"Model '{model}' has no layer '{layer}' (closest: {nearest(layer, valid)}). {listed}")
 
 
 def _fold_batch_norm(network: nn.Module) -> nn.Module:

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -21,8 +22,8 @@ from neurons.spec import UnitSpec
 
 
 def from_module(model: nn.Module, layer: str, unit: int | str | Sequence[int] = 0, *,
-                input_size: int | Sequence[int] = 224, mean: Sequence[float] = IMAGENET_MEAN,
-                std: Sequence[float] = IMAGENET_STD, interpolation: str = "bilinear", name: str | None = None,
+                input_size: int | Sequence[int] | None = None, mean: Sequence[float] | None = None,
+                std: Sequence[float] | None = None, interpolation: str = "bilinear", name: str | None = None,
                 device: str = "auto", precision: str = "auto") -> CNNUnit:
     """A unit of `model` read as timm and torchvision units are: the network cut after `layer` (a module
     path or graph node, as `named_modules()` prints it), the centre position of a spatial layer.
@@ -33,7 +34,8 @@ def from_module(model: nn.Module, layer: str, unit: int | str | Sequence[int] = 
         unit: a channel (12), a set read at once (range(64), [1, 5, 9], giving (n, k) responses), or the
             text of a spec's unit part ('12@3,4', '12@mean', '0-63').
         input_size, mean, std, interpolation: how the model wants its input (side or (H, W) in pixels;
-            per-channel statistics of [0, 1] images).
+            per-channel statistics of [0, 1] images). Not given, they are ImageNet's (224, and its
+            mean and s.d.), with a warning saying so: a model trained otherwise reads the images wrong.
         name: the model's name in specs and records (default: the class name, lower case).
     """
     if not isinstance(model, nn.Module):
@@ -42,7 +44,14 @@ def from_module(model: nn.Module, layer: str, unit: int | str | Sequence[int] = 
     name = name or type(model).__name__.lower()
     units = unit if isinstance(unit, (int, str)) else f"[{','.join(str(int(u)) for u in unit)}]"
     spec = UnitSpec.parse(f"{name}:{layer}:{units}")
-    config = InputConfig.make(input_size, mean, std, interpolation)
+    assumed = [what for what, given in (("input_size=224", input_size), ("ImageNet's mean", mean),
+                                        ("ImageNet's std", std)) if given is None]
+    if assumed:
+        warnings.warn(f"from_module({name}, '{layer}'): {', '.join(assumed)} assumed. Give input_size, mean and std "
+                      "as the model was trained (its images' side in pixels, per-channel statistics of [0, 1] "
+                      "images) to read it as it sees.", stacklevel=2)
+    config = InputConfig.make(input_size or 224, IMAGENET_MEAN if mean is None else mean,
+                              IMAGENET_STD if std is None else std, interpolation)
     source = ModuleSource(copy.deepcopy(model), config)
     return CNNUnit(spec, reader=ModelReader(name, [layer], "pretrained", device, precision, source=source))
 

@@ -1,5 +1,6 @@
 """The command line as a user meets it: in-process (click's runner), but for a kill and a resume."""
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -118,6 +119,16 @@ def _bad_input(*args, match: str, **kwargs):
 def test_bad_neuron_specs_exit_2(tmp, neuron, match):
     _bad_input("run", "--neuron", neuron, "--weights", "random", "--out", tmp / "r", match=match)
     assert not (tmp / "r").exists()
+
+
+def test_an_out_folder_that_is_a_file_or_under_one_is_bad_input(tmp):
+    (tmp / "notes.txt").write_text("a lab's notes")
+    for out in (tmp / "notes.txt", tmp / "notes.txt" / "run"):
+        message = _bad_input("run", "--generations", 1, "--out", out, match=f"{tmp / 'notes.txt'} is a file")
+        assert "--resume" not in message and "free space" not in message
+    _bad_input("run", "--neuron", "stimnet:relu4:unit0-1", "--generations", 1, "--out", tmp / "notes.txt" / "set",
+               match="is a file")
+    assert (tmp / "notes.txt").read_text() == "a lab's notes"
 
 
 def test_bad_weights_exit_2(tmp):
@@ -267,3 +278,16 @@ def test_the_command_list_shows_whole_descriptions_and_the_version():
     commands = listing.split("Commands:")[1].splitlines()[1:]
     assert len(commands) >= 13 and not any(line.rstrip().endswith("...") for line in commands), listing
     assert evolver_cli("--version", check=True).stdout.startswith("evolver 0.")
+
+
+@pytest.mark.slow  # a process of its own: the warnings' format is set by the command line
+def test_a_rig_time_out_prints_as_one_plain_line(tmp):
+    (tmp / "exchange").mkdir()
+    result = subprocess.run([sys.executable, "-m", "evolver", "run", "--neuron",
+                             f"folder:{tmp / 'exchange'}:timeout=0.3:retries=1:connect_timeout=0.3",
+                             "--generations", "1", "--quiet", "--out", str(tmp / "run")],
+                            capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.splitlines()
+    assert "Warning: block 0: no responses within 0.3 s (attempt 1 of 2)" in lines, result.stderr
+    assert "UserWarning" not in result.stderr and "_timed_out" not in result.stderr

@@ -244,7 +244,9 @@ def test_command_line_simulate_fit_evolve_decode(tmp):
     assert "relative_activation" in (tmp / "run/generations.csv").read_text()
     evolver_cli("decode", "--responses", tmp / "subject/responses.npy", "--codes", tmp / "subject/codes.npy",
                 "--out", tmp / "decoded", check=True)
-    assert (tmp / "decoded/montage.png").is_file()
+    montage = np.asarray(Image.open(tmp / "decoded/montage.png").convert("L"))
+    header, third = montage[:22], montage.shape[1] // 3
+    assert all((header[:, k * third:(k + 1) * third] < 100).any() for k in range(3))  # each column's label
     wrong = evolver_cli("fit-encoder", "--images", tmp / "subject/images.npy", "--responses",
                         tmp / "subject/truth.npy", "--rois", tmp / "subject/rois.txt", "--features", "stimnet:nolayer",
                         "--out", tmp / "bad")

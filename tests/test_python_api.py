@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -106,6 +107,20 @@ def test_a_callable_giving_the_wrong_shape_is_bad_input(tmp):
         evolver.run(neuron=tiny_net(), generations=2, out=tmp / "other", progress=False)
 
 
+def test_from_module_lists_its_layers_and_says_what_it_assumes():
+    """A module of this session: no command can list its layers, so the error does. Its input, where not
+    given, is ImageNet's, with a warning naming each assumption."""
+    with pytest.raises(BadInput, match=r"no layer 'relu9' \(closest: relu2, relu1\)\. Its layers: conv1, relu1, .*, head\.$"):
+        neurons.from_module(tiny_net(), "relu9", input_size=32, mean=(0.5,) * 3, std=(0.25,) * 3)
+    with pytest.warns(UserWarning, match=r"input_size=224, ImageNet's mean, ImageNet's std assumed"):
+        neurons.from_module(tiny_net(), "relu2")
+    with pytest.warns(UserWarning, match=r"'relu2'\): ImageNet's mean, ImageNet's std assumed"):
+        neurons.from_module(tiny_net(), "relu2", input_size=32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        neurons.from_module(tiny_net(), "relu2", input_size=32, mean=(0.5,) * 3, std=(0.25,) * 3)
+
+
 def test_objects_for_the_generator_and_the_optimizer(tmp):
     generator = generators.create("dcgan", weights="random")
     optimizer = optimizers.create("random", code_dim=generator.code_dim, sample=generator.sample,
@@ -123,15 +138,19 @@ def test_objects_for_the_generator_and_the_optimizer(tmp):
                     out=tmp / "wrong", progress=False)
 
 
-def test_stop_when_no_improvement_ends_each_unit_of_a_set_on_its_own(tmp):
-    results = evolver.run(neuron=neurons.from_module(tiny_net(), "head", unit=range(3), input_size=32),
-                                generator_weights="random", optimizer="random", params={"population": 4},
-                                generations=60, out=tmp / "set", progress=False,
-                                stop_when=evolver.no_improvement(3))
+def test_stop_when_no_improvement_ends_each_unit_of_a_set_on_its_own_and_says_so(tmp):
+    with pytest.warns(UserWarning, match=r"unit\d: its stop_when rule ended the run after generation \d+ \(of 60") \
+            as stops:
+        results = evolver.run(neuron=neurons.from_module(tiny_net(), "head", unit=range(3), input_size=32,
+                                                         mean=(0.5,) * 3, std=(0.25,) * 3),
+                              generator_weights="random", optimizer="random", params={"population": 4},
+                              generations=60, out=tmp / "set", progress=False, stop_when=evolver.no_improvement(3))
     assert [r.path.name for r in results] == ["unit0", "unit1", "unit2"]
+    assert len([s for s in stops if "stop_when" in str(s.message)]) == 3
     for result in results:
         bests = pd.read_csv(result.path / "generations.csv")["best_so_far"].to_numpy()
         assert len(bests) < 60 and bests[-1] == bests[-4] and (len(bests) == 4 or bests[-4] > bests[-5])
+        assert f"its stop_when rule ended the run after {len(bests)} of the 60 generations asked" in result.notes
 
 
 @pytest.mark.slow  # a sweep's worker process: 8 s

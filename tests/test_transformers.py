@@ -1,5 +1,7 @@
 """Units of the models labs bring besides CNNs: transformers' tokens (class, distillation and register
 tokens, patch grids), channels-last stages (Swin), and torchvision's ViT and Swin; random weights."""
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -70,3 +72,7 @@ def test_layers_shows_true_unit_counts_and_token_grids():
     vit = evolver_cli("layers", "vit_tiny_patch16_224", check=True).stdout
     line = next(row for row in vit.splitlines() if row.startswith("blocks.11.add_1 "))
     assert "192" in line and "14×14 patches + class token" in line
+    assert "no unit can be read here" not in vit + swin  # hidden, and counted: --all lists them
+    hidden = int(re.search(r"\((\d+) more where no unit can be read: --all lists them\)", vit)[1])
+    every = evolver_cli("layers", "vit_tiny_patch16_224", "--all", check=True).stdout
+    assert every.count("no unit can be read here") == hidden > 0
