@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 
 from evolver.runs import open_run
-from evolver.sweep import REFERENCE_OPTIMIZER, read_plan, status
+from evolver.sweep import REFERENCE_OPTIMIZER, read_plan
+from evolver.sweep_progress import status
 from evolver_common import BadInput, write_atomic
 
 

@@ -331,8 +331,10 @@ def list_generators() -> None:
               help="slurm: times a task that reaches its time limit is queued again to go on.")
 @click.option("--no-wait", is_flag=True, help="slurm: submit and return; re-run the command later to finish.")
 @click.option("--status", "show_status", is_flag=True, help="Print how many runs are finished, running, pending, "
-              "failed and not started (from the folder and squeue), and do nothing else.")
-def sweep_command(spec, out, executor, workers, no_wait, show_status, **resources) -> None:
+              "failed and not started (from the folder and squeue), the images shown and the share done, and the "
+              "running sweep's pace and time left; do nothing else.")
+@click.option("--quiet", is_flag=True, help="No plan and no progress line.")
+def sweep_command(spec, out, executor, workers, no_wait, show_status, quiet, **resources) -> None:
     """Run every combination of a SPEC.toml grid: neurons × generators × optimizers (and their parameter
     grids) × noise × seeds, one run folder each. Re-running skips finished runs and resumes killed ones.
 
@@ -347,14 +349,19 @@ def sweep_command(spec, out, executor, workers, no_wait, show_status, **resource
     [run]                                      # optional fixed run options
     generations = 50
     """
-    from evolver.sweep import Resources, load_spec, sweep, sweep_status
+    from evolver.sweep import Resources, load_spec, sweep, watch
+    from evolver.sweep_progress import last_report
 
     folder = out or Path("runs") / "sweeps" / spec.stem
     if show_status:
-        click.echo(", ".join(f"{k} {v}" for k, v in sweep_status(folder).items()))
+        click.echo(watch(folder).progress().describe())
+        reported = last_report(folder)
+        click.echo(f"The sweep process reports: {reported}" if reported else
+                   "No sweep process reports progress now (none runs here, or it was started with --quiet).")
         return
     try:
-        counts = sweep(load_spec(spec), folder, executor, workers, Resources(**resources), wait=not no_wait)
+        counts = sweep(load_spec(spec), folder, executor, workers, Resources(**resources), wait=not no_wait,
+                       progress=not quiet)
     except Interrupted as err:
         raise Interrupted(f"{err} The command: {shlex.join(click.get_current_context().meta['command'])}") from None
     click.echo(", ".join(f"{k} {v}" for k, v in counts.items() if k != "jobs"))

@@ -2,7 +2,8 @@
 
 A page that inlines plotly.js carries 4.7 MB of the same script: 85% of a run folder, 5 GB over a
 thousand-run sweep. Each page here loads `plotly-VERSION.min.js` from a folder it names (a run's page: the
-folder that holds the run folder, so the runs beside one another share one copy), written there once. A
+folder that holds the run folder, so the runs beside one another share one copy; a sweep's runs and
+report: the sweep's folder), written there once. A
 page copied away from that file loads the same version from plotly's CDN instead.
 """
 from __future__ import annotations
@@ -23,6 +24,15 @@ def plotly_script(folder: Path) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
         write_atomic(path, plotly.offline.get_plotlyjs().encode())
     return path
+
+
+def scripts_folder(run_folder: Path) -> Path:
+    """Where a run's page finds plotly.js: the folder holding the run folder; for a run of a sweep
+    (SWEEP/runs/RUN), the sweep's own folder, whose report shares the copy (and its runs/ holds runs only)."""
+    parent = run_folder.parent
+    if parent.name == "runs" and (parent.parent / "sweep.json").is_file():
+        return parent.parent
+    return parent
 
 
 def write_page(figure: go.Figure, out: str | Path, scripts: str | Path | None = None) -> Path:

@@ -26,6 +26,7 @@ its runs: finished ones are skipped, killed ones resumed, new ones started.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import itertools
@@ -35,7 +36,7 @@ import os
 import re
 import shutil
 import signal
-import subprocess
+import sys
 import tomllib
 import warnings
 from concurrent.futures import ProcessPoolExecutor
@@ -47,6 +48,7 @@ from typing import Any
 from evolver.experiment import RunConfig, resume, run
 from evolver.records import check_out_folder
 from evolver.runs import open_run
+from evolver.sweep_progress import JOBS_FILE, Reporter, Watch, status
 from evolver_common import BadInput, FolderLock, Interrupted, RigError, write_atomic
 from evolver_common.secrets import redact
 
@@ -178,17 +180,6 @@ def _digest(config: dict[str, Any]) -> str:
     return hashlib.sha1(redact(json.dumps(named, sort_keys=True)).encode()).hexdigest()[:10]  # of no secret
 
 
-def status(folder: Path) -> str:
-    """'done', 'partial' (a run folder to resume), 'new', or 'damaged' (its state file unreadable)."""
-    if not (folder / "config.json").is_file():
-        return "new"
-    try:
-        run = open_run(folder)
-    except BadInput:
-        return "damaged"
-    return "done" if run.finished else "partial"
-
-
 def run_or_resume(folder: Path, config: dict[str, Any]) -> str:
     """Bring one run to its end: start it, resume it, or leave it if finished. Returns what it did:
     'skipped', 'resumed', 'started', or 'failed: WHY' for a run that could not go on (the others do)."""
@@ -219,13 +210,11 @@ def _run_or_resume(folder: Path, config: dict[str, Any]) -> str:
     return {"done": "skipped", "partial": "resumed", "new": "started"}[found]
 
 
-def run_chunk(sweep: str, runs: list[dict[str, Any]], threads: int = 1, progress: bool = False,
-              models: list | None = None) -> dict[str, str]:
+def run_chunk(sweep: str, runs: list[dict[str, Any]], threads: int = 1, models: list | None = None) -> dict[str, str]:
     """Run the given runs of a sweep (PlannedRun fields: path and config) one after another (one job of an
     executor): {path: what it did}. `models` are the `neurons.register_model` entries of the process that
     planned the sweep."""
     import torch
-    from tqdm.auto import tqdm
 
     from neurons.models import MODELS
 
@@ -233,7 +222,7 @@ def run_chunk(sweep: str, runs: list[dict[str, Any]], threads: int = 1, progress
         MODELS.register(entry.name, entry.factory, **entry.info)
     torch.set_num_threads(threads)  # runs are the unit of parallelism; fixed threads keep results identical
     done = {}
-    for planned in tqdm(runs, desc="runs", unit="run", disable=not progress):
+    for planned in runs:
         if _WorkerInterrupts.stopping:
             break
         _WorkerInterrupts.running = True
@@ -254,7 +243,7 @@ class _Chunk:
         self.models = models
 
     def __call__(self, sweep: str, runs: list[dict[str, Any]], threads: int) -> dict[str, str]:
-        return run_chunk(sweep, runs, threads, False, self.models)
+        return run_chunk(sweep, runs, threads, self.models)
 
     def checkpoint(self, sweep: str, runs: list[dict[str, Any]], threads: int):
         import submitit
@@ -300,15 +289,19 @@ def sweep(spec: dict[str, Any], folder: str | Path, executor: str = "local", wor
     if executor not in ("local", "slurm", "submitit-local"):
         raise BadInput(f"Unknown executor '{executor}'. Valid: local (a process pool), slurm (submitit), "
                        "submitit-local (submitit's local executor, for testing a SLURM setup).")
+    if progress:
+        print(_plan_line(todo, counts["skipped"], folder), file=sys.stderr, flush=True)
+    reporting = Reporter(watch(folder)) if progress and (executor == "local" or wait) else contextlib.nullcontext()
     try:
-        if executor == "local" and workers == 1:
-            done = [run_chunk(str(folder), todo, os.cpu_count() or 1, progress)]
-        elif executor == "local":
-            done = [_pool(folder, todo, workers or os.cpu_count() or 1, models)]
-        else:
-            done = _submit(folder, todo, executor, resources, wait, models)
-            if not wait:
-                return {**counts, "submitted": len(todo), "jobs": done}
+        with reporting:
+            if executor == "local" and workers == 1:
+                done = [run_chunk(str(folder), todo, os.cpu_count() or 1)]
+            elif executor == "local":
+                done = [_pool(folder, todo, workers or os.cpu_count() or 1, models)]
+            else:
+                done = _submit(folder, todo, executor, resources, wait, models)
+                if not wait:
+                    return {**counts, "submitted": len(todo), "jobs": done}
     except KeyboardInterrupt:
         raise Interrupted(_interrupted(folder, executor)) from None
     for outcome in (what for chunk in done for what in chunk.values()):
@@ -317,6 +310,15 @@ def sweep(spec: dict[str, Any], folder: str | Path, executor: str = "local", wor
             outcome = "failed"
         counts[outcome] = counts.get(outcome, 0) + 1
     return counts
+
+
+def _plan_line(todo: list[dict[str, Any]], skipped: int, folder: Path) -> str:
+    """What the sweep is about to do: its runs, and the images they show where each has a budget."""
+    budgets = [r["config"].get("images") for r in todo]
+    size = (f"{len(todo)} runs, {sum(budgets):,} images in all" if all(budgets) else
+            f"{len(todo)} runs of {', '.join(sorted({str(r['config'].get('generations', RunConfig.generations)) for r in todo}))} "
+            "generations")
+    return f"Plan: {size}" + (f" ({skipped} finished already, skipped)" if skipped else "") + f", in {folder}."
 
 
 def _interrupted(folder: Path, executor: str) -> str:
@@ -345,7 +347,7 @@ def _pool(folder: Path, todo: list[dict[str, Any]], workers: int, models: list) 
         # spawned, not forked: a fork of a process holding threads (torch's, ZeroMQ's) can deadlock
         with ProcessPoolExecutor(max_workers=min(workers, len(queue)), mp_context=multiprocessing.get_context("spawn"),
                                  initializer=_exit_with_parent, initargs=(os.getpid(),)) as pool:
-            futures = {pool.submit(run_chunk, str(folder), [r], threads, False, models): r for r in queue}
+            futures = {pool.submit(run_chunk, str(folder), [r], threads, models): r for r in queue}
             queue = []
             for future, planned in futures.items():
                 try:
@@ -451,37 +453,13 @@ def _outcomes(job, folder: Path, paths: list[str]) -> dict[str, str]:
 
 # ---------------------------------------------------------------------------------------------- reading
 
-JOBS_FILE = "jobs.json"  # the last submission: each array task's job id and its runs
-
-
 def sweep_status(folder: str | Path) -> dict[str, int]:
-    """How many of a sweep's planned runs are finished, running, pending (queued in SLURM), failed (their
-    task left the queue unfinished, or their folder is damaged), interrupted (begun outside SLURM and
-    stopped; running the sweep again resumes them) and not started, from the folder and squeue."""
+    """How many of a sweep's planned runs are finished, running (in SLURM, or held by a live process),
+    pending (queued in SLURM), failed (their task left the queue unfinished, or their folder is damaged),
+    interrupted (begun and stopped; running the sweep again resumes them) and not started."""
+    return watch(folder).progress().counts
+
+
+def watch(folder: str | Path) -> Watch:
     folder = Path(folder)
-    found = {r.path: status(folder / r.path) for r in read_plan(folder)}
-    jobs = json.loads((folder / JOBS_FILE).read_text()) if (folder / JOBS_FILE).is_file() else []
-    queued = _queue_states([job["job"] for job in jobs])
-    submitted = {path: queued.get(job["job"]) for job in jobs for path in job["runs"]}
-    counts = dict.fromkeys(("planned", "finished", "running", "pending", "failed", "interrupted", "not started"), 0)
-    counts["planned"] = len(found)
-    for path, state in found.items():
-        if state == "done":
-            counts["finished"] += 1
-        elif state == "damaged" or path in submitted and submitted[path] is None:
-            counts["failed"] += 1
-        elif path in submitted:
-            counts["running" if submitted[path] in ("RUNNING", "COMPLETING") else "pending"] += 1
-        else:
-            counts["interrupted" if state == "partial" else "not started"] += 1
-    return counts
-
-
-def _queue_states(job_ids: list[str]) -> dict[str, str]:
-    """{array task id (as submitit names it, JOB_TASK): its squeue state} for those still in the queue."""
-    if not job_ids or shutil.which("squeue") is None:
-        return {}
-    arrays = sorted({j.split("_")[0] for j in job_ids})
-    listed = subprocess.run(["squeue", "-h", "-r", "-o", "%i %T", "-j", ",".join(arrays)], capture_output=True,
-                            text=True, check=False).stdout
-    return dict(line.split() for line in listed.splitlines() if len(line.split()) == 2)
+    return Watch(folder, [(r.path, r.config) for r in read_plan(folder)])

@@ -238,11 +238,11 @@ class Track:
             self.writing.result()
 
     def result(self) -> RunResult:
-        from evolver.plots import write_trajectory  # plotly only once the run is over
+        from evolver.pages import scripts_folder  # plotly only once the run is over
+        from evolver.plots import write_trajectory
 
-        # plotly.js beside the run folder: one copy for all the runs in a folder
         write_trajectory([self.directory.path], self.directory.path / "trajectory.html",
-                         scripts=self.directory.path.parent)
+                         scripts=scripts_folder(self.directory.path))
         best = self.best
         return RunResult(self.directory.path, self.state.generation + 1, self.state.first_best,
                          best.score if best else float("nan"), best.generation if best else -1, notes(self),

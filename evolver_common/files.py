@@ -118,6 +118,25 @@ class FolderLock:
             self._handle.close()
             self._handle = None
 
+    @classmethod
+    def held(cls, folder: Path) -> bool:
+        """Whether a writer holds `folder`'s lock now (read without creating or changing anything)."""
+        try:
+            import fcntl
+        except ImportError:
+            return False
+        try:
+            fd = os.open(Path(folder) / cls.NAME, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:  # no lock file (never written, or not readable): no writer known
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return False
+        except OSError:
+            return True
+        finally:
+            os.close(fd)  # and with it the shared lock, if taken
+
 
 def is_regular(path: Path) -> bool:
     """Whether `path` is a regular file itself (not a link, FIFO, device or folder)."""

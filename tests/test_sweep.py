@@ -1,4 +1,6 @@
+import dataclasses
 import hashlib
+import io
 import json
 import os
 import signal
@@ -218,8 +220,41 @@ def test_a_terminated_sweep_stops_its_workers_starts_no_queued_run_and_says_how_
     assert process.returncode == 130 and "Traceback" not in stderr, stderr
     assert "0 of 4 runs of the sweep" in stderr and "2 stopped part-way" in stderr, stderr
     assert "The command: " in stderr and f"--out {folder} --workers 2" in stderr, stderr
+    assert f"Plan: 4 runs of 400 generations, in {folder}." in stderr and "sweep: planned 4, finished 0" in stderr
     lengths = [len(t.read_text()) for t in tables()]
     time.sleep(3)
     assert [len(t.read_text()) for t in tables()] == lengths  # no worker goes on
     counts = sweep_status(folder)
     assert counts["interrupted"] == 2 and counts["not started"] == 2, counts
+
+
+def test_progress_counts_runs_by_what_they_do_and_reports_pace_and_time_left(tmp):
+    """A finished run, one being written (its folder held), one stopped part-way, one not started."""
+    import evolver
+    from evolver.sweep import watch, write_plan
+    from evolver.sweep_progress import Reporter, last_report
+
+    spec = {"grid": {"neuron": ["stimnet:relu4:unit1"], "optimizer": ["random"], "seed": [0, 1, 2, 3]},
+            "run": {"generations": 4, "retest": "none"}}
+    finished, held, stopped, _ = write_plan(spec, tmp)
+    evolver.run(**finished.config, out=tmp / finished.path, progress=False)
+    loops = [evolver.start(**planned.config, out=tmp / planned.path) for planned in (held, stopped)]
+    for loop in loops:
+        loop.step()
+    loops[1].close()
+    try:
+        progress = watch(tmp).progress()
+        assert progress.counts == {"planned": 4, "finished": 1, "running": 1, "pending": 0, "failed": 0,
+                                   "interrupted": 1, "not started": 1}
+        population = len(evolver.open_run(tmp / finished.path).scores) // 4
+        assert progress.images == 6 * population and progress.done == pytest.approx((1 + 0.25 + 0.25) / 4)
+        reporter = Reporter(watch(tmp), stream=io.StringIO())
+        reporter.started -= 10  # as if the runs had gained their share in the last 10 s
+        reporter.first = dataclasses.replace(progress, images=0, done=0.0)
+        line = reporter.line(progress)
+        assert line.endswith(f"{6 * population / 10:,.0f} images/s, about 17 s left")  # 37.5% done in 10 s
+        reporter.report(final=True)
+        assert last_report(tmp) == line and reporter.stream.getvalue() == line + "\n"
+    finally:
+        loops[0].close()
+    assert watch(tmp).progress().counts["interrupted"] == 2  # its writer gone
