@@ -65,7 +65,7 @@ def bench(config: BenchConfig, out: str | Path, progress: bool = True, workers: 
     summary = summarise(found.runs)
     write_atomic(out / "bench.csv", found.trajectories.to_csv(index=False).encode())
     write_atomic(out / "summary.csv", summary.to_csv(index=False).encode())
-    report(out, out / "bench.html", found)
+    report(out, out / "bench.html", found, title="Bench")
     return found.trajectories, summary
 
 

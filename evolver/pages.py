@@ -35,9 +35,9 @@ def scripts_folder(run_folder: Path) -> Path:
     return parent
 
 
-def write_page(figure: go.Figure, out: str | Path, scripts: str | Path | None = None) -> Path:
+def write_page(figure: go.Figure, out: str | Path, scripts: str | Path | None = None, after: str = "") -> Path:
     """Write `figure` as an HTML page at `out` that loads plotly.js from the folder `scripts` (default:
-    the page's own folder)."""
+    the page's own folder), with the HTML `after` below it."""
     out = Path(out)
     script = plotly_script(Path(scripts) if scripts is not None else out.parent)
     source = Path(os.path.relpath(script, out.parent)).as_posix()
@@ -47,5 +47,5 @@ def write_page(figure: go.Figure, out: str | Path, scripts: str | Path | None = 
     fallback = f"<script>window.Plotly || document.write('<script src=\"{cdn}\"><\\/script>')</script>"
     if tag not in page:
         raise RuntimeError(f"plotly wrote no script tag for {source}: its page layout changed")
-    write_atomic(out, page.replace(tag, tag + fallback, 1).encode())
+    write_atomic(out, page.replace(tag, tag + fallback, 1).replace("</body>", f"{after}</body>", 1).encode())
     return out

@@ -6,9 +6,12 @@
 2. Final-score distributions (normalised) per optimizer, per generator and per layer.
 3. When the runs had reference images: the histogram of the final relative activation (best evolved /
    best reference), XDream's Fig. 3, per optimizer.
+4. The images the runs return: a row a unit, a column a condition, each seed's image.
 """
 from __future__ import annotations
 
+import base64
+import html
 from pathlib import Path
 
 import numpy as np
@@ -39,12 +42,13 @@ def _band(x: np.ndarray, mean: np.ndarray, sem: np.ndarray, colour: str, name: s
     ]
 
 
-def report_figure(runs: pd.DataFrame, trajectories: pd.DataFrame) -> go.Figure:
+def report_figure(runs: pd.DataFrame, trajectories: pd.DataFrame, title: str = "Sweep report") -> go.Figure:
     with_reference = runs["relative_activation"].notna().any()
     rows = 4 if with_reference else 3
+    varying = next((c for c in ("generator", "noise", "params") if runs[c].nunique() > 1), None)
     figure = make_subplots(rows=rows, cols=1, vertical_spacing=0.07, subplot_titles=[
         "Normalised best response so far, mean ± s.e.m. over units and seeds, per condition",
-        "Final normalised best response per optimizer (colour: generator)",
+        f"Final normalised best response per optimizer (colour: {varying or 'optimizer'})",
         "Final normalised best response per layer (colour: optimizer, as above)",
         *(["Relative activation at the end (best evolved / best reference), per optimizer (colours as above)"]
           if with_reference else []),
@@ -67,9 +71,14 @@ def report_figure(runs: pd.DataFrame, trajectories: pd.DataFrame) -> go.Figure:
             if trace.mode == "lines":
                 trace.line.dash = dash
             figure.add_trace(trace, row=1, col=1)
-    for j, (generator, group) in enumerate(runs.groupby("generator")):
-        figure.add_trace(go.Box(x=group["optimizer"], y=group["normalised"], name=generator, boxpoints="all",
-                                marker_color=qualitative.Set2[j % len(qualitative.Set2)]), row=2, col=1)
+    if varying is None:  # nothing but the optimizer varies: its colour, as in the other panels
+        for optimizer, group in runs.groupby("optimizer"):
+            figure.add_trace(go.Box(x=group["optimizer"], y=group["normalised"], name=optimizer, boxpoints="all",
+                                    marker_color=colour[optimizer], showlegend=False), row=2, col=1)
+    for j, (value, group) in enumerate(runs.groupby(varying) if varying else []):
+        figure.add_trace(go.Box(x=group["optimizer"], y=group["normalised"], name=f"{varying} {value}",
+                                boxpoints="all", marker_color=qualitative.Set2[j % len(qualitative.Set2)]),
+                         row=2, col=1)
     for optimizer, group in runs.groupby("optimizer"):
         figure.add_trace(go.Box(x=group["layer"], y=group["normalised"], name=optimizer, boxpoints="all",
                                 marker_color=colour[optimizer], showlegend=False), row=3, col=1)
@@ -83,12 +92,54 @@ def report_figure(runs: pd.DataFrame, trajectories: pd.DataFrame) -> go.Figure:
     figure.update_xaxes(title_text="images shown", row=1, col=1)
     figure.update_yaxes(title_text="normalised", row=1, col=1)
     figure.update_layout(height=420 * rows, template="plotly_white", boxmode="group",
-                         title=f"Sweep report: {len(runs)} runs")
+                         title=f"{title}: {len(runs)} runs")
     return figure
 
 
-def report(folder: str | Path, out: str | Path | None = None, found: Aggregate | None = None
-           ) -> tuple[Path, pd.DataFrame]:
+MAX_UNITS, MAX_CONDITIONS = 32, 12  # the evolved images' table: rows and columns shown
+IMAGE_PIXELS = 96  # each image's side on the page
+
+
+def evolved_images(folder: Path, runs: pd.DataFrame) -> str:
+    """The images the runs return (each run's best.png), as an HTML table: a row a unit, a column a
+    condition, each seed's image in its cell, its response and normalised score in its caption."""
+    conditions = sorted(runs.groupby(CONDITION, sort=True).groups)[:MAX_CONDITIONS]
+    units = sorted(runs["neuron"].unique())[:MAX_UNITS]
+    head = "".join(f"<th>{html.escape(_condition_name(c))}</th>" for c in conditions)
+    rows = []
+    for unit in units:
+        cells = []
+        for condition in conditions:
+            chosen = runs[(runs["neuron"] == unit) & (runs[CONDITION].apply(tuple, axis=1) == condition)]
+            cells.append("<td>" + "".join(_figure(folder / run.run, run) for run in chosen.sort_values("seed")
+                                          .itertuples()) + "</td>")
+        rows.append(f"<tr><th>{html.escape(unit)}</th>{''.join(cells)}</tr>")
+    left_out = (f"<p>Shown: {len(units)} of {runs['neuron'].nunique()} units, {len(conditions)} of "
+                f"{runs.groupby(CONDITION).ngroups} conditions.</p>"
+                if len(units) < runs["neuron"].nunique() or len(conditions) < runs.groupby(CONDITION).ngroups else "")
+    return (f"<h2>The images the runs return, a seed each</h2>{left_out}<table class='evolved'>"
+            f"<tr><th>unit</th>{head}</tr>{''.join(rows)}</table>{IMAGE_STYLE}")
+
+
+IMAGE_STYLE = ("<style>body{font-family:sans-serif} table.evolved{border-collapse:collapse} .evolved td,.evolved th"
+               "{border:1px solid #ddd;padding:4px;vertical-align:top;font-size:12px} .evolved figure{display:inline-"
+               "block;margin:2px;text-align:center} .evolved img{image-rendering:pixelated}</style>")
+
+
+def _figure(run_folder: Path, run) -> str:
+    """One run's returned image with its seed, noise-free response and normalised score; a note where it
+    has none."""
+    path = run_folder / "best.png"
+    if not path.is_file():
+        return f"<figure>seed {run.seed}: no image yet</figure>"
+    source = "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
+    caption = f"seed {run.seed}: {run.returned:.3g} ({run.returned_normalised:.0%})"  # best.png: the returned
+    return (f"<figure><img src='{source}' width='{IMAGE_PIXELS}' height='{IMAGE_PIXELS}' alt='{caption}'>"
+            f"<figcaption>{caption}</figcaption></figure>")
+
+
+def report(folder: str | Path, out: str | Path | None = None, found: Aggregate | None = None,
+           title: str = "Sweep report") -> tuple[Path, pd.DataFrame]:
     """Aggregate the sweep in `folder` (or take `found`, its aggregate) and write its report (default
     FOLDER/report.html; it loads plotly.js from a copy beside it, `evolver.pages`). Returns the page's path and the
     summary per condition."""
@@ -97,7 +148,7 @@ def report(folder: str | Path, out: str | Path | None = None, found: Aggregate |
     if found.runs.empty:
         raise BadInput(f"No run of the sweep in {folder} has finished a generation yet; nothing to report.")
     out = Path(out) if out else folder / "report.html"
-    write_page(report_figure(found.runs, found.trajectories), out)
+    write_page(report_figure(found.runs, found.trajectories, title), out, after=evolved_images(folder, found.runs))
     summary = found.runs.groupby(CONDITION, sort=True).agg(
         runs=("normalised", "size"), normalised=("normalised", "mean"), sem=("normalised", "sem"),
         returned=("returned_normalised", "mean"), best=("best", "mean")).reset_index()

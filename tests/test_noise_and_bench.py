@@ -3,7 +3,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import evolver_cli
+from conftest import evolver_cli, figure_in_page
 from evolver import RunConfig, run
 from evolver.bench import BenchConfig, bench
 from evolver.aggregate import normalise
@@ -98,18 +98,24 @@ def test_a_noisy_run_records_noisy_and_clean_responses_and_resumes(tmp, monkeypa
     pd.testing.assert_frame_equal(scores, pd.read_csv(tmp / "parts" / "scores.csv", keep_default_na=False))
 
 
-def test_bench_grid_tables_and_normalisation(tmp):
+def test_bench_grid_tables_and_normalisation(tmp, capsys):
     config = BenchConfig(neurons=["stimnet:relu3:unit2", "stimnet:relu4:unit6"], optimizers=["ga", "random"],
                          seeds=[0], noises=["none", "multiplicative:0.5"], images=60)
-    table, summary = bench(config, tmp, progress=False)
+    table, summary = bench(config, tmp, progress=True)
     runs = table.groupby(["neuron", "optimizer", "seed", "noise"]).ngroups
     assert runs == 2 * 2 * 2 + 2  # the grid plus the noise-free gradient reference per unit and seed
+    told = capsys.readouterr().err.splitlines()
+    assert told[0] == f"Plan: 10 runs, 600 images in all, in {tmp}."  # before anything runs
+    assert told[-1].startswith("sweep: planned 10, finished 10;") and "all done in" in told[-1]
     final = table.loc[table.groupby(["neuron", "optimizer", "seed", "noise"])["gen"].idxmax()]
     assert (final["images"] >= 60).all()
     assert final.groupby("neuron")["normalised"].max().tolist() == [1.0, 1.0]
     assert set(summary["optimizer"]) == {"ga", "random", "gradient"} and (summary["runs"] > 0).all()
     for name in ("bench.csv", "summary.csv", "bench.html"):
         assert (tmp / name).is_file()
+    layout = figure_in_page((tmp / "bench.html").read_text())[1]
+    assert layout["title"]["text"] == f"Bench: {runs} runs"
+    assert layout["annotations"][1]["text"].endswith("(colour: noise)")  # what varies besides the optimizer
     again, _ = bench(config, tmp, progress=False)  # finished runs are reused, not rerun
     pd.testing.assert_frame_equal(table, again)
 

@@ -1,3 +1,4 @@
+import base64
 import dataclasses
 import hashlib
 import io
@@ -118,10 +119,18 @@ def test_local_pool_and_submitit_give_the_same_results_and_a_report(small_spec_f
     assert pd.read_parquet(tmp / "local" / "trajectories.parquet")["gen"].max() == 1
 
     html = page.read_text()
-    assert 'src="https://' not in html  # plotly.js inside: the page opens offline
+    script = next((tmp / "local").glob("plotly-*.min.js")).name  # one copy, the runs' and the report's
+    assert f'src="{script}"' in html and not list((tmp / "local" / "runs").glob("*.js"))
+    assert f'src="../../{script}"' in (tmp / "local" / a["run"].iloc[0] / "trajectory.html").read_text()
     traces, layout = figure_in_page(html)
     titles = [a["text"] for a in layout["annotations"]]
     assert layout["title"]["text"] == "Sweep report: 4 runs" and len(titles) == 4
+    assert titles[1] == "Final normalised best response per optimizer (colour: optimizer)"  # nothing else varies
+    images = html[html.index("The images the runs return"):]
+    assert images.count("<img src='data:image/png;base64,") == 4 and images.count("<tr><th>stimnet:") == 2
+    for run in a.itertuples():  # each run's returned image, captioned with its seed and response
+        encoded = base64.b64encode((tmp / "local" / run.run / "best.png").read_bytes()).decode()
+        assert f"{encoded}' width='96' height='96' alt='seed {run.seed}: {run.returned:.3g} (" in images
     assert titles[2] == "Final normalised best response per layer (colour: optimizer, as above)"
     assert titles[3].startswith("Relative activation at the end")
     runs = a.set_index(["optimizer", "layer"])["normalised"].sort_index()
