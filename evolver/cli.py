@@ -54,8 +54,8 @@ class BadInputAware(click.Group):
         except Interrupted as err:
             click.echo(redact(str(err)), err=True)
             ctx.exit(INTERRUPTED)
-        except KeyboardInterrupt:
-            click.echo("Interrupted before anything was recorded.", err=True)
+        except KeyboardInterrupt:  # outside a run's loop or a sweep, which say what they recorded
+            click.echo("Interrupted.", err=True)
             ctx.exit(INTERRUPTED)
         except OSError as err:  # the machine's fault, not the input's: a full disk, a read-only or vanished folder
             click.echo(redact(f"Error: {err.strerror or err} ({err.filename or 'a file'}): the operating system refused "

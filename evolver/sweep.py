@@ -291,7 +291,9 @@ def sweep(spec: dict[str, Any], folder: str | Path, executor: str = "local", wor
                        "submitit-local (submitit's local executor, for testing a SLURM setup).")
     if progress:
         print(_plan_line(todo, counts["skipped"], folder), file=sys.stderr, flush=True)
-    reporting = Reporter(watch(folder)) if progress and (executor == "local" or wait) else contextlib.nullcontext()
+    # squeue is asked at each report: less often on a cluster
+    reporting = (Reporter(watch(folder), every=5 if executor == "local" else 30) if progress and (executor == "local" or wait)
+                 else contextlib.nullcontext())
     try:
         with reporting:
             if executor == "local" and workers == 1:
