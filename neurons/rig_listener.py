@@ -13,10 +13,11 @@ a PAIR to PARENT (an ipc:// endpoint in a folder only the user can enter) and fo
   b"dropped" SENDER for a message over the limits, b"gone" PEER for a send to a connection that is gone.
 It keeps at most MAX_CONNECTIONS connections, cutting each one beyond as it is accepted, and exits when
 ALIVE_FD (the read end of a pipe whose write end only the parent holds) reaches its end: when the parent
-closes it, or dies.
+closes it, or dies (then it removes PARENT's socket file and folder, which the parent could not).
 """
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import sys
@@ -133,6 +134,18 @@ def serve(address: str, parent_address: str, max_bytes: int, alive: int) -> None
         if parent in ready:
             _serve_one(router, parent)
     context.destroy(linger=0)
+    _remove_endpoint(parent_address)
+
+
+def _remove_endpoint(address: str) -> None:
+    """The parent's ipc endpoint and its folder, which a parent killed outright could not remove."""
+    path = address.removeprefix("ipc://")
+    for remove in (os.unlink, os.rmdir):
+        try:
+            remove(path)
+        except OSError:  # removed by the parent already, or not ours to remove
+            return
+        path = os.path.dirname(path)
 
 
 if __name__ == "__main__":

@@ -238,7 +238,7 @@ LISTENING_PARENT = """
 import sys, time
 from neurons.rig_zmq import NetworkRig
 network = NetworkRig(sys.argv[1])
-print(network.listener.process.pid, flush=True)
+print(network.listener.process.pid, network.listener.folder, flush=True)
 time.sleep(600)
 """
 
@@ -268,14 +268,15 @@ def test_the_listening_process_ends_with_a_run_killed_with_sigkill():
     parent = subprocess.Popen([sys.executable, "-c", LISTENING_PARENT, f"zmq:tcp://127.0.0.1:{port}"], cwd=ROOT,
                               stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     try:
-        listener = int(parent.stdout.readline())
+        listener, folder = parent.stdout.readline().split()
+        listener = int(listener)
     finally:
         parent.send_signal(signal.SIGKILL)
         parent.wait()
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and _running(listener):
         time.sleep(0.1)
-    assert not _running(listener)
+    assert not _running(listener) and not os.path.exists(folder)  # nor its ipc folder left behind
     with socket.socket() as again:  # the port is free for the resumed run
         again.bind(("127.0.0.1", port))
 
