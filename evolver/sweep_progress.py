@@ -143,7 +143,10 @@ class Reporter:
 
     def _loop(self) -> None:
         while not self.stop.wait(self.every):
-            self.report()
+            try:
+                self.report()
+            except (OSError, ValueError, BadInput):  # a run folder caught mid-write: the next report reads it
+                pass
 
     def line(self, progress: Progress) -> str:
         seconds = time.monotonic() - self.started
