@@ -14,7 +14,7 @@ import timm
 import torch
 from huggingface_hub import constants as hub_constants
 
-from conftest import UNIT, evolver_cli, figure_in_page, run_args
+from conftest import UNIT, evolver_cli, figure_in_page, plotly_values, run_args
 from evolver.records import RunDirectory
 from generators.dcgan import bundled_code_dim
 
@@ -218,6 +218,16 @@ def test_the_runs_of_a_folder_share_one_copy_of_plotly_js(tmp, finished_run, cop
         assert f"https://cdn.plot.ly/{script}" in page and len(page) < 200_000
     evolver_cli("plot", tmp / "runs" / "a", "--out", tmp / "pages" / "a.html", check=True)
     assert f'src="{script}"' in (tmp / "pages" / "a.html").read_text() and (tmp / "pages" / script).is_file()
+
+
+def test_the_trajectory_draws_the_best_reference_image(tmp):
+    import evolver
+
+    result = evolver.run(neuron="stimnet:relu4:unit1", generations=2, retest="none", reference="procedural:6",
+                         out=tmp / "run", progress=False)
+    traces = figure_in_page((result.path / "trajectory.html").read_text())[0]
+    (line,) = [t for t in traces if t.get("name") == "best of 6 reference images"]
+    assert set(plotly_values(line["y"])) == {evolver.open_run(result.path).reference_set["score"].max()}
 
 
 @pytest.mark.slow
