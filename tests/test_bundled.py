@@ -88,6 +88,7 @@ def test_bundled_dcgan_ships_small_with_its_card_and_is_the_default(bundled_dcga
     assert images.shape == (8, 3, 64, 64) and images.std() > 0.1
 
 
+@pytest.mark.slow  # an outcome check
 def test_bundled_dcgan_is_much_closer_to_the_corpus_than_an_untrained_one():
     from generators.quality import frechet_distance
 

@@ -64,6 +64,7 @@ def _committed_generation(run_dir) -> int:
     return -1 if state is None else state.generation
 
 
+@pytest.mark.slow  # 15 s: two runs, one in a process of its own (test_python_api resumes a kill in the fast suite)
 def test_a_terminated_run_says_how_to_resume_and_resumes_to_the_same_result(tmp):
     """SIGTERM (a scheduler's, `kill`) as Ctrl-C: what finished is recorded, the message names the resume
     command, the status is 130. (SIGKILL, which runs nothing: test_python_api, test_sweep.)"""

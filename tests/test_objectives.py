@@ -179,6 +179,7 @@ def test_one_hot_population_run_raises_the_target_above_the_rest(tmp, bundled_dc
     assert share > 2 * first_share
 
 
+@pytest.mark.slow  # an outcome check
 def test_minimize_finds_a_stimulus_below_every_first_generation_image(tmp):
     result = evolver_cli("run", "--neuron", UNIT, "--weights", "random", "--generator-weights", "random",
                          "--minimize", "--generations", 15, "--out", tmp / "m", "--quiet", check=True)

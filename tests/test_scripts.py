@@ -44,7 +44,8 @@ def test_every_script_has_a_smoke_test():
 
 # Smoke runs that take more than a few seconds (a 1,000-generation memory probe even at tiny sizes) run with
 # the slow suite.
-SLOW_SMOKE = {"benchmarks/loop_speed.py"}
+SLOW_SMOKE = {"benchmarks/loop_speed.py",
+              "scripts/check_bundled.py"}  # its smoke run is also the fast suite's test below
 
 
 @pytest.mark.parametrize("script", [pytest.param(s, marks=pytest.mark.slow) if s in SLOW_SMOKE else s for s in SMOKE])

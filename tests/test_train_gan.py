@@ -44,6 +44,7 @@ def assert_resumed_equals_uninterrupted(tmp, steps: int, **options) -> Path:
     return parts
 
 
+@pytest.mark.slow  # 9 s: an exactness check over a whole training
 def test_resumed_training_equals_uninterrupted_training(tmp):
     assert_resumed_equals_uninterrupted(tmp, 4, ema=0.5)
 
@@ -232,6 +233,7 @@ def test_init_from_starts_from_another_trainings_generator(tmp):
 
 
 
+@pytest.mark.slow  # 6 s: two trainings
 def test_init_d_from_takes_only_the_discriminator_of_another_training(tmp):
     options = dict(conditional=True, conditioning="projection", ema=0.9, **SMALL)
     train_gan(GANTrainingConfig(steps=2, **options), tmp / "source", progress=False)
