@@ -78,6 +78,7 @@ def test_resume_refuses_a_changed_condition_unless_forced(tmp):
     assert evolver_cli("run", "--force", "device").returncode == 2
 
 
+@pytest.mark.slow  # 4 s each: long runs on a silent neuron
 @pytest.mark.parametrize("optimizer", ["cmaes", "sep-cmaes"])
 def test_cmaes_on_a_neuron_that_answers_alike_keeps_its_codes_bounded(tmp, optimizer):
     evolver.run(neuron=alike, optimizer=optimizer, generations=60, out=tmp / "run", **RUN)

@@ -201,6 +201,7 @@ def test_guided_training_resumes_exactly_and_records_its_guide(tmp):
         train_gan(GANTrainingConfig(data=str(tmp), steps=1, guidance=1, **SMALL), tmp / "folder", progress=False)
 
 
+@pytest.mark.slow  # 6 s: two trainings
 def test_init_from_starts_from_another_trainings_generator(tmp):
     source = train_gan(GANTrainingConfig(steps=2, ema=0.9, **SMALL), tmp / "source", progress=False)
     checkpoint = tmp / "source" / "checkpoint.pt"
@@ -353,6 +354,7 @@ def test_network_input_softmaxes_only_the_class_logits():
     assert torch.equal(network_input(codes[:, :100], 0), codes[:, :100])
 
 
+@pytest.mark.slow  # 5 s: two trainings
 def test_conditional_training_starts_from_an_unconditional_one_as_it_was(tmp):
     """G's class inputs start at zero: the warm-started G draws the unconditional G's images whatever the
     class, D scores them as before; then the class inputs learn."""
