@@ -1,6 +1,7 @@
 """The `evolver` command line: thin wrappers over the library's functions."""
 from __future__ import annotations
 
+import contextlib
 import shlex
 import signal
 import sys
@@ -136,7 +137,10 @@ def main() -> None:
 @click.option("--force", multiple=True, help="With --resume: continue although this differs from the record "
               "(device, precision, weights, generator-weights, versions); the change is recorded.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def run(param_pairs, population, class_index, truncation, image_size, out, resume, force, quiet, **options) -> None:
+@click.option("--watch", "watch_port", type=int, is_flag=False, flag_value=8050, default=None,
+              help="Serve the run's live page (evolver watch) while it runs, on port 8050 or the one given.")
+def run(param_pairs, population, class_index, truncation, image_size, out, resume, force, quiet, watch_port,
+        **options) -> None:
     """Evolve codes for a neuron and record the run."""
     from evolver import experiment
     from evolver.optimizers import parse_params
@@ -152,13 +156,15 @@ def run(param_pairs, population, class_index, truncation, image_size, out, resum
         requested["generator_options"] = generator_options
     if force and not resume:
         raise BadInput("--force goes with --resume: it accepts a difference from a run's record.")
-    if resume:
-        if out:
-            raise BadInput("--out and --resume do not go together: a resumed run stays in its own folder.")
-        result = experiment.resume(resume, progress=not quiet, params=params or None, force=force, **requested)
-    else:
-        result = experiment.run(experiment.RunConfig(params=params, **requested), out=out, progress=not quiet,
-                                command=command)
+    if resume and out:
+        raise BadInput("--out and --resume do not go together: a resumed run stays in its own folder.")
+    config = None if resume else experiment.RunConfig(params=params, **requested)
+    out = resume or out or experiment.default_run_path(config)
+    with _watched(out, watch_port):
+        if resume:
+            result = experiment.resume(resume, progress=not quiet, params=params or None, force=force, **requested)
+        else:
+            result = experiment.run(config, out=out, progress=not quiet, command=command)
     if isinstance(result, list):  # a unit set: one run a unit
         for one in result:
             click.echo(f"{one.path.name:>10}: best {one.best:.4g} (generation {one.best_generation}); "
@@ -166,6 +172,14 @@ def run(param_pairs, population, class_index, truncation, image_size, out, resum
         click.echo(f"\n{len(result)} runs, one a unit, in {result[0].path.parent}")
     else:
         _summarise(result)
+
+
+def _watched(path: Path, port: int | None):
+    if port is None:
+        return contextlib.nullcontext()
+    from evolver.watch import beside
+
+    return beside(path, port)
 
 
 def _summarise(result) -> None:

@@ -200,4 +200,33 @@ def rig_sim(folder, connect, fmt, log, crash_after, drop, late, twice, malformed
     serve_folder(folder, sim) if folder else serve_zmq(connect, sim)
 
 
-COMMANDS = (train_gan, simulate_fmri, fit_encoder, decode, rig_sim)
+@click.command("watch", short_help="Serve a live page of runs: a run, a unit set, a sweep or a folder of runs.")
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; any other than a loopback one needs --token-env.")
+@click.option("--port", type=int, default=8050, show_default=True)
+@click.option("--token-env", help="The environment variable holding the token every request must carry "
+              "(?token=… once; the page keeps it in a cookie).")
+@click.option("--until-stdin-closes", is_flag=True, hidden=True)  # `evolver run --watch`'s child: ends with its run
+def watch(paths, host, port, token_env, until_stdin_closes) -> None:
+    """Serve a page that shows runs as they happen (default: the runs/ folder), read-only, until Ctrl-C."""
+    import os
+
+    from evolver.watch import serve
+
+    paths = list(paths) or [Path("runs")]
+    if not until_stdin_closes:  # the run that starts its own watcher makes its folder after
+        missing = [str(p) for p in paths if not p.is_dir()]
+        if missing:
+            raise BadInput(f"evolver watch: {', '.join(missing)} is not a folder. Give run folders, a unit set's or "
+                           "a sweep's folder, or a folder of runs (default runs/).")
+    token = None
+    if token_env:
+        token = os.environ.get(token_env)
+        if not token:
+            raise BadInput(f"--token-env {token_env}: the variable is not set or empty; set it to a secret first.")
+    os.nice(10)  # the runs it shows come first
+    serve(paths, host, port, token, until_stdin_closes, announce=lambda line: click.echo(line, err=True))
+
+
+COMMANDS = (train_gan, simulate_fmri, fit_encoder, decode, rig_sim, watch)

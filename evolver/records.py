@@ -295,6 +295,16 @@ class RunDirectory:
             data = f.read(state.table_bytes[name]) if state else f.readline()
         return pd.read_csv(io.BytesIO(data), keep_default_na=False, na_values=["nan"])
 
+    def rows_after(self, name: str, start: int, state: RunState | None) -> tuple[pd.DataFrame, int]:
+        """The rows of a table committed in `state` from byte `start` on (0: from the first row), and the
+        byte to read from next: a reader that follows a run reads each row once."""
+        with open(self.path / name, "rb") as f:
+            header = f.readline()
+            start, end = max(start, len(header)), state.table_bytes[name] if state else len(header)
+            f.seek(start)
+            data = f.read(max(end - start, 0))
+        return pd.read_csv(io.BytesIO(header + data), keep_default_na=False, na_values=["nan"]), max(end, start)
+
     def write_best(self, best: Best) -> None:
         """best.png, best_code.npy and best.json: the image the run returns so far."""
         self.write_file("best.png", png_bytes(best.image))

@@ -85,6 +85,14 @@ class Run:
         """references.csv: the interleaved reference images' responses, or None."""
         return self._table("references.csv") if "references.csv" in self.directory.headers() else None
 
+    def rows_after(self, name: str, start: int = 0) -> tuple[pd.DataFrame, int]:
+        """The rows of table `name` (generations.csv, scores.csv, references.csv) committed after byte
+        `start` (0: all), and the byte to give next time: `evolver watch` follows a run this way, reading
+        each row once however long the run."""
+        if name not in self.directory.headers():
+            raise BadInput(f"{self.path} has no table {name}; it has {', '.join(self.directory.headers())}.")
+        return self.directory.rows_after(name, start, self.state)
+
     @cached_property
     def reference_set(self) -> pd.DataFrame | None:
         """reference.csv: each reference image (`image`) and the response it drew (`score`), shown once

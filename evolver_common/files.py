@@ -82,6 +82,9 @@ def _linked(folder: Path, names: list[str]) -> str:
             "cp -rL.")
 
 
+PROBE_RETRIES = 10  # 0.2 s
+
+
 class FolderLock:
     """An advisory lock (flock) on `folder/.lock`, naming its holder in the file: exclusive for a writer,
     `shared` for a writer of one part (a unit's run inside a unit set's folder, while the set is not run)."""
@@ -99,7 +102,7 @@ class FolderLock:
         fd = open_record(self.path, os.O_RDWR | os.O_CREAT | os.O_NONBLOCK)  # a FIFO in its place: no wait
         handle = os.fdopen(fd, "r+")
         try:
-            fcntl.flock(handle, (fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+            self._take(handle, fcntl)
         except OSError:
             holder = handle.read(500).strip() or "another process"
             handle.close()
@@ -112,6 +115,17 @@ class FolderLock:
             handle.flush()
         self._handle = handle
         return self
+
+    def _take(self, handle, fcntl) -> None:
+        # a reader's `held` probe holds the lock shared for microseconds: try again before calling it in use
+        for attempt in range(PROBE_RETRIES):
+            try:
+                fcntl.flock(handle, (fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+                return
+            except OSError:
+                if attempt == PROBE_RETRIES - 1:
+                    raise
+                time.sleep(0.02)
 
     def release(self) -> None:
         if self._handle is not None:

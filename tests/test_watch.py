@@ -1,0 +1,272 @@
+"""`evolver watch`: the page that shows runs as they happen (docs/watch.md).
+
+The fast tests check what the server reads and refuses without a browser; the `browser` tests drive
+Debian's chromium headless through Selenium (.ci/run installs both) against a real watcher process."""
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import evolver
+from conftest import evolver_cli
+from evolver.watch_data import Feed, Feeds, Served, find_runs
+from evolver_common import BadInput, FolderLock
+
+PACED = Path(__file__).parent / "data" / "paced_run.py"
+
+
+def committed(loop) -> None:
+    loop.writer.submit(lambda: None).result()  # the background writer (one thread) has written what came before
+
+
+def test_the_served_folders_bound_what_a_page_may_name(finished_run, tmp):
+    folder = tmp / "runs"
+    shutil.copytree(finished_run, folder / "a")
+    (tmp / "outside").mkdir()
+    (folder / "link").symlink_to(tmp / "outside")
+    (folder / ".hidden.x.creating").mkdir()
+    served = Served([folder])
+    assert [key for key, _ in served.runs()] == ["0/a"]  # links and runs being made are left out
+    assert served.folder("0/a") == (folder / "a").resolve()
+    for key, message in (("0/../outside", "outside the served folder"), ("0/link", "outside the served folder"),
+                         ("0/nothing", "is not a run folder"), ("1/a", "names none of the served folders"),
+                         ("x", "names none of the served folders")):
+        with pytest.raises(BadInput, match=message):
+            served.folder(key)
+    assert served.file("0/a", "images/gen_0001.png").name == "gen_0001.png"
+    for name in ("config.json", "images/../config.json", "../best.png"):
+        with pytest.raises(BadInput, match="is not a picture"):
+            served.file("0/a", name)
+
+
+def test_a_feed_reads_each_committed_row_once_as_the_run_goes_on(tmp):
+    with evolver.start(generations=6, out=tmp / "run", retest="none", noise="multiplicative:0.5",
+                       reference="procedural:4", interleave=2) as loop:
+        loop.step()
+        committed(loop)
+        feed = Feed(tmp / "run").update()
+        assert feed.generation == 0 and feed.generations["gen"].tolist() == [0]
+        first = feed.images
+        for _ in range(3):
+            loop.step()
+        committed(loop)
+        feed.update()
+    run = evolver.open_run(tmp / "run")
+    assert feed.generations["gen"].tolist() == [0, 1, 2, 3] and first == run.generations["n_images"].iloc[0]
+    assert feed.images == len(run.scores) and feed.missing == 0
+    assert feed.last_scores["gen"].unique().tolist() == [3]
+    assert feed.references.index.tolist() == [0, 1, 2, 3]
+    np.testing.assert_allclose(feed.references.to_numpy(), run.references.groupby("gen")["score"].mean())
+    rows, end = run.rows_after("scores.csv", 0)
+    assert len(rows) == len(run.scores) and len(run.rows_after("scores.csv", end)[0]) == 0
+    gen, shown = feed.shown()
+    assert gen == 3 and len(shown) == len(feed.last_scores)
+    assert [s.image_id for s in shown] == feed.last_scores["image_id"].tolist()
+    assert all(s.src.startswith("data:image/png;base64,") for s in shown)
+
+
+def test_a_runs_status_is_what_holds_it(finished_run, tmp):
+    shutil.copytree(finished_run, tmp / "done")
+    assert Feed(tmp / "done").status() == "finished"
+    with evolver.start(generations=6, out=tmp / "set", neuron="stimnet:relu4:unit0-1", retest="none") as loop:
+        loop.step()
+        committed(loop)
+        assert Feed(tmp / "set" / "unit0").update().status() == "running"  # its unit set holds it
+    assert Feed(tmp / "set" / "unit0").update().status() == "interrupted"  # stopped at 1 of 6, held by nothing
+    lock = FolderLock(tmp / "set" / "unit1").acquire()
+    assert Feed(tmp / "set" / "unit1").update().status() == "running"
+    lock.release()
+
+
+def test_a_probe_of_a_runs_lock_does_not_refuse_its_writer(tmp):
+    (tmp / "run").mkdir()
+    import fcntl
+
+    fd = os.open(tmp / "run" / FolderLock.NAME, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_SH)  # what a watcher's probe holds for a moment
+    timer = __import__("threading").Timer(0.05, lambda: os.close(fd))
+    timer.start()
+    FolderLock(tmp / "run").acquire().release()  # waited out the probe instead of calling the run in use
+    timer.join()
+
+
+def test_a_token_is_asked_of_every_request_and_kept_in_a_cookie(finished_run):
+    from evolver.watch import TOKEN_COOKIE, create_app
+
+    client = create_app([finished_run], token="s3cret").server.test_client()
+    remote = {"REMOTE_ADDR": "10.1.2.3"}
+    for path in ("/", "/files/0/best.png?run=", "/_dash-layout"):
+        refused = client.get(path, environ_base=remote)
+        assert refused.status_code == 401 and "needs its token" in refused.text
+    assert client.get("/?token=wrong", environ_base=remote).status_code == 401
+    assert client.get("/", headers={"Authorization": "Bearer s3cret"}, environ_base=remote).status_code == 200
+    first = client.get("/?token=s3cret", environ_base=remote)
+    assert first.status_code == 200 and TOKEN_COOKIE in first.headers["Set-Cookie"]
+    assert "HttpOnly" in first.headers["Set-Cookie"]
+    assert client.get("/files/0/best.png?run=", environ_base=remote).data[:4] == b"\x89PNG"  # the cookie
+
+
+def test_the_page_loads_no_script_from_another_host_and_reads_no_other_file(finished_run):
+    from evolver.watch import create_app
+
+    client = create_app([finished_run]).server.test_client()
+    page = client.get("/").text
+    scripts = re.findall(r'<script src="([^"]+)"', page)
+    assert scripts and all(src.startswith("/") for src in scripts)
+    for src in scripts:
+        assert client.get(src).status_code == 200
+    assert client.get("/files/0/best.png?run=").data[:4] == b"\x89PNG"
+    for bad in ("/files/0/config.json?run=", "/files/0/best.png?run=..", "/files/3/best.png?run="):
+        answer = client.get(bad)
+        assert answer.status_code == 404 and "Traceback" not in answer.text
+    assert client.post("/files/0/best.png?run=").status_code == 405  # nothing writes
+
+
+def test_watch_refuses_an_open_host_without_a_token_and_a_missing_folder(finished_run, tmp):
+    result = evolver_cli("watch", finished_run, "--host", "0.0.0.0")
+    assert result.returncode == 2 and "--token-env" in result.stderr and "SSH tunnel" in result.stderr
+    result = evolver_cli("watch", finished_run, "--host", "0.0.0.0", "--token-env", "EVOLVER_NO_SUCH_VARIABLE")
+    assert result.returncode == 2 and "not set or empty" in result.stderr
+    result = evolver_cli("watch", tmp / "nothing")
+    assert result.returncode == 2 and "is not a folder" in result.stderr and "Traceback" not in result.stderr
+
+
+# ---------------------------------------------------------------------------- in a real browser
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def watcher(tmp):
+    """start(paths) -> the address of an `evolver watch` process serving them."""
+    children = []
+
+    def start(*paths) -> str:
+        port = free_port()
+        child = subprocess.Popen([sys.executable, "-m", "evolver", "watch", *map(str, paths), "--port", str(port)],
+                                 stderr=subprocess.PIPE, text=True)
+        children.append(child)
+        line = child.stderr.readline()
+        assert line.startswith("Watching"), line + child.stderr.read()
+        return f"http://127.0.0.1:{port}"
+
+    yield start
+    for child in children:
+        child.send_signal(signal.SIGINT)
+        child.wait(timeout=20)
+
+
+@pytest.fixture
+def browser():
+    """Debian's chromium, headless, through its chromedriver (the test extra's Selenium)."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1300,1100"):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver") or "/usr/bin/chromedriver"),
+                              options=options)
+    yield driver
+    driver.quit()
+
+
+def paced_run(out: Path, generations: int, seconds: float) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(PACED), str(out), str(generations), str(seconds)],
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
+
+
+def wait_for(what, timeout: float = 60.0, every: float = 0.1):
+    """The first true value of what(), polled; AssertionError after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            value = what()
+        except Exception:  # an element not drawn yet
+            value = None
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"not seen within {timeout} s")
+
+
+def shown_generation(browser) -> int:
+    return int(re.match(r"generation (\d+) of", browser.find_element("id", "counts").text).group(1))
+
+
+def trajectory_points(browser) -> int:
+    return browser.execute_script("const g = document.querySelector('#trajectory .js-plotly-plot');"
+                                  "return g && g.data ? g.data[2].x.length : 0;")
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_the_page_of_a_running_run_advances_without_reloading(tmp, watcher, browser):
+    run = paced_run(tmp / "run", 60, 0.25)
+    try:
+        wait_for(lambda: (tmp / "run" / "config.json").is_file())
+        browser.get(watcher(tmp / "run"))
+        gen = wait_for(lambda: shown_generation(browser) >= 2 and shown_generation(browser))
+        browser.execute_script("window.notReloaded = true;")
+        points, caption = trajectory_points(browser), browser.find_element("id", "best-caption").text
+        assert points == gen + 1
+        later = wait_for(lambda: shown_generation(browser) >= gen + 10 and shown_generation(browser))
+        assert wait_for(lambda: trajectory_points(browser) >= later + 1) and trajectory_points(browser) > points
+        wait_for(lambda: browser.find_element("id", "best-caption").text != caption)
+        assert browser.execute_script("return window.notReloaded === true;")
+        assert "running" == browser.find_element("id", "status").text
+        thumbnails = wait_for(lambda: browser.find_elements("css selector", "#shown img"))
+        thumbnails[1].click()
+        assert re.match(r"Image \d+, generation \d+: response [-\d.]+, code norm [\d.]+\.",
+                        wait_for(lambda: browser.find_element("id", "picked").text))
+        assert run.wait(timeout=120) == 0
+        wait_for(lambda: browser.find_element("id", "status").text == "finished", timeout=10)
+        assert shown_generation(browser) == 59 and trajectory_points(browser) == 60
+    finally:
+        run.kill()
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_the_page_of_many_runs_lists_a_sweeps_runs_and_a_killed_one(tmp, watcher, browser):
+    from evolver.sweep import sweep
+
+    sweep({"grid": {"neuron": ["stimnet:relu4:unit1"], "optimizer": ["ga", "cmaes"], "seed": [0],
+                    "generations": [4]}}, tmp / "lab" / "sweep", "local", workers=1)
+    killed = paced_run(tmp / "lab" / "killed", 200, 0.2)
+    wait_for(lambda: Feed(tmp / "lab" / "killed").generation >= 2 if find_runs(tmp / "lab" / "killed") else False)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    browser.get(watcher(tmp / "lab"))
+    rows = wait_for(lambda: len(browser.find_elements("css selector", "#runs tr")) == 4 and
+                    [r.text for r in browser.find_elements("css selector", "#runs tr")[1:]])
+    statuses = {row.split()[0].rsplit("/", 1)[-1][:6]: row.split()[1] for row in rows}
+    assert sorted(statuses.values()) == ["finished", "finished", "interrupted"], rows
+    assert statuses["killed"] == "interrupted"
+    browser.find_element("link text", "killed").click()
+    wait_for(lambda: "interrupted" == browser.find_element("id", "status").text)
+    assert browser.find_element("tag name", "h2").text.startswith("killed")
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_a_bad_path_or_one_outside_the_folder_gets_a_clear_page(finished_run, tmp, watcher, browser):
+    shutil.copytree(finished_run, tmp / "runs" / "a")
+    address = watcher(tmp / "runs")
+    for path, message in (("/run/0/nothing", "is not a run folder"), ("/run/0/%2E%2E%2F%2E%2E", "outside the served"),
+                          ("/nowhere", "There is no page at /nowhere")):
+        browser.get(address + path)
+        assert message in wait_for(lambda: browser.find_element("id", "error").text)
+        assert "Traceback" not in browser.page_source
