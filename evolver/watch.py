@@ -120,7 +120,7 @@ def create_app(paths: list[Path], token: str | None = None):
                                   style={"width": "72px", "height": "72px", "cursor": "pointer"}),
                          html.Figcaption(_number(s.response), style={"font-size": "11px"})],
                         style={"display": "inline-block", "margin": "2px", "text-align": "center"})
-            for i, s in enumerate(shown)]), html.P(id="picked", children="")]
+            for i, s in enumerate(shown)])]
 
     @app.callback(Output("picked", "children"), Input({"type": "shown", "index": ALL}, "n_clicks"),
                   State("sent", "data"), prevent_initial_call=True)
@@ -195,7 +195,7 @@ def extend(feed: Feed, after: int, columns: list[str]) -> dict:
 def counts(feed: Feed) -> str:
     seconds = feed.generations["seconds"].to_numpy() if len(feed.generations) else np.array([])
     pace = f"{seconds[-1]:.2f} s a generation (median {np.median(seconds):.2f})" if len(seconds) else "no pace yet"
-    return (f"generation {feed.generation} of {feed.planned - 1} · {feed.images:,} images shown · "
+    return (f"{feed.generation + 1} of {feed.planned} generations · {feed.images:,} images shown · "
             f"{feed.missing:,} responses missing · {pace}")
 
 
@@ -254,7 +254,7 @@ def run_page(key: str, feed: Feed):
                       html.P(id="best-caption", style={"font-size": "13px"})], style={"flex": "1"}),
         ], style={"display": "flex", "gap": "16px", "flex-wrap": "wrap"}),
         html.H3("The best image of each generation"), html.Div(id="strip"),
-        html.Div(id="shown"),
+        html.Div(id="shown"), html.P(id="picked"),
         html.Details([html.Summary("Configuration"),
                       html.Pre(json.dumps(shown_config, indent=1), style={"font-size": "12px"})]),
     ])
@@ -274,13 +274,13 @@ def run_rows(served: Served, feeds: Feeds, runs: list[tuple[str, Path]]) -> list
     from dash import dcc, html
 
     cell = {"padding": "3px 10px", "border-bottom": "1px solid #ddd", "text-align": "left"}
-    rows = [html.Tr([html.Th(h, style=cell) for h in ("run", "status", "generation", "best so far", "")])]
+    rows = [html.Tr([html.Th(h, style=cell) for h in ("run", "status", "generations", "best so far", "")])]
     if not runs:
         return [html.Tr(html.Td("No run here yet; the list follows as runs are made.", style=cell))]
     for key, path in runs:
         try:
             feed = feeds(path)
-            status, gen = feed.status(), f"{feed.generation} of {feed.planned - 1}"
+            status, gen = feed.status(), f"{feed.generation + 1} of {feed.planned}"
             values = feed.generations["best_so_far"].to_numpy() if len(feed.generations) else np.array([])
             best = _number(values[-1]) if len(values) else ""
         except BadInput:

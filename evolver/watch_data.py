@@ -117,7 +117,7 @@ class Feed:
         self.last_scores = pd.DataFrame()  # the last generation's rows of scores.csv
         self._offsets: dict[str, int] = {}
         self._seen: tuple | None = None
-        self._status, self._status_at = "starting", -math.inf
+        self._status, self._status_at = "", -math.inf
         self._generator: Any = None
         self._shown: tuple[int, list[Shown] | str] | None = None
         self.lock = threading.Lock()
@@ -162,16 +162,16 @@ class Feed:
     def status(self) -> str:
         """running (a process holds the run, or its unit set), finished, interrupted (stopped before its
         end, held by nothing), starting (held, no generation yet); probed at most once a STATUS_EVERY."""
-        now = time.monotonic()
-        if now - self._status_at >= STATUS_EVERY:
-            self._status_at = now
-            if self.run.finished:
-                self._status = "finished"
-            else:
-                held = FolderLock.held(self.path) or (UNIT_FOLDER.fullmatch(self.path.name) is not None
-                                                      and FolderLock.held(self.path.parent))
-                self._status = ("running" if self.generation >= 0 else "starting") if held else "interrupted"
-        return self._status
+        with self.lock:  # two pages asking at once get the same answer
+            if time.monotonic() - self._status_at >= STATUS_EVERY:
+                if self.run.finished:
+                    self._status = "finished"
+                else:
+                    held = FolderLock.held(self.path) or (UNIT_FOLDER.fullmatch(self.path.name) is not None
+                                                          and FolderLock.held(self.path.parent))
+                    self._status = ("running" if self.generation >= 0 else "starting") if held else "interrupted"
+                self._status_at = time.monotonic()
+            return self._status
 
     def shown(self) -> tuple[int, list[Shown] | str]:
         """The last committed generation and its images (rendered again by the run's generator, once a
