@@ -216,10 +216,11 @@ def watch(paths, host, port, token_env, until_stdin_closes) -> None:
 
     paths = list(paths) or [Path("runs")]
     if not until_stdin_closes:  # the run that starts its own watcher makes its folder after
-        missing = [str(p) for p in paths if not p.is_dir()]
+        missing = [str(p) for p in paths if not p.is_dir() and not (p.parent.is_dir() and not p.exists())]
         if missing:
             raise BadInput(f"evolver watch: {', '.join(missing)} is not a folder. Give run folders, a unit set's or "
-                           "a sweep's folder, or a folder of runs (default runs/).")
+                           "a sweep's folder, or a folder of runs (default runs/); a folder not made yet, inside "
+                           "one that is, is waited for.")
     token = None
     if token_env:
         token = os.environ.get(token_env)

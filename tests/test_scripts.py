@@ -25,6 +25,8 @@ SMOKE = {
                                          "2 families: 2 works, 0 refused, 0 crashed"]),
     "benchmarks/sweep_scale.py": (["--runs-root", "{tmp}/scale"], ["runs: 20 planned, 20 found finished",
                                                                    "aggregate (20 runs", "report"]),
+    "benchmarks/watch_latency.py": (["--out", "{tmp}/watch"], ["(a) latency over", "update requests",
+                                                              "(b) evolver run, 5 generations, watched", "watched / alone"]),
     "scripts/check_bundled.py": (["--grid", "{tmp}/grid.png"], ["frechet_stimnet_features", "best corpus",
                                                                 '"evolutions": 12']),
     "scripts/check_encoding.py": (["--out", "{tmp}/encoding"], ["fit:", "evolution:", "decoding:"]),
@@ -46,9 +48,16 @@ def test_every_script_has_a_smoke_test():
 # the slow suite.
 SLOW_SMOKE = {"benchmarks/loop_speed.py",
               "scripts/check_bundled.py"}  # its smoke run is also the fast suite's test below
+BROWSER_SMOKE = {"benchmarks/watch_latency.py"}  # drives chromium, as the browser tests do
 
 
-@pytest.mark.parametrize("script", [pytest.param(s, marks=pytest.mark.slow) if s in SLOW_SMOKE else s for s in SMOKE])
+def smoke_param(script: str):
+    if script in BROWSER_SMOKE:
+        return pytest.param(script, marks=[pytest.mark.slow, pytest.mark.browser])
+    return pytest.param(script, marks=pytest.mark.slow) if script in SLOW_SMOKE else script
+
+
+@pytest.mark.parametrize("script", [smoke_param(s) for s in SMOKE])
 def test_script_runs_with_tiny_sizes(script, tmp, monkeypatch, capsys):
     args, printed = SMOKE[script]
     status, out, err = run_script(script, "--smoke", *(a.format(tmp=tmp) for a in args), monkeypatch=monkeypatch,

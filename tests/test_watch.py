@@ -137,7 +137,7 @@ def test_watch_refuses_an_open_host_without_a_token_and_a_missing_folder(finishe
     assert result.returncode == 2 and "--token-env" in result.stderr and "SSH tunnel" in result.stderr
     result = evolver_cli("watch", finished_run, "--host", "0.0.0.0", "--token-env", "EVOLVER_NO_SUCH_VARIABLE")
     assert result.returncode == 2 and "not set or empty" in result.stderr
-    result = evolver_cli("watch", tmp / "nothing")
+    result = evolver_cli("watch", tmp / "nothing" / "here")
     assert result.returncode == 2 and "is not a folder" in result.stderr and "Traceback" not in result.stderr
 
 
