@@ -1,13 +1,15 @@
 """What a watcher costs and how fast its page follows a run (`evolver watch`, docs/watch.md).
 
-    python benchmarks/watch_latency.py [--generations 100] [--pace 0.3] [--speed-generations 300]
-                                       [--repeats 2] [--out /tmp/watch-bench] [--smoke]
+    python benchmarks/watch_latency.py [--generations 100] [--pace 0.3] [--long-generations 2000]
+                                       [--speed-generations 300] [--repeats 2] [--out /tmp/watch-bench] [--smoke]
 
 (a) Latency: a run whose neuron takes --pace seconds a generation is watched in headless chromium (Debian's,
     through Selenium); the page's generation counter is timed in the page (a MutationObserver) and each
     generation's commit by the time its state file was written. Printed: the median, 90th percentile and
     largest delay over --generations generations, and the bytes the page fetched a generation.
-(b) Cost: `evolver run` on the bundled defaults for --speed-generations generations, alone and with a
+(b) A long run: the page of a run past --long-generations generations (on the bundled defaults, still
+    running): the time to draw its whole trajectory, and the bytes each update fetches after that.
+(c) Cost: `evolver run` on the bundled defaults for --speed-generations generations, alone and with a
     watcher serving it to an open page, alternated --repeats times: images/s of each, from the run folder's
     making to its last commit (the process's start-up left out).
 """
@@ -19,7 +21,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -28,60 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
-SMOKE = {"generations": 4, "pace": 0.3, "speed_generations": 5, "repeats": 1}
+from evolver.checks.watching import headless_chromium, start_paced_run, start_watcher, wait_for
 
-
-def paced_run(out: str, generations: int, pace: float) -> None:
-    """The run that (a) watches: the bundled stimnet unit behind a neuron that takes `pace` s a generation."""
-    import evolver
-    import neurons
-
-    unit = neurons.create("stimnet:classifier:unit7")
-
-    def paced(images):
-        time.sleep(pace)
-        return unit.respond(images, [str(i) for i in range(len(images))])
-
-    evolver.run(neuron=paced, generations=generations, out=out, progress=False, retest="none")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_watcher(path: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    child = subprocess.Popen([sys.executable, "-m", "evolver", "watch", str(path), "--port", str(port)],
-                             stderr=subprocess.PIPE, text=True)
-    line = child.stderr.readline()
-    if not line.startswith("Watching"):
-        raise SystemExit(f"the watcher did not start: {line}{child.stderr.read()}")
-    return child, f"http://127.0.0.1:{port}/"
-
-
-def browser():
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
-    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1300,1100"):
-        options.add_argument(argument)
-    return webdriver.Chrome(service=Service(shutil.which("chromedriver") or "/usr/bin/chromedriver"), options=options)
-
-
-def wait_for(what, timeout: float = 120.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if value := what():
-                return value
-        except Exception:  # not drawn yet
-            pass
-        time.sleep(0.05)
-    raise SystemExit(f"not seen within {timeout} s")
+SMOKE = {"generations": 4, "pace": 0.3, "speed_generations": 5, "repeats": 1, "long_generations": 10}
 
 
 def commits(state: Path, times: list[float], stop: threading.Event) -> None:
@@ -107,31 +57,34 @@ new MutationObserver(() => window.seen.push([Date.now() / 1000, counts.textConte
 """
 
 
+UPDATES = ("return performance.getEntriesByType('resource')"
+           ".filter(e => e.name.includes('_dash-update-component')).map(e => e.encodedBodySize);")
+POINTS = ("const g = document.querySelector('#trajectory .js-plotly-plot');"
+          "return g && g.data ? g.data[2].x.length : 0;")
+
+
 def latency(out: Path, generations: int, pace: float) -> None:
     """The page is opened on the run's folder before the run starts (it waits, then follows the run)."""
-    committed, stop, warm = [], threading.Event(), 20  # generations the page may miss while it loads
+    committed, stop = [], threading.Event()
     watcher, address = start_watcher(out)
-    driver = browser()
+    driver = headless_chromium()
     driver.get(address)
     thread = threading.Thread(target=commits, args=(out / "state" / "state.npz", committed, stop), daemon=True)
     thread.start()
-    run = subprocess.Popen([sys.executable, __file__, "--paced-run", str(out), str(generations + warm), str(pace)],
-                           env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    run = start_paced_run(out, 100_000, pace)  # stopped once the page has followed `generations` of them
     try:
-        wait_for(lambda: driver.find_element("id", "counts").text)  # the run's page, once its folder is made
+        wait_for(lambda: driver.find_element("id", "counts").text, timeout=120)  # the run's page, once made
         driver.execute_script(OBSERVE)
         first = int(re.match(r"(\d+) of", driver.find_element("id", "counts").text).group(1))
-        run.wait()
+        wait_for(lambda: len(committed) > first + generations, timeout=generations * pace * 4 + 60)
         time.sleep(2)
         stop.set()
         seen = driver.execute_script("return window.seen;")
-        fetched = driver.execute_script(
-            "return performance.getEntriesByType('resource').filter(e => e.name.includes('_dash-update-component'))"
-            ".map(e => e.encodedBodySize);")
+        fetched = driver.execute_script(UPDATES)
     finally:
         run.kill()
         driver.quit()
-        watcher.send_signal(signal.SIGINT)
+        watcher.send_signal(signal.SIGTERM)
         watcher.wait()
     shown = {}
     for at, text in seen:
@@ -145,6 +98,39 @@ def latency(out: Path, generations: int, pace: float) -> None:
           f"largest {max(fetched):,} bytes (the first sends the whole trajectory)")
 
 
+def long_run(out: Path, generations: int) -> None:
+    """The page of a run past `generations` generations: how long it takes to draw the whole trajectory, and
+    what each update then fetches while the run goes on."""
+    from evolver.watch_data import Feed, is_run_folder
+
+    run = subprocess.Popen([sys.executable, "-m", "evolver", "run", "--generations", str(generations + 400), "--out",
+                            str(out), "--quiet", "--retest", "none"], env={**os.environ, "HF_HUB_OFFLINE": "1"},
+                           stdout=subprocess.DEVNULL)
+    watcher = driver = None
+    try:
+        wait_for(lambda: is_run_folder(out) and Feed(out).generation >= generations, timeout=generations + 120)
+        watcher, address = start_watcher(out)
+        driver = headless_chromium()
+        started = time.monotonic()
+        driver.get(address)
+        points = wait_for(lambda: driver.execute_script(POINTS) >= generations and driver.execute_script(POINTS),
+                          timeout=120)
+        drawn = time.monotonic() - started
+        loaded = len(driver.execute_script(UPDATES))
+        time.sleep(5)
+        fetched = driver.execute_script(UPDATES)[loaded:]
+    finally:
+        run.kill()
+        if driver is not None:
+            driver.quit()
+        if watcher is not None:
+            watcher.send_signal(signal.SIGTERM)
+            watcher.wait()
+    print(f"(b) a run at {points:,} generations: page opened and its trajectory drawn in {drawn:.2f} s; then "
+          f"{len(fetched)} updates in 5 s while it ran, median {np.median(fetched):,.0f} bytes, "
+          f"largest {max(fetched):,} bytes")
+
+
 def speed(out: Path, generations: int, repeats: int) -> None:
     results = {"alone": [], "watched": []}
     for repeat in range(repeats):
@@ -155,7 +141,7 @@ def speed(out: Path, generations: int, repeats: int) -> None:
             driver = watcher = None
             if how == "watched":  # the page is open before the run starts, and follows it once its folder is made
                 watcher, address = start_watcher(folder)
-                driver = browser()
+                driver = headless_chromium()
                 driver.get(address)
             subprocess.run(command, check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=subprocess.DEVNULL)
             # from the folder's making to the last commit: the evolution, not the start-up of the process
@@ -164,23 +150,21 @@ def speed(out: Path, generations: int, repeats: int) -> None:
             results[how].append(images / seconds)
             if driver is not None:
                 driver.quit()
-                watcher.send_signal(signal.SIGINT)
+                watcher.send_signal(signal.SIGTERM)
                 watcher.wait()
     for how, rates in results.items():
-        print(f"(b) evolver run, {generations} generations, {how}: "
+        print(f"(c) evolver run, {generations} generations, {how}: "
               f"{', '.join(f'{r:,.0f}' for r in rates)} images/s (mean {np.mean(rates):,.0f})")
     print(f"    watched / alone: {np.mean(results['watched']) / np.mean(results['alone']):.3f}")
 
 
 def main() -> None:
-    if len(sys.argv) > 1 and sys.argv[1] == "--paced-run":
-        paced_run(sys.argv[2], int(sys.argv[3]), float(sys.argv[4]))
-        return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--generations", type=int, default=100)
     parser.add_argument("--pace", type=float, default=0.3)
     parser.add_argument("--speed-generations", type=int, default=300)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--long-generations", type=int, default=2000)
     parser.add_argument("--out", type=Path, default=Path("/tmp/watch-bench"))
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: checks that the benchmark runs")
     args = parser.parse_args()
@@ -190,6 +174,7 @@ def main() -> None:
     args.out.mkdir(parents=True)
     print(json.dumps({k: str(v) for k, v in vars(args).items()}))
     latency(args.out / "paced", args.generations, args.pace)
+    long_run(args.out / "long", args.long_generations)
     speed(args.out, args.speed_generations, args.repeats)
 
 

@@ -6,11 +6,7 @@ import os
 import re
 import shutil
 import signal
-import socket
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 from unittest.mock import ANY
 
@@ -19,11 +15,9 @@ import pytest
 
 import evolver
 from conftest import evolver_cli
-from evolver.watch_data import Feed, Feeds, Served, find_runs
+from evolver.checks.watching import headless_chromium, start_paced_run, start_watcher, wait_for
+from evolver.watch_data import Feed, Served, find_runs
 from evolver_common import BadInput, FolderLock
-
-PACED = Path(__file__).parent / "data" / "paced_run.py"
-
 
 def committed(loop) -> None:
     loop.writer.submit(lambda: None).result()  # the background writer (one thread) has written what came before
@@ -143,65 +137,27 @@ def test_watch_refuses_an_open_host_without_a_token_and_a_missing_folder(finishe
 
 # ---------------------------------------------------------------------------- in a real browser
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
-def watcher(tmp):
+def watcher():
     """start(paths) -> the address of an `evolver watch` process serving them."""
     children = []
 
     def start(*paths) -> str:
-        port = free_port()
-        child = subprocess.Popen([sys.executable, "-m", "evolver", "watch", *map(str, paths), "--port", str(port)],
-                                 stderr=subprocess.PIPE, text=True)
+        child, address = start_watcher(*paths)
         children.append(child)
-        line = child.stderr.readline()
-        assert line.startswith("Watching"), line + child.stderr.read()
-        return f"http://127.0.0.1:{port}"
+        return address
 
     yield start
     for child in children:
-        child.send_signal(signal.SIGINT)
+        child.send_signal(signal.SIGTERM)
         child.wait(timeout=20)
 
 
 @pytest.fixture
 def browser():
-    """Debian's chromium, headless, through its chromedriver (the test extra's Selenium)."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
-    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1300,1100"):
-        options.add_argument(argument)
-    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver") or "/usr/bin/chromedriver"),
-                              options=options)
+    driver = headless_chromium()
     yield driver
     driver.quit()
-
-
-def paced_run(out: Path, generations: int, seconds: float) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, str(PACED), str(out), str(generations), str(seconds)],
-                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
-
-
-def wait_for(what, timeout: float = 60.0, every: float = 0.1):
-    """The first true value of what(), polled; AssertionError after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            value = what()
-        except Exception:  # an element not drawn yet
-            value = None
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"not seen within {timeout} s")
 
 
 def generations_shown(browser) -> int:
@@ -216,7 +172,7 @@ def trajectory_points(browser) -> int:
 @pytest.mark.slow
 @pytest.mark.browser
 def test_the_page_of_a_running_run_advances_without_reloading(tmp, watcher, browser):
-    run = paced_run(tmp / "run", 60, 0.25)
+    run = start_paced_run(tmp / "run", 60, 0.25)
     try:
         wait_for(lambda: (tmp / "run" / "config.json").is_file())
         browser.get(watcher(tmp / "run"))
@@ -249,7 +205,7 @@ def test_the_page_of_many_runs_lists_a_sweeps_runs_and_a_killed_one(tmp, watcher
 
     sweep({"grid": {"neuron": ["stimnet:relu4:unit1"], "optimizer": ["ga", "cmaes"], "seed": [0]},
            "run": {"generations": 4}}, tmp / "lab" / "sweep", "local", workers=1)
-    killed = paced_run(tmp / "lab" / "killed", 200, 0.2)
+    killed = start_paced_run(tmp / "lab" / "killed", 200, 0.2)
     wait_for(lambda: Feed(tmp / "lab" / "killed").generation >= 2 if find_runs(tmp / "lab" / "killed") else False)
     killed.send_signal(signal.SIGKILL)
     killed.wait()
