@@ -86,11 +86,11 @@ def latency(out: Path, generations: int, pace: float) -> None:
         driver.quit()
         watcher.send_signal(signal.SIGTERM)
         watcher.wait()
-    shown = {}
-    for at, text in seen:
-        shown.setdefault(int(re.match(r"(\d+) of", text).group(1)), at)
-    # committed[k] is generation k's commit; the page shows it as k + 1 generations done
-    delays = np.array([shown[k + 1] - at for k, at in enumerate(committed) if k + 1 > first and k + 1 in shown])
+    shown = [(int(re.match(r"(\d+) of", text).group(1)), at) for at, text in seen]
+    # committed[k] is generation k's commit; the page has drawn it once it shows k + 1 generations done or more
+    # (two commits within one of its requests are drawn together)
+    delays = np.array([next(at for done, at in shown if done >= k + 1) - committed[k]
+                       for k in range(first, len(committed)) if any(done >= k + 1 for done, _ in shown)])
     delays = delays[:generations]
     print(f"(a) latency over {len(delays)} generations (one every ~{pace} s): median {np.median(delays):.3f} s, "
           f"90th percentile {np.percentile(delays, 90):.3f} s, largest {delays.max():.3f} s")
@@ -99,11 +99,12 @@ def latency(out: Path, generations: int, pace: float) -> None:
 
 
 def long_run(out: Path, generations: int) -> None:
-    """The page of a run past `generations` generations: how long it takes to draw the whole trajectory, and
-    what each update then fetches while the run goes on."""
+    """The page of a run past `generations` generations: how long it takes to draw the whole trajectory while
+    the run goes on at full speed (both cores busy) and what each update then fetches; and, the run stopped,
+    how long a reload takes."""
     from evolver.watch_data import Feed, is_run_folder
 
-    run = subprocess.Popen([sys.executable, "-m", "evolver", "run", "--generations", str(generations + 400), "--out",
+    run = subprocess.Popen([sys.executable, "-m", "evolver", "run", "--generations", str(3 * generations), "--out",
                             str(out), "--quiet", "--retest", "none"], env={**os.environ, "HF_HUB_OFFLINE": "1"},
                            stdout=subprocess.DEVNULL)
     watcher = driver = None
@@ -111,14 +112,14 @@ def long_run(out: Path, generations: int) -> None:
         wait_for(lambda: is_run_folder(out) and Feed(out).generation >= generations, timeout=generations + 120)
         watcher, address = start_watcher(out)
         driver = headless_chromium()
-        started = time.monotonic()
-        driver.get(address)
-        points = wait_for(lambda: driver.execute_script(POINTS) >= generations and driver.execute_script(POINTS),
-                          timeout=120)
-        drawn = time.monotonic() - started
+        drawn, points = draw(driver, address, generations)
         loaded = len(driver.execute_script(UPDATES))
         time.sleep(5)
         fetched = driver.execute_script(UPDATES)[loaded:]
+        still = run.poll() is None
+        run.kill()
+        run.wait()
+        again, total = draw(driver, address, Feed(out).generation + 1)
     finally:
         run.kill()
         if driver is not None:
@@ -126,9 +127,18 @@ def long_run(out: Path, generations: int) -> None:
         if watcher is not None:
             watcher.send_signal(signal.SIGTERM)
             watcher.wait()
-    print(f"(b) a run at {points:,} generations: page opened and its trajectory drawn in {drawn:.2f} s; then "
-          f"{len(fetched)} updates in 5 s while it ran, median {np.median(fetched):,.0f} bytes, "
-          f"largest {max(fetched):,} bytes")
+    print(f"(b) a run at {points:,} generations{' and going on' if still else ''}: its page drawn in {drawn:.2f} s; "
+          f"then {len(fetched)} updates in 5 s, median {np.median(fetched):,.0f} bytes, largest {max(fetched):,} bytes")
+    print(f"    stopped at {total:,} generations: the page reloaded and drawn in {again:.2f} s")
+
+
+def draw(driver, address: str, generations: int) -> tuple[float, int]:
+    """Seconds from opening the page to a trajectory of at least `generations` points, and the points."""
+    started = time.monotonic()
+    driver.get(address)
+    points = wait_for(lambda: driver.execute_script(POINTS) >= generations and driver.execute_script(POINTS),
+                      timeout=120)
+    return time.monotonic() - started, points
 
 
 def speed(out: Path, generations: int, repeats: int) -> None:

@@ -80,16 +80,18 @@ class Loop:
         with small_linear_algebra():
             started = time.perf_counter()
             asked = [(t, *t.ask()) for t in active]
-            shown, picks, responses = self._show(asked)
+            shown, picks, responses, again = self._show(asked)
             seconds = (time.perf_counter() - started) / len(active)
             records, start, extra = [], 0, len(shown.codes)
             for (track, codes, parents), picked in zip(asked, picks):
                 rows = slice(start, start + len(codes))
                 references = responses[extra:extra + len(picked), track.column]
+                represented = int(again[rows].sum() + again[extra:extra + len(picked)].sum())
                 extra += len(picked)
                 records.append(track.conclude(codes, parents, partial(shown.image, start=start),
                                               responses[rows, track.column], references,
-                                              [track.reference_names[i] for i in picked], seconds, self.writer))
+                                              [track.reference_names[i] for i in picked], seconds, self.writer,
+                                              represented))
                 start += len(codes)
         for record in records:
             for callback in self.on_generation:
@@ -105,9 +107,10 @@ class Loop:
         self.bar.set_postfix(best_so_far=f"{max(finite):.4g}" if finite else "nan")
         return records
 
-    def _show(self, asked: list[tuple]) -> tuple[Shown, list[list[int]], np.ndarray]:
+    def _show(self, asked: list[tuple]) -> tuple[Shown, list[list[int]], np.ndarray, np.ndarray]:
         """Render every track's codes and show them, then each track's interleaved reference images:
-        (what was shown, each track's reference picks, the responses to all shown (n, columns))."""
+        (what was shown, each track's reference picks, the responses to all shown (n, columns), and the
+        times each was shown again for a missing response (n,))."""
         codes = np.concatenate([codes for _, codes, _ in asked])
         ids, picks, references = [], [], []
         for track, codes_, _ in asked:
@@ -119,18 +122,20 @@ class Loop:
             ids += reference_ids
             picks.append(picked)
         shown = Shown(self.generator, codes, torch.cat(references) if references else None, self.batch)
-        return shown, picks, self._respond(shown, ids)
+        return shown, picks, *self._respond(shown, ids)
 
-    def _respond(self, shown: Shown, ids: list[str]) -> np.ndarray:
-        """Noise-free responses (n, tracks' columns) to what is `shown`; missing ones NaN, after the images
-        were shown again if `missing` says so."""
+    def _respond(self, shown: Shown, ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Noise-free responses (n, tracks' columns) to what is `shown`, missing ones NaN after the images
+        were shown again if `missing` says so; and the times each image was shown again (n,)."""
         clean = self._present(shown, np.arange(len(ids)), ids)
+        shown_again = np.zeros(len(ids), dtype=np.int64)
         for _ in range(REPRESENTATIONS if self.missing == "represent" else 0):
             again = np.flatnonzero(np.isnan(clean).any(axis=1))
             if not again.size:
                 break
             clean[again] = self._present(shown, again, [ids[i] for i in again])
-        return clean
+            shown_again[again] += 1
+        return clean, shown_again
 
     def _present(self, shown: Shown, rows: np.ndarray, ids: list[str]) -> np.ndarray:
         answers, start = [], 0

@@ -13,6 +13,8 @@ asks whether a key exists. The layouts, and the folders the tests keep of each (
 - version 3: each table's committed rows and SHA-256 digest beside its length (`table_rows`,
   `table_digests`), checked before a run resumes. A version-2 state has neither: its tables are checked by
   length, and by ending at a row's end.
+- version 4: `represented`, the images shown again so far because their response was missing. A
+  version-3 state did not count them: it is read as 0.
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ import numpy as np
 from evolver.retest import Retest, Shortlist
 from evolver_common import BadInput
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 LARGEST_TOLD = "the largest response told"
 
 
@@ -58,7 +60,7 @@ class RunState:
 
     `generation` is the last finished one (-1 before the first); image ids run from 0, `next_image_id` is
     the next one to give and `told_first_id` the first of the last told generation (the optimizer's parent
-    indices count from it). `best_told` is the largest response told to the optimizer, `first_best` the
+    indices count from it); `represented` counts the images shown again for a missing response. `best_told` is the largest response told to the optimizer, `first_best` the
     first generation's; `best_clean_so_far` the largest noise-free response seen. `shortlist` and
     `retested` are the re-test's (evolver.retest). `components` holds the states of the run's parts
     (`optimizer`, `noise`, `noise_rng`, `neuron`) as their own `state_dict`s; `table_bytes`, `table_rows`
@@ -73,6 +75,7 @@ class RunState:
     best_clean_so_far: float = float("-inf")
     shortlist: Shortlist | None = None
     retested: bool = False
+    represented: int = 0
     components: dict[str, Any] = field(default_factory=dict)
     table_bytes: dict[str, int] = field(default_factory=dict)
     table_rows: dict[str, int] = field(default_factory=dict)
@@ -108,7 +111,7 @@ class RunState:
         """A state from a stored tree of any schema version; `noise_free` says whether the run's told
         responses are noise-free (no --noise, not a recorded neuron), which a version-1 best does not say."""
         tree = migrate(tree, noise_free)
-        for name in ("generation", "next_image_id", "told_first_id"):
+        for name in ("generation", "next_image_id", "told_first_id", "represented"):
             if not isinstance(tree[name], int) or isinstance(tree[name], bool):
                 raise TypeError(f"{name} is {tree[name]!r}, not a whole number")
         best = Best(**tree["best"]) if tree["best"] else None
@@ -165,7 +168,11 @@ def _from_version_2(tree: dict[str, Any], noise_free: bool) -> dict[str, Any]:
     return {**tree, "table_rows": {}, "table_digests": {}, "schema_version": 3}  # not recorded: not checked
 
 
-MIGRATIONS = {1: _from_version_1, 2: _from_version_2}
+def _from_version_3(tree: dict[str, Any], noise_free: bool) -> dict[str, Any]:
+    return {**tree, "represented": 0, "schema_version": 4}  # not counted then
+
+
+MIGRATIONS = {1: _from_version_1, 2: _from_version_2, 3: _from_version_3}
 
 
 def noise_free_run(config: dict[str, Any]) -> bool:

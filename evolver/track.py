@@ -156,10 +156,11 @@ class Track:
 
     def conclude(self, codes: np.ndarray, parents, image: Callable[[int], torch.Tensor], clean: np.ndarray,
                  references: np.ndarray, reference_names: list[str], seconds: float,
-                 writer: ThreadPoolExecutor) -> GenerationRecord:
+                 writer: ThreadPoolExecutor, represented: int = 0) -> GenerationRecord:
         """Apply the noise, tell the optimizer (or, in the re-test, choose the image to return), update the
         state and hand the generation's records to `writer`. `image(k)` is the image (3, H, W) of code k;
-        `clean` holds the noise-free responses to the codes' images, then to `references`."""
+        `clean` holds the noise-free responses to the codes' images, then to `references`; `represented` is
+        how many times images of this generation were shown again for a missing response."""
         gen, before = self.gen, self.state
         told = self.noise(np.concatenate([clean, references]), self.noise_rng) if self.noise else \
             np.concatenate([clean, references])
@@ -180,6 +181,7 @@ class Track:
         best = state.best
         self.state = replace(state, generation=gen, next_image_id=int(ids[-1]) + 1, told_first_id=int(ids[0]),
                              first_best=first_best, best_clean_so_far=best_clean,
+                             represented=state.represented + represented,
                              components=copy.deepcopy(self.state_dict()))  # a snapshot: the optimizer moves on
         figures = GenerationFigures(
             gen, scores, clean, self.best_told, best_clean, seconds,

@@ -31,6 +31,7 @@ from evolver_common import BadInput
 
 TICK_MS = 500  # how often a run's page asks for what is new
 LIST_TICK_MS = 2000  # and a page of many runs
+SHOWN_TICK_MS = 1000  # and for the last generation's images (drawn again at most every watch_data.SHOWN_EVERY)
 STRIP = 24  # best images of every Kth generation on a run's page
 TOKEN_COOKIE = "evolver_watch_token"
 STYLE = {"font-family": "system-ui, sans-serif", "margin": "12px 20px", "color": "#222"}
@@ -100,19 +101,25 @@ def create_app(paths: list[Path], token: str | None = None):
                   Output("best-caption", "children"), Output("strip", "children"),
                   Input("run-tick", "n_intervals"), State("sent", "data"))
     def advance(_, sent):
-        feed = feeds(served.folder(sent["key"]))
-        status = feed.status()
+        try:
+            feed = feeds(served.folder(sent["key"]))
+            status = feed.status()
+        except (BadInput, OSError, ValueError):  # the folder gone or damaged while watched: say so, keep what is drawn
+            return (dash.no_update, dash.no_update, "unreadable", _status_style("unreadable"), *(dash.no_update,) * 4)
         if feed.generation == sent["gen"]:
             return (dash.no_update, dash.no_update, status, _status_style(status), *(dash.no_update,) * 4)
         extension = [extend(feed, sent["gen"], sent["traces"]), list(range(len(sent["traces"])))]
         return (extension, {**sent, "gen": feed.generation}, status, _status_style(status), counts(feed),
                 *best_image(sent["key"], feed), strip(sent["key"], feed))
 
-    @app.callback(Output("shown", "children"), Input("sent", "data"))
-    def last_generation(sent):
+    @app.callback(Output("shown", "children"), Output("shown-gen", "data"), Input("shown-tick", "n_intervals"),
+                  State("sent", "data"), State("shown-gen", "data"))
+    def last_generation(_, sent, drawn):
         gen, shown = feeds(served.folder(sent["key"])).shown()
+        if gen == drawn:
+            return dash.no_update, dash.no_update
         if isinstance(shown, str):
-            return html.P(shown)
+            return html.P(shown), gen
         title = html.H3(f"Generation {gen}: its {len(shown)} images and their responses (click one)")
         return [title, html.Div([
             html.Figure([html.Img(src=s.src, id={"type": "shown", "index": i}, n_clicks=0,
@@ -120,7 +127,7 @@ def create_app(paths: list[Path], token: str | None = None):
                                   style={"width": "72px", "height": "72px", "cursor": "pointer"}),
                          html.Figcaption(_number(s.response), style={"font-size": "11px"})],
                         style={"display": "inline-block", "margin": "2px", "text-align": "center"})
-            for i, s in enumerate(shown)])]
+            for i, s in enumerate(shown)])], gen
 
     @app.callback(Output("picked", "children"), Input({"type": "shown", "index": ALL}, "n_clicks"),
                   State("sent", "data"), prevent_initial_call=True)
@@ -195,8 +202,9 @@ def extend(feed: Feed, after: int, columns: list[str]) -> dict:
 def counts(feed: Feed) -> str:
     seconds = feed.generations["seconds"].to_numpy() if len(feed.generations) else np.array([])
     pace = f"{seconds[-1]:.2f} s a generation (median {np.median(seconds):.2f})" if len(seconds) else "no pace yet"
+    again = feed.run.state.represented if feed.run.state else 0
     return (f"{feed.generation + 1} of {feed.planned} generations · {feed.images:,} images shown · "
-            f"{feed.missing:,} responses missing · {pace}")
+            f"{again:,} shown again for a missing response · {feed.missing:,} responses missing · {pace}")
 
 
 def best_image(key: str, feed: Feed) -> tuple[str, str]:
@@ -243,6 +251,7 @@ def run_page(key: str, feed: Feed):
     return html.Div([
         dcc.Interval(id="run-tick", interval=TICK_MS),
         dcc.Store(id="sent", data={"key": key, "gen": -1, "traces": [c for _, c in lines]}),
+        dcc.Interval(id="shown-tick", interval=SHOWN_TICK_MS), dcc.Store(id="shown-gen", data=None),
         html.P(dcc.Link("← all runs", href="/")),
         html.H2([f"{feed.path.name} ", html.Span(id="status")]),
         html.P(id="counts"),

@@ -27,6 +27,7 @@ from evolver_common.images import png_bytes
 SEARCH_DEPTH = 3  # a sweep's runs lie at SWEEP/runs/NAME
 STATUS_EVERY = 1.0  # seconds between two probes of a run's lock
 THUMBNAIL = 96  # pixels, the longer side of the last generation's images on the page
+SHOWN_EVERY = 2.0  # seconds: the last generation's images are drawn again at most this often
 STATUSES = ("running", "finished", "interrupted", "starting", "unreadable")
 
 
@@ -120,6 +121,7 @@ class Feed:
         self._status, self._status_at = "", -math.inf
         self._generator: Any = None
         self._shown: tuple[int, list[Shown] | str] | None = None
+        self._shown_at = -math.inf
         self.lock = threading.Lock()
 
     def update(self) -> Feed:
@@ -178,9 +180,10 @@ class Feed:
         generation), or a line saying why they cannot be shown."""
         gen = self.generation
         with self.lock:
-            if self._shown is not None and self._shown[0] == gen:
-                return self._shown
+            if self._shown is not None and (self._shown[0] == gen or time.monotonic() - self._shown_at < SHOWN_EVERY):
+                return self._shown  # a fast run's generations are drawn at most every SHOWN_EVERY seconds
             scores = self.last_scores
+            self._shown_at = time.monotonic()
         if gen < 0:
             return gen, "No generation has finished yet."
         try:

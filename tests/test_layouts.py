@@ -3,8 +3,8 @@
 tests/data/layouts/ keeps a folder of each (made by the evolver of a past commit with
 tests/data/layouts/make.sh, stopped after 2 generations, fp32 on the CPU): the state of version 1
 before start=prior, before the re-test (three optimizers, noise, references and interleaved images), and
-with the re-test. Each is read as a version-2 RunState and resumed to 4 generations; what it had recorded
-stays as it was."""
+with the re-test, then one of each typed version. Each is read as a current RunState and resumed to 4
+generations; what it had recorded stays as it was."""
 import shutil
 from pathlib import Path
 
@@ -22,7 +22,8 @@ FOLDERS = sorted(p.name for p in LAYOUTS.iterdir() if p.is_dir())
 
 def test_every_layout_is_kept():
     assert FOLDERS == ["v1-before-prior-cmaes", "v1-before-retest-cmaes", "v1-before-retest-racing-stimuli",
-                       "v1-before-retest-sep-cmaes-noise", "v1-retest-ga", "v1-retest-uh-cmaes-noise", "v2-cmaes-noise"]
+                       "v1-before-retest-sep-cmaes-noise", "v1-retest-ga", "v1-retest-uh-cmaes-noise", "v2-cmaes-noise",
+                       "v3-uh-cmaes-noise"]
     for name in FOLDERS:
         tree = read_state(LAYOUTS / name / "state" / "state.npz")
         assert tree.get("schema_version", 1) == int(name[1])  # version 1 is untyped: no schema_version
@@ -32,6 +33,7 @@ def test_every_layout_is_kept():
 def test_open_run_reads_a_kept_layout(name):
     run = evolver.open_run(LAYOUTS / name)
     assert run.state.schema_version == SCHEMA_VERSION and run.generation == 1
+    assert run.state.represented == 0  # not counted before version 4: no response goes missing from a model
     assert run.finished == (name == "v1-before-prior-cmaes")  # made with --generations 2; the others stopped early
     assert run.generations["gen"].tolist() == [0, 1]
     assert len(run.scores) == run.state.next_image_id and run.scores["image_id"].tolist() == list(range(len(run.scores)))

@@ -25,7 +25,7 @@ SMOKE = {
                                          "2 families: 2 works, 0 refused, 0 crashed"]),
     "benchmarks/sweep_scale.py": (["--runs-root", "{tmp}/scale"], ["runs: 20 planned, 20 found finished",
                                                                    "aggregate (20 runs", "report"]),
-    "benchmarks/watch_latency.py": (["--out", "{tmp}/watch"], ["(a) latency over", "update requests", "(b) a run at",
+    "benchmarks/watch_latency.py": (["--out", "{tmp}/watch"], ["(a) latency over", "update requests", "(b) a run at", "the page reloaded",
                                                               "(c) evolver run, 5 generations, watched", "watched / alone"]),
     "scripts/check_bundled.py": (["--grid", "{tmp}/grid.png"], ["frechet_stimnet_features", "best corpus",
                                                                 '"evolutions": 12']),

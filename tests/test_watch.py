@@ -6,7 +6,11 @@ import os
 import re
 import shutil
 import signal
+import socket
+import subprocess
+import sys
 import time
+import urllib.request
 
 from unittest.mock import ANY
 
@@ -15,7 +19,7 @@ import pytest
 
 import evolver
 from conftest import evolver_cli
-from evolver.checks.watching import headless_chromium, start_paced_run, start_watcher, wait_for
+from evolver.checks.watching import free_port, headless_chromium, start_paced_run, start_watcher, wait_for
 from evolver.watch_data import Feed, Served, find_runs
 from evolver_common import BadInput, FolderLock
 
@@ -229,3 +233,44 @@ def test_a_bad_path_or_one_outside_the_folder_gets_a_clear_page(finished_run, tm
         browser.get(address + path)
         assert message in wait_for(lambda: browser.find_element("id", "error").text)
         assert "Traceback" not in browser.page_source
+
+
+def test_images_shown_again_for_a_missing_response_are_counted_and_shown(tmp):
+    from evolver.watch import counts
+
+    presentations = []
+
+    def flaky(images):  # each generation's first presentation misses its first 3 responses
+        presentations.append(len(images))
+        responses = images.mean(dim=(1, 2, 3)).double().numpy()
+        if len(presentations) % 2 == 1:
+            responses[:3] = np.nan
+        return responses
+
+    evolver.run(neuron=flaky, generations=3, out=tmp / "run", retest="none", progress=False)
+    assert presentations[1::2] == [3, 3, 3]
+    feed = Feed(tmp / "run").update()
+    assert feed.run.state.represented == 9 and feed.missing == 0
+    assert "9 shown again for a missing response · 0 responses missing" in counts(feed)
+
+
+@pytest.mark.slow
+def test_run_watch_serves_the_run_while_it_runs_and_stops_with_it(tmp):
+    port = free_port()
+    run = subprocess.Popen([sys.executable, "-m", "evolver", "run", "--generations", "400", "--out", str(tmp / "run"),
+                            "--quiet", "--watch", str(port)], stderr=subprocess.PIPE, text=True,
+                           env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    try:
+        assert run.stderr.readline().strip() == f"Watching {tmp / 'run'} at http://127.0.0.1:{port}/"
+        page = wait_for(lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/files/0/best.png?run=").read())
+        assert page[:4] == b"\x89PNG"
+        run.send_signal(signal.SIGKILL)  # the watcher goes with its run, however the run ends
+        run.wait()
+        wait_for(lambda: not port_open(port), timeout=15)
+    finally:
+        run.kill()
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0

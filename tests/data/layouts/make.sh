@@ -11,7 +11,7 @@ make() {  # NAME COMMIT ARGS...: a run of that commit's evolver
   rm -rf "$root/$here/$name"
   (cd "$tree" && HF_HUB_OFFLINE=1 PYTHONPATH="$tree" python -m evolver run --quiet --precision fp32 --device cpu \
      --neuron stimnet:relu4:unit1 --population 6 --seed 1 --out "$root/$here/$name" "$@")
-  rm -rf "$tree" "$root/$here/$name/trajectory.html" "$root/$here/$name/.lock"
+  rm -rf "$tree" "$root/$here/$name/trajectory.html" "$root/$here/$name/.lock" "$root/$here"/plotly-*.min.js
 }
 # version 1 before start=prior: CMA-ES without awaiting_prior
 make v1-before-prior-cmaes 3dbd770 --optimizer cmaes --generations 2
@@ -27,3 +27,5 @@ EVOLVER_MAX_GENERATIONS=2 make v1-retest-uh-cmaes-noise 786f10d --optimizer uh-c
 EVOLVER_MAX_GENERATIONS=2 make v1-retest-ga 786f10d --optimizer ga --generations 4
 # version 2, the typed state: tables checked by length only (no rows or digests recorded)
 EVOLVER_MAX_GENERATIONS=2 make v2-cmaes-noise 38edf16 --optimizer cmaes --generations 4 --noise poisson:count=5
+# version 3: tables checked by rows and digest; the images shown again for a missing response not counted
+EVOLVER_MAX_GENERATIONS=2 make v3-uh-cmaes-noise 1e8be74 --optimizer uh-cmaes --generations 4 --noise poisson:count=5
