@@ -1,7 +1,7 @@
 """What a watcher costs and how fast its page follows a run (`evolver watch`, docs/watch.md).
 
     python benchmarks/watch_latency.py [--generations 100] [--pace 0.3] [--long-generations 2000]
-                                       [--speed-generations 300] [--repeats 2] [--out /tmp/watch-bench] [--smoke]
+                                       [--speed-generations 300] [--repeats 3] [--out /tmp/watch-bench] [--smoke]
 
 (a) Latency: a run whose neuron takes --pace seconds a generation is watched in headless chromium (Debian's,
     through Selenium); the page's generation counter is timed in the page (a MutationObserver) and each
@@ -10,7 +10,8 @@
 (b) A long run: the page of a run past --long-generations generations (on the bundled defaults, still
     running): the time to draw its whole trajectory, and the bytes each update fetches after that.
 (c) Cost: `evolver run` on the bundled defaults for --speed-generations generations, alone and with a
-    watcher serving it to an open page, alternated --repeats times: images/s of each, from the run folder's
+    watcher with no page open, and with a watcher serving it to a page open in headless chromium on this
+    machine, alternated --repeats times: images/s of each, from the run folder's
     making to its last commit (the process's start-up left out).
 """
 from __future__ import annotations
@@ -142,15 +143,16 @@ def draw(driver, address: str, generations: int) -> tuple[float, int]:
 
 
 def speed(out: Path, generations: int, repeats: int) -> None:
-    results = {"alone": [], "watched": []}
+    results = {"alone": [], "watcher, no page open": [], "watched": []}
     for repeat in range(repeats):
-        for how in ("alone", "watched"):
-            folder = out / f"speed-{how}-{repeat}"
+        for how in results:
+            folder = out / f"speed-{how.split(',')[0]}-{repeat}"
             command = [sys.executable, "-m", "evolver", "run", "--generations", str(generations), "--out", str(folder),
                        "--quiet", "--retest", "none"]
             driver = watcher = None
-            if how == "watched":  # the page is open before the run starts, and follows it once its folder is made
+            if how != "alone":  # the page is open before the run starts, and follows it once its folder is made
                 watcher, address = start_watcher(folder)
+            if how == "watched":
                 driver = headless_chromium()
                 driver.get(address)
             subprocess.run(command, check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=subprocess.DEVNULL)
@@ -160,6 +162,7 @@ def speed(out: Path, generations: int, repeats: int) -> None:
             results[how].append(images / seconds)
             if driver is not None:
                 driver.quit()
+            if watcher is not None:
                 watcher.send_signal(signal.SIGTERM)
                 watcher.wait()
     for how, rates in results.items():
@@ -173,7 +176,7 @@ def main() -> None:
     parser.add_argument("--generations", type=int, default=100)
     parser.add_argument("--pace", type=float, default=0.3)
     parser.add_argument("--speed-generations", type=int, default=300)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--long-generations", type=int, default=2000)
     parser.add_argument("--out", type=Path, default=Path("/tmp/watch-bench"))
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: checks that the benchmark runs")

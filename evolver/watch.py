@@ -32,6 +32,7 @@ from evolver_common import BadInput
 TICK_MS = 500  # how often a run's page asks for what is new
 LIST_TICK_MS = 2000  # and a page of many runs
 SHOWN_TICK_MS = 1000  # and for the last generation's images (drawn again at most every watch_data.SHOWN_EVERY)
+IDLE_TICK_MS = 5000  # both, for a run no process holds (finished or interrupted: it may be resumed)
 STRIP = 24  # best images of every Kth generation on a run's page
 TOKEN_COOKIE = "evolver_watch_token"
 STYLE = {"font-family": "system-ui, sans-serif", "margin": "12px 20px", "color": "#222"}
@@ -98,19 +99,21 @@ def create_app(paths: list[Path], token: str | None = None):
 
     @app.callback(Output("trajectory", "extendData"), Output("sent", "data"), Output("status", "children"),
                   Output("status", "style"), Output("counts", "children"), Output("best", "src"),
-                  Output("best-caption", "children"), Output("strip", "children"),
-                  Input("run-tick", "n_intervals"), State("sent", "data"))
+                  Output("best-caption", "children"), Output("strip", "children"), Output("run-tick", "interval"),
+                  Output("shown-tick", "interval"), Input("run-tick", "n_intervals"), State("sent", "data"))
     def advance(_, sent):
         try:
             feed = feeds(served.folder(sent["key"]))
             status = feed.status()
         except (BadInput, OSError, ValueError):  # the folder gone or damaged while watched: say so, keep what is drawn
-            return (dash.no_update, dash.no_update, "unreadable", _status_style("unreadable"), *(dash.no_update,) * 4)
+            return (dash.no_update, dash.no_update, "unreadable", _status_style("unreadable"), *(dash.no_update,) * 4,
+                    IDLE_TICK_MS, IDLE_TICK_MS)
+        ticks = (TICK_MS, SHOWN_TICK_MS) if status in ("running", "starting") else (IDLE_TICK_MS, IDLE_TICK_MS)
         if feed.generation == sent["gen"]:
-            return (dash.no_update, dash.no_update, status, _status_style(status), *(dash.no_update,) * 4)
+            return (dash.no_update, dash.no_update, status, _status_style(status), *(dash.no_update,) * 4, *ticks)
         extension = [extend(feed, sent["gen"], sent["traces"]), list(range(len(sent["traces"])))]
         return (extension, {**sent, "gen": feed.generation}, status, _status_style(status), counts(feed),
-                *best_image(sent["key"], feed), strip(sent["key"], feed))
+                *best_image(sent["key"], feed), strip(sent["key"], feed), *ticks)
 
     @app.callback(Output("shown", "children"), Output("shown-gen", "data"), Input("shown-tick", "n_intervals"),
                   State("sent", "data"), State("shown-gen", "data"))
@@ -177,7 +180,7 @@ def traces(feed: Feed) -> list[tuple[str, str]]:
     reference images' mean response."""
     columns = feed.generations.columns
     lines = [("best", "best"), ("mean", "mean"), ("best so far", "best_so_far")]
-    lines += [(name, c) for name, c in (("returned image (re-tested)", "returned"),
+    lines += [(name, c) for name, c in (("returned image", "returned"),
                                         ("best noise-free so far", "best_clean_so_far")) if c in columns]
     if "references.csv" in feed.run.directory.headers():
         lines.append(("reference images (mean)", "references"))
@@ -215,7 +218,7 @@ def best_image(key: str, feed: Feed) -> tuple[str, str]:
                + (f" (mean of {best.presentations} presentations)" if best.presentations > 1 else "")
                + (f", noise-free {_number(best.clean)}" if math.isfinite(best.clean) and best.clean != best.response
                   else ""))
-    return f"{_file_url(key, 'best.png')}&v={feed.generation}", caption
+    return f"{_file_url(key, 'best.png')}&image={best.image_id}", caption  # fetched again when the best changes
 
 
 def strip(key: str, feed: Feed) -> list:

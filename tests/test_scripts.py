@@ -34,6 +34,7 @@ SMOKE = {
     "scripts/import_graph.py": ([], ["evolver.loop -> ", "circles: none"]),
     "scripts/readme_figures.py": (["--out", "{tmp}/images"], ["best response by generation [1, 2, 3, 4, 5, 6]",
                                                               "main_job_best.png and", "main_job_trajectory.png"]),
+    "scripts/watch_screenshots.py": (["--out", "{tmp}/shots"], ["watch_run.png and", "watch_runs.png"]),
     "scripts/train_stimnet.py": (["--out", "{tmp}/net.safetensors"], ['"held_out"', '"steps": 2']),
 }
 
@@ -48,7 +49,7 @@ def test_every_script_has_a_smoke_test():
 # the slow suite.
 SLOW_SMOKE = {"benchmarks/loop_speed.py",
               "scripts/check_bundled.py"}  # its smoke run is also the fast suite's test below
-BROWSER_SMOKE = {"benchmarks/watch_latency.py"}  # drives chromium, as the browser tests do
+BROWSER_SMOKE = {"benchmarks/watch_latency.py", "scripts/watch_screenshots.py"}  # drive chromium
 
 
 def smoke_param(script: str):
