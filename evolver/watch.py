@@ -37,7 +37,7 @@ STRIP = 24  # best images of every Kth generation on a run's page
 TOKEN_COOKIE = "evolver_watch_token"
 STYLE = {"font-family": "system-ui, sans-serif", "margin": "12px 20px", "color": "#222"}
 STATUS_COLOURS = {"running": "#2a7", "finished": "#357", "interrupted": "#c60", "starting": "#888",
-                  "unreadable": "#c00"}
+                  "failed": "#c00"}
 
 
 def is_loopback(host: str) -> bool:
@@ -106,7 +106,7 @@ def create_app(paths: list[Path], token: str | None = None):
             feed = feeds(served.folder(sent["key"]))
             status = feed.status()
         except (BadInput, OSError, ValueError):  # the folder gone or damaged while watched: say so, keep what is drawn
-            return (dash.no_update, dash.no_update, "unreadable", _status_style("unreadable"), *(dash.no_update,) * 4,
+            return (dash.no_update, dash.no_update, "failed", _status_style("failed"), *(dash.no_update,) * 4,
                     IDLE_TICK_MS, IDLE_TICK_MS)
         ticks = (TICK_MS, SHOWN_TICK_MS) if status in ("running", "starting") else (IDLE_TICK_MS, IDLE_TICK_MS)
         if feed.generation == sent["gen"]:
@@ -295,8 +295,8 @@ def run_rows(served: Served, feeds: Feeds, runs: list[tuple[str, Path]]) -> list
             status, gen = feed.status(), f"{feed.generation + 1} of {feed.planned}"
             values = feed.generations["best_so_far"].to_numpy() if len(feed.generations) else np.array([])
             best = _number(values[-1]) if len(values) else ""
-        except BadInput:
-            status, gen, best, values = "unreadable", "", "", np.array([])
+        except (BadInput, OSError, ValueError):  # its records cannot be read: damaged, or a run that failed so
+            status, gen, best, values = "failed", "", "", np.array([])
         rows.append(html.Tr([
             html.Td(dcc.Link(key.partition("/")[2] or path.name, href=f"/run/{quote(key)}"), style=cell),
             html.Td(html.Span(status, style=_status_style(status)), style=cell),

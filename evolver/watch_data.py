@@ -28,7 +28,6 @@ SEARCH_DEPTH = 3  # a sweep's runs lie at SWEEP/runs/NAME
 STATUS_EVERY = 1.0  # seconds between two probes of a run's lock
 THUMBNAIL = 96  # pixels, the longer side of the last generation's images on the page
 SHOWN_EVERY = 2.0  # seconds: the last generation's images are drawn again at most this often
-STATUSES = ("running", "finished", "interrupted", "starting", "unreadable")
 
 
 def is_run_folder(path: Path) -> bool:

@@ -20,7 +20,7 @@ import pytest
 import evolver
 from conftest import evolver_cli
 from evolver.checks.watching import free_port, headless_chromium, start_paced_run, start_watcher, wait_for
-from evolver.watch_data import Feed, Served, find_runs
+from evolver.watch_data import Feed, Feeds, Served, find_runs
 from evolver_common import BadInput, FolderLock
 
 def committed(loop) -> None:
@@ -84,6 +84,23 @@ def test_a_runs_status_is_what_holds_it(finished_run, tmp):
     lock = FolderLock(tmp / "set" / "unit1").acquire()
     assert Feed(tmp / "set" / "unit1").update().status() == "running"
     lock.release()
+
+
+def test_a_feed_follows_a_run_resumed_later_and_a_damaged_run_is_listed_as_failed(tmp):
+    from evolver.watch import run_rows
+
+    evolver.run(generations=3, out=tmp / "runs" / "a", retest="none", progress=False)
+    feed = Feed(tmp / "runs" / "a").update()
+    assert feed.status() == "finished" and feed.generations["gen"].tolist() == [0, 1, 2]
+    evolver.resume(tmp / "runs" / "a", generations=5, progress=False)
+    feed._status_at = -np.inf  # the next probe is due now, not in a second
+    assert feed.update().generations["gen"].tolist() == [0, 1, 2, 3, 4] and feed.status() == "finished"
+    assert feed.images == len(evolver.open_run(tmp / "runs" / "a").scores)
+    shutil.copytree(tmp / "runs" / "a", tmp / "runs" / "b")
+    (tmp / "runs" / "b" / "state" / "state.npz").write_bytes(b"not a state")
+    served = Served([tmp / "runs"])
+    rows = run_rows(served, Feeds(), served.runs())[1:]
+    assert [row.children[1].children.children for row in rows] == ["finished", "failed"]
 
 
 def test_a_probe_of_a_runs_lock_does_not_refuse_its_writer(tmp):
