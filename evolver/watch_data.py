@@ -22,6 +22,7 @@ import pandas as pd
 from evolver.records import UNIT_FOLDER
 from evolver.runs import Run, open_run
 from evolver_common import BadInput, FolderLock
+from evolver_common.files import is_regular
 from evolver_common.images import png_bytes
 
 SEARCH_DEPTH = 3  # a sweep's runs lie at SWEEP/runs/NAME
@@ -83,10 +84,15 @@ class Served:
         return path
 
     def file(self, key: str, name: str) -> Path:
-        """A picture of a served run a page may load: best.png or images/gen_NNNN.png."""
+        """A picture of a served run a page may load: best.png or images/gen_NNNN.png, itself a file of the
+        run's folder (a link in its place, or in place of images/, is refused: it may lead anywhere)."""
         if not (name == "best.png" or name.startswith("images/gen_") and name.endswith(".png") and "/" not in name[7:]):
             raise BadInput(f"'{name}' is not a picture a run page shows (best.png, images/gen_NNNN.png).")
-        return self.folder(key) / name
+        folder = self.folder(key)
+        path = folder / name
+        if path.parent.is_symlink() or path.is_symlink() or path.exists() and not is_regular(path):
+            raise BadInput(f"{path} is a link or not a plain file; a run page shows only the run's own pictures.")
+        return path
 
     def describe(self) -> str:
         return ", ".join(str(r) for r in self.roots)

@@ -45,6 +45,13 @@ def test_the_served_folders_bound_what_a_page_may_name(finished_run, tmp):
     for name in ("config.json", "images/../config.json", "../best.png"):
         with pytest.raises(BadInput, match="is not a picture"):
             served.file("0/a", name)
+    (folder / "a" / "best.png").unlink()
+    (folder / "a" / "best.png").symlink_to(tmp / "outside" / "secret.png")
+    shutil.move(folder / "a" / "images", tmp / "outside" / "images")
+    (folder / "a" / "images").symlink_to(tmp / "outside" / "images")
+    for name in ("best.png", "images/gen_0001.png"):
+        with pytest.raises(BadInput, match="is a link or not a plain file"):
+            served.file("0/a", name)
 
 
 def test_a_feed_reads_each_committed_row_once_as_the_run_goes_on(tmp):
