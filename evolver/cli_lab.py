@@ -226,11 +226,8 @@ def watch(paths, host, port, token_env, until_stdin_closes) -> None:
         token = os.environ.get(token_env)
         if not token:
             raise BadInput(f"--token-env {token_env}: the variable is not set or empty; set it to a secret first.")
-    os.nice(10)  # the runs it shows come first
-    import torch
-
-    torch.set_num_threads(1)  # drawing a generation's images again: one core at most
-    serve(paths, host, port, token, until_stdin_closes, announce=lambda line: click.echo(line, err=True))
+    serve(paths, host, port, token, until_stdin_closes, announce=lambda line: click.echo(line, err=True),
+          yield_to_runs=True)
 
 
 COMMANDS = (train_gan, simulate_fmri, fit_encoder, decode, rig_sim, watch)

@@ -17,6 +17,8 @@ import hmac
 import ipaddress
 import json
 import math
+import os
+import socket
 import subprocess
 import sys
 import threading
@@ -313,9 +315,10 @@ def error_page(message: str):
 
 
 def serve(paths: list[Path], host: str = "127.0.0.1", port: int = 8050, token: str | None = None,
-          until_stdin_closes: bool = False, announce=print) -> None:
+          until_stdin_closes: bool = False, announce=print, yield_to_runs: bool = False) -> None:
     """Serve the watch page until Ctrl-C (or, `until_stdin_closes`, until this process's standard input
-    closes: the run that started it has ended). A non-loopback `host` needs a `token`."""
+    closes: the run that started it has ended). A non-loopback `host` needs a `token`. `yield_to_runs`
+    lowers this process's priority (nice 10) and keeps torch to one thread: for a process of its own."""
     import logging
 
     from werkzeug.serving import make_server
@@ -326,11 +329,14 @@ def serve(paths: list[Path], host: str = "127.0.0.1", port: int = 8050, token: s
                        "(docs/watch.md).")
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     app = create_app(paths, token)
-    try:
-        server = make_server(host, port, app.server, threaded=True)
-    except OSError as err:
-        raise BadInput(f"The watcher cannot listen on {host}:{port} ({err.strerror or err}): give another --port, "
-                       "or stop what uses that one.") from None
+    _check_free(host, port)  # werkzeug would print its own lines and exit
+    if yield_to_runs:
+        import torch
+
+        if hasattr(os, "nice"):
+            os.nice(10)
+        torch.set_num_threads(1)  # drawing a generation's images again: one core at most
+    server = make_server(host, port, app.server, threaded=True)
     if until_stdin_closes:
         threading.Thread(target=lambda: (sys.stdin.read(), server.shutdown()), daemon=True).start()
     announce(f"Watching {served_line(paths)} at http://{host}:{server.server_port}/")
@@ -338,6 +344,17 @@ def serve(paths: list[Path], host: str = "127.0.0.1", port: int = 8050, token: s
         server.serve_forever()
     finally:
         server.server_close()
+
+
+def _check_free(host: str, port: int) -> None:
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
+    except OSError as err:
+        raise BadInput(f"The watcher cannot listen on {host}:{port} ({err.strerror or err}): give another --port, or "
+                       "stop what uses that one (or give a --host of this machine).") from None
 
 
 def served_line(paths: list[Path]) -> str:

@@ -159,6 +159,11 @@ def test_watch_refuses_an_open_host_without_a_token_and_a_missing_folder(finishe
     assert result.returncode == 2 and "--token-env" in result.stderr and "SSH tunnel" in result.stderr
     result = evolver_cli("watch", finished_run, "--host", "0.0.0.0", "--token-env", "EVOLVER_NO_SUCH_VARIABLE")
     assert result.returncode == 2 and "not set or empty" in result.stderr
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        result = evolver_cli("watch", finished_run, "--port", taken.getsockname()[1])
+    assert result.returncode == 2 and "cannot listen on 127.0.0.1" in result.stderr and "Address already in use" in result.stderr
     result = evolver_cli("watch", tmp / "nothing" / "here")
     assert result.returncode == 2 and "is not a folder" in result.stderr and "Traceback" not in result.stderr
 
