@@ -180,7 +180,7 @@ def _status_style(status: str) -> dict:
 def traces(feed: Feed) -> list[tuple[str, str]]:
     """(name, column) of the trajectory's lines, in their order; `references` is the interleaved
     reference images' mean response."""
-    columns = feed.generations.columns
+    columns = feed.run.directory.headers()["generations.csv"]  # known before the first generation ends
     lines = [("best", "best"), ("mean", "mean"), ("best so far", "best_so_far")]
     lines += [(name, c) for name, c in (("returned image", "returned"),
                                         ("best noise-free so far", "best_clean_so_far")) if c in columns]

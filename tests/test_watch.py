@@ -55,8 +55,12 @@ def test_the_served_folders_bound_what_a_page_may_name(finished_run, tmp):
 
 
 def test_a_feed_reads_each_committed_row_once_as_the_run_goes_on(tmp):
+    from evolver.watch import traces
+
     with evolver.start(generations=6, out=tmp / "run", retest="none", noise="multiplicative:0.5",
                        reference="procedural:4", interleave=2) as loop:
+        assert [c for _, c in traces(Feed(tmp / "run"))] == ["best", "mean", "best_so_far", "returned",
+                                                               "best_clean_so_far", "references"]  # before gen 0
         loop.step()
         committed(loop)
         feed = Feed(tmp / "run").update()
