@@ -214,6 +214,7 @@ def test_two_way_identification():
     assert two_way_identification(np.array([[1.0, 0.5], [0.9, 0.8]])) == 0.5
 
 
+@pytest.mark.slow  # an outcome check: 4 s
 def test_decoding_identifies_held_out_codes_above_chance(tmp):
     subject = simulate_subject(SubjectOptions(images=400, voxels=150, source="dcgan"))
     summary = decode(subject["responses"], subject["codes"], None, tmp, DecodeOptions(pcs=(10, 20)))

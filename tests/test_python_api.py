@@ -55,6 +55,7 @@ def kill_at(gen: int):
     return kill
 
 
+@pytest.mark.slow  # a kill and an exact resume: 9 s
 def test_a_modules_unit_evolves_and_resumes_after_a_kill_to_the_same_result(tmp):
     whole = evolve(tmp / "whole", 8)
     assert whole.generations == 8 and whole.best > whole.first_best
