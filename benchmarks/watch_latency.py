@@ -103,7 +103,8 @@ def long_run(out: Path, generations: int) -> None:
     """The page of a run past `generations` generations: how long it takes to draw the whole trajectory while
     the run goes on at full speed (both cores busy) and what each update then fetches; and, the run stopped,
     how long a reload takes."""
-    from evolver.watch_data import Feed, is_run_folder
+    from evolver.records import is_run_folder
+    from evolver.watch_data import Feed
 
     run = subprocess.Popen([sys.executable, "-m", "evolver", "run", "--generations", str(3 * generations), "--out",
                             str(out), "--quiet", "--retest", "none"], env={**os.environ, "HF_HUB_OFFLINE": "1"},

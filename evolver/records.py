@@ -36,6 +36,11 @@ RECORDS = ("config.json", "generations.csv", "scores.csv", "references.csv", "re
 UNIT_FOLDER = re.compile(r"unit\d+")  # a unit's run inside a unit set's folder
 
 
+def is_run_folder(path: Path) -> bool:
+    """Whether `path` holds what `RunDirectory.open` needs: config.json and the required tables."""
+    return all((Path(path) / name).is_file() for name in ("config.json", *REQUIRED_TABLES))
+
+
 def npy_bytes(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     np.save(buffer, array, allow_pickle=False)

@@ -139,18 +139,21 @@ class Run:
 
     def images(self, gen: int, generator=None) -> torch.Tensor:
         """Every image of generation `gen`, rendered again from its codes: (n, 3, H, W) in [0, 1]. The
-        generator is the run's own (its recorded name and weights) unless one is given."""
+        generator is the run's own (`generator`) unless one is given."""
         codes = self.codes(gen)
-        if generator is None:
-            import generators
+        return (generator or self.generator).render(codes)
 
-            run = self.config["run"]
-            if not isinstance(run["generator"], str):
-                raise BadInput(f"The run {self.path} was made with a generator object ({run['generator']['object']}); "
-                               "give it again: run.images(gen, generator=...).")
-            generator = generators.create(run["generator"], weights=run["generator_weights"], device="cpu",
-                                          precision="fp32", **(run.get("generator_options") or {}))
-        return generator.render(codes)
+    @cached_property
+    def generator(self):
+        """The run's own generator (its recorded name, options and weights), on the CPU in fp32, made once."""
+        import generators
+
+        run = self.config["run"]
+        if not isinstance(run["generator"], str):
+            raise BadInput(f"The run {self.path} was made with a generator object ({run['generator']['object']}); "
+                           "give it again: run.images(gen, generator=...).")
+        return generators.create(run["generator"], weights=run["generator_weights"], device="cpu",
+                                 precision="fp32", **(run.get("generator_options") or {}))
 
     def _check_generation(self, gen: int) -> None:
         if not 0 <= gen <= self.generation:

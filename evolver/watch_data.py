@@ -14,12 +14,11 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from evolver.records import UNIT_FOLDER
+from evolver.records import UNIT_FOLDER, is_run_folder
 from evolver.runs import Run, open_run
 from evolver_common import BadInput, FolderLock
 from evolver_common.files import is_regular
@@ -29,10 +28,6 @@ SEARCH_DEPTH = 3  # a sweep's runs lie at SWEEP/runs/NAME
 STATUS_EVERY = 1.0  # seconds between two probes of a run's lock
 THUMBNAIL = 96  # pixels, the longer side of the last generation's images on the page
 SHOWN_EVERY = 2.0  # seconds: the last generation's images are drawn again at most this often
-
-
-def is_run_folder(path: Path) -> bool:
-    return (path / "config.json").is_file() and (path / "generations.csv").is_file()
 
 
 def find_runs(root: Path, depth: int = SEARCH_DEPTH) -> list[Path]:
@@ -124,7 +119,6 @@ class Feed:
         self._offsets: dict[str, int] = {}
         self._seen: tuple | None = None
         self._status, self._status_at = "", -math.inf
-        self._generator: Any = None
         self._shown: tuple[int, list[Shown] | str] | None = None
         self._shown_at = -math.inf
         self.lock = threading.Lock()
@@ -198,28 +192,17 @@ class Feed:
         return self._shown
 
     def _render(self, gen: int, scores: pd.DataFrame) -> list[Shown]:
-        import generators
         import torch
 
-        run = self.run.config["run"]
-        if self._generator is None:
-            if not isinstance(run["generator"], str):
-                raise BadInput(f"the run was made with a generator object ({run['generator']['object']}).")
-            self._generator = generators.create(run["generator"], weights=run["generator_weights"], device="cpu",
-                                                precision="fp32", **(run.get("generator_options") or {}))
         codes = self.run.codes(gen)
-        images = self.run.images(gen, generator=self._generator)
-        side = images.shape[-1]
-        if side > THUMBNAIL:
+        images = self.run.images(gen)  # the run's generator is made once, at the first drawing
+        if images.shape[-1] > THUMBNAIL:
             images = torch.nn.functional.interpolate(images, size=THUMBNAIL, mode="area")
         if len(scores) != len(codes) or len(scores) and scores["gen"].iloc[0] != gen:
             raise BadInput(f"scores.csv holds {len(scores)} rows of generation {gen}, its codes {len(codes)}.")
-        shown = []
-        for code, image, image_id, score in zip(codes, images, scores["image_id"], scores["score"]):
-            pixels = (image.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-            src = "data:image/png;base64," + base64.b64encode(png_bytes(pixels)).decode()
-            shown.append(Shown(int(image_id), float(score), float(np.linalg.norm(code)), src))
-        return shown
+        return [Shown(int(image_id), float(score), float(np.linalg.norm(code)),
+                      "data:image/png;base64," + base64.b64encode(png_bytes(image)).decode())
+                for code, image, image_id, score in zip(codes, images, scores["image_id"], scores["score"])]
 
 
 def sparkline(values: np.ndarray, width: int = 120, height: int = 28) -> str:

@@ -14,8 +14,9 @@ import tempfile
 from pathlib import Path
 
 from evolver.checks.watching import headless_chromium, start_paced_run, start_watcher, wait_for
+from evolver.records import is_run_folder
 from evolver.sweep import sweep
-from evolver.watch_data import Feed, is_run_folder
+from evolver.watch_data import Feed
 
 FULL = {"sweep_generations": 30, "session": 150, "shot_at": 50}
 SMOKE = {"sweep_generations": 2, "session": 12, "shot_at": 3}
