@@ -12,7 +12,8 @@ import importlib
 # Imported when first named (`evolver.run`, `from evolver import open_run`): the command line's --help and
 # its argument errors then load no torch.
 _LAZY = {"RunConfig": "experiment", "run": "experiment", "start": "experiment", "resume": "experiment",
-         "Loop": "loop", "no_improvement": "loop", "Run": "runs", "open_run": "runs",
+         "Loop": "loop", "no_improvement": "loop", "Run": "runs", "open_run": "runs", "Session": "runs",
+         "open_session": "runs", "Thread": "session",
          "GenerationRecord": "track", "RunResult": "track"}
 
 __all__ = list(_LAZY)

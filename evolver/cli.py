@@ -133,17 +133,22 @@ def main() -> None:
 @click.option("--retest", help="Name the best image from noisy responses: auto (default: where responses are noisy, "
               "--noise or a recorded neuron, the last generation shows the 10 best-answered images 4 more times "
               "each, counted as images, and the best mean is returned), none, or KxR.")
-@click.option("--resume", type=click.Path(path_type=Path), help="Continue the run in this folder.")
+@click.option("--thread", "thread_texts", multiple=True, help="Make the run a session of several threads on the "
+              "neuron, their images shown in one block a generation (repeat for each thread): KEY=VALUE fields, "
+              "commas between, of generator, generator_weights, optimizer (NAME[:PARAM=VALUE...]), seed, channel and "
+              "generations; fields left out are the run's. E.g. --thread generator=dcgan --thread generator=stimuli.")
+@click.option("--resume", type=click.Path(path_type=Path), help="Continue the run (or session) in this folder.")
 @click.option("--force", multiple=True, help="With --resume: continue although this differs from the record "
               "(device, precision, weights, generator-weights, versions); the change is recorded.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("--watch", "watch_port", type=int, is_flag=False, flag_value=8050, default=None,
               help="Serve the run's live page (evolver watch) while it runs, on port 8050 or the one given.")
 def run(param_pairs, population, class_index, truncation, image_size, out, resume, force, quiet, watch_port,
-        **options) -> None:
+        thread_texts, **options) -> None:
     """Evolve codes for a neuron and record the run."""
     from evolver import experiment
     from evolver.optimizers import parse_params
+    from evolver.session import Thread
 
     command = click.get_current_context().meta["command"]
     params = parse_params(param_pairs)
@@ -158,18 +163,22 @@ def run(param_pairs, population, class_index, truncation, image_size, out, resum
         raise BadInput("--force goes with --resume: it accepts a difference from a run's record.")
     if resume and out:
         raise BadInput("--out and --resume do not go together: a resumed run stays in its own folder.")
+    if resume and thread_texts:
+        raise BadInput("--thread and --resume do not go together: a session continues with the threads it began with.")
+    threads = [Thread.parse(text) for text in thread_texts] or None
     config = None if resume else experiment.RunConfig(params=params, **requested)
     out = resume or out or experiment.default_run_path(config)
     with _watched(out, watch_port):
         if resume:
             result = experiment.resume(resume, progress=not quiet, params=params or None, force=force, **requested)
         else:
-            result = experiment.run(config, out=out, progress=not quiet, command=command)
-    if isinstance(result, list):  # a unit set: one run a unit
+            result = experiment.run(config, out=out, progress=not quiet, command=command, threads=threads)
+    if isinstance(result, list):  # a unit set (one run a unit) or a session (one a thread)
         for one in result:
             click.echo(f"{one.path.name:>10}: best {one.best:.4g} (generation {one.best_generation}); "
                        f"first generation's best {one.first_best:.4g}")
-        click.echo(f"\n{len(result)} runs, one a unit, in {result[0].path.parent}")
+        kind = "a thread" if result[0].path.name.startswith("thread") else "a unit"
+        click.echo(f"\n{len(result)} runs, one {kind}, in {result[0].path.parent}")
     else:
         _summarise(result)
 

@@ -168,6 +168,9 @@ def decode(responses_path, codes_path, images_path, out, **options) -> None:
 @click.option("--token-env", help="The environment variable holding that token (kept off the command line).")
 @click.option("--log", type=click.Path(path_type=Path), help="JSON-lines file of every response sent.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--channels", type=int, default=1, show_default=True, help="Play an array of this many channels: the "
+              "neuron's unit and the next ones of its layer (stimnet:relu4:unit0 with 16: units 0-15).")
+@click.option("--silent", type=int, help="Channels of the array that answer zero, chosen by --seed (default: a quarter).")
 @click.option("--idle-exit", type=float, default=0.0, show_default=True,
               help="Stop after this many seconds without a block (0: never).")
 @click.option("--crash-after", type=int, default=0, show_default=True, help="Fault: exit (status 3) after N blocks.")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -11,7 +12,8 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from evolver.pages import write_page
-from evolver.runs import open_run
+from evolver.records import is_session
+from evolver.runs import open_run, open_session
 from evolver_common.images import png_bytes
 
 IMAGES_PER_RUN = 6
@@ -32,10 +34,26 @@ def _data_uri(image: np.ndarray) -> str:
     return "data:image/png;base64," + base64.b64encode(png_bytes(image)).decode()
 
 
+def _label(run) -> str:
+    """A run's name in a legend; a session's thread by what it asked that differs from the session's run."""
+    if run.thread is None:
+        return f"{run.path.name} ({run.config['resolved']['neuron']['spec']})"
+    asked = ", ".join(f"{k}={v if isinstance(v, (str, int)) else json.dumps(v)}" for k, v in run.thread.items())
+    return f"{run.path.name} ({asked or 'as the session'})"
+
+
+def opened_runs(paths: Sequence[str | Path]) -> list:
+    """The runs of `paths`, a session's folder standing for its threads."""
+    opened = []
+    for path in paths:
+        opened += open_session(path).threads if is_session(Path(path)) else [open_run(path)]
+    return opened
+
+
 def trajectory_figure(runs: Sequence[str | Path], generations: Sequence[int] | None = None) -> go.Figure:
-    """Best and mean response (± s.d.) per generation for each run, overlaid, with the best
-    image of chosen generations (default: evenly spaced) of each run beneath."""
-    opened = [open_run(r) for r in runs]
+    """Best and mean response (± s.d.) per generation for each run (each thread of a session), overlaid, with
+    the best image of chosen generations (default: evenly spaced) of each run beneath."""
+    opened = opened_runs(runs)
     tables = [r.generations for r in opened]
     shown = [_picked(t["gen"].tolist(), generations) for t in tables][:MAX_IMAGE_ROWS]
     cols = max([len(s) for s in shown] + [1])
@@ -49,7 +67,7 @@ def trajectory_figure(runs: Sequence[str | Path], generations: Sequence[int] | N
     palette = plotly.colors.qualitative.Plotly
     for k, (run, table) in enumerate(zip(opened, tables)):
         color = palette[k % len(palette)]
-        name = f"{run.path.name} ({run.config['resolved']['neuron']['spec']})"
+        name = _label(run)
         band = np.concatenate([table["mean"] + table["std"], (table["mean"] - table["std"])[::-1]])
         fig.add_trace(go.Scatter(x=np.concatenate([table["gen"], table["gen"][::-1]]), y=band, fill="toself",
                                  fillcolor=color, opacity=0.15, line=dict(width=0), hoverinfo="skip",

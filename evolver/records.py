@@ -32,13 +32,45 @@ REQUIRED_TABLES = ("generations.csv", "scores.csv")
 STATE_FILE = Path("state") / "state.npz"
 # what a run writes: none may be a symbolic link (evolver_common.files)
 RECORDS = ("config.json", "generations.csv", "scores.csv", "references.csv", "reference.csv", "state", "codes",
-           "images", "best.png", "best_code.npy", "best.json", "trajectory.html", FolderLock.NAME)
+           "channels", "images", "best.png", "best_code.npy", "best.json", "trajectory.html", FolderLock.NAME)
 UNIT_FOLDER = re.compile(r"unit\d+")  # a unit's run inside a unit set's folder
+# A session's folder (evolver.session): what it asked, each block's order, its commit, a run folder a thread.
+SESSION_FILE = "session.json"
+SESSION_STATE = Path("state") / "session.npz"
+BLOCKS = "blocks.csv"
+THREAD_FOLDER = re.compile(r"thread(\d+)")
 
 
 def is_run_folder(path: Path) -> bool:
     """Whether `path` holds what `RunDirectory.open` needs: config.json and the required tables."""
     return all((Path(path) / name).is_file() for name in ("config.json", *REQUIRED_TABLES))
+
+
+def is_session(path: Path) -> bool:
+    """Whether `path` is a session's folder (evolver.session)."""
+    return (Path(path) / SESSION_FILE).is_file()
+
+
+def session_record(path: Path) -> dict[str, Any]:
+    """A session's session.json (its run options and threads as asked); BadInput naming it if damaged."""
+    try:
+        recorded = json.loads((Path(path) / SESSION_FILE).read_text(encoding="utf-8"))
+        if not isinstance(recorded.get("run"), dict) or not isinstance(recorded.get("threads"), list):
+            raise ValueError("it does not hold a session's \"run\" and \"threads\"")
+        return recorded
+    except (ValueError, UnicodeDecodeError, AttributeError) as err:
+        raise BadInput(f"{Path(path) / SESSION_FILE} is damaged ({type(err).__name__}: {str(err)[:200]}), so the "
+                       "session cannot be read as one or continued. Its threads' folders are intact and readable "
+                       "(evolver.open_run).") from None
+
+
+def holder(path: Path) -> Path | None:
+    """The folder whose lock holds the run at `path` while it runs as one of several: its unit set's or its
+    session's; None for a run of its own."""
+    path = Path(path)
+    if UNIT_FOLDER.fullmatch(path.name) or THREAD_FOLDER.fullmatch(path.name) and is_session(path.parent):
+        return path.parent
+    return None
 
 
 def npy_bytes(array: np.ndarray) -> bytes:
@@ -233,13 +265,22 @@ class RunDirectory:
             self._tallies[name] = tally
         return self._tallies[name]
 
-    def commit(self, state: RunState) -> None:
-        """Make everything written so far part of the run: `state` with each table's length, rows and digest."""
+    def commit(self, state: RunState, tree: dict[str, Any] | None = None) -> None:
+        """Make everything written so far part of the run: `state` with each table's length, rows and digest
+        (`tree`: that as `committed_tree` gave it, for a session that records it first)."""
+        write_atomic(self.path / STATE_FILE, state_bytes(tree if tree is not None else self.committed_tree(state)))
+
+    def restore(self, tree: dict[str, Any]) -> None:
+        """Commit `tree` (a `committed_tree` a session recorded) as the run's state: the generation its session
+        committed, which a kill kept from reaching the run's own state file."""
+        write_atomic(self.path / STATE_FILE, state_bytes(tree))
+
+    def committed_tree(self, state: RunState) -> dict[str, Any]:
+        """What `commit` writes: `state` with each table's length, rows and digest as written so far."""
         tallies = {name: self._tally(name) for name in self.headers()}
-        tree = {**state.to_tree(), "table_bytes": {n: t.size for n, t in tallies.items()},
+        return {**state.to_tree(), "table_bytes": {n: t.size for n, t in tallies.items()},
                 "table_rows": {n: t.rows for n, t in tallies.items()},
                 "table_digests": {n: t.digest.hexdigest() for n, t in tallies.items()}}
-        write_atomic(self.path / STATE_FILE, state_bytes(tree))
 
     def state(self) -> RunState | None:
         """The last committed state, brought to the current schema, or None if no generation has finished."""

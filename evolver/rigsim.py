@@ -1,9 +1,11 @@
 """`evolver rig-sim`: a separate process that plays the rig for either recorded-neuron adapter.
 
 It "presents" each block (an optional delay), answers from a simulated neuron with an optional
-noise model, logs every response it sends (JSON lines: block, id, response), and injects faults on
-command: crash after N blocks, drop a share of responses, answer late, answer twice, send malformed
-data first, reorder the ids.
+noise model, logs every response it sends (JSON lines: block, id, response, and every channel's where it
+plays an array), and injects faults on command: crash after N blocks, drop a share of responses, answer
+late, answer twice, send malformed data first, reorder the ids. With `channels` > 1 it plays an array: K
+units of the neuron's layer (the neuron's unit and the next K - 1), `silent` of them (chosen by the seed)
+answering nothing but zero, the noise drawn for each channel.
 """
 from __future__ import annotations
 
@@ -49,6 +51,8 @@ class RigSimConfig:
     token: str | None = None
     log: str | None = None  # JSON-lines file of every response sent
     idle_exit: float = 0.0  # stop after this many seconds without a block; 0 = never
+    channels: int = 1  # an array of this many channels: the neuron's unit and the next ones of its layer
+    silent: int | None = None  # channels that answer zero (default: a quarter of an array's)
 
 
 class RigSim:
@@ -56,30 +60,37 @@ class RigSim:
 
     def __init__(self, config: RigSimConfig, faults: Faults):
         self.config, self.faults = config, faults
-        self.neuron = neurons.create(config.neuron, device="cpu", precision="fp32")
+        self.neuron = neurons.create(array_spec(config.neuron, config.channels), device="cpu", precision="fp32")
         self.noise = Noise.parse(config.noise) if config.noise else None
         self.rng = np.random.default_rng(config.seed)
+        silent = config.channels // 4 if config.silent is None else config.silent
+        if not 0 <= silent <= config.channels:
+            raise BadInput(f"--silent {silent}: give 0 to --channels ({config.channels}) channels that answer zero.")
+        self.silent = np.sort(self.rng.choice(config.channels, silent, replace=False)) if config.channels > 1 else []
         self.answered = 0
         self.malformed_left = faults.malformed
 
     def responses(self, ids: list[str], images: torch.Tensor) -> tuple[list[str], np.ndarray]:
-        """The ids answered and their responses (n, 1), after drop and reorder faults; logged."""
+        """The ids answered and their responses (n, channels), after drop and reorder faults; logged."""
         time.sleep(self.config.delay)
-        values = np.asarray(self.neuron(images), dtype=np.float64)
+        values = np.asarray(self.neuron(images), dtype=np.float64).reshape(len(images), -1)
+        values[:, self.silent] = 0.0
         if self.noise:
             values = self.noise(values, self.rng)
         keep = [i for i in range(len(ids)) if self.rng.random() >= self.faults.drop]
         if self.faults.reorder:
             keep = list(self.rng.permutation(keep))
-        return [ids[i] for i in keep], values[keep][:, None]
+        return [ids[i] for i in keep], values[keep]
 
     def log(self, block: int, ids: list[str], values: np.ndarray, session: str | None = None) -> None:
         """One JSON line per response sent; `session`: the evolver session that asked (ZeroMQ protocol 2)."""
         if self.config.log:
             where = {"session": session} if session is not None else {}
             with open(self.config.log, "a") as f:
-                for image_id, value in zip(ids, values[:, 0]):
-                    f.write(json.dumps({**where, "block": block, "id": image_id, "response": float(value)}) + "\n")
+                for image_id, row in zip(ids, values):
+                    array = {"channels": row.tolist()} if self.config.channels > 1 else {}
+                    f.write(json.dumps({**where, "block": block, "id": image_id, "response": float(row[0]), **array})
+                            + "\n")
 
     def finished_block(self) -> None:
         self.answered += 1
@@ -92,6 +103,21 @@ class RigSim:
             self.malformed_left -= 1
             return True
         return False
+
+
+def array_spec(neuron: str, channels: int) -> str:
+    """The unit set an array of `channels` reads: the unit of `neuron` (MODEL:LAYER:UNIT) and the next ones."""
+    if channels == 1:
+        return neuron
+    from neurons.spec import UnitSpec
+
+    if not 2 <= channels <= 1024:
+        raise BadInput(f"--channels {channels}: an array has 1 to 1,024 channels.")
+    unit = UnitSpec.parse(neuron)
+    if isinstance(unit.unit, tuple):
+        raise BadInput(f"--channels reads the units of a layer from one unit's spec (MODEL:LAYER:UNIT); got the set "
+                       f"'{neuron}'.")
+    return str(UnitSpec(unit.model, unit.layer, tuple(range(unit.unit, unit.unit + channels)), unit.position))
 
 
 def _image(data: bytes) -> torch.Tensor:

@@ -10,6 +10,7 @@ run that another process is still writing: rows of a generation being written ar
 """
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -19,7 +20,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from evolver.records import RunDirectory
+from evolver.records import (BLOCKS, SESSION_FILE, SESSION_STATE, THREAD_FOLDER, RunDirectory, is_session, read_state,
+                             session_record)
 from evolver.retest import Retest
 from evolver.run_state import RunState
 from evolver_common import BadInput
@@ -118,10 +120,40 @@ class Run:
         retest = Retest.resolve(self.config["resolved"]["retest"], True, run["generations"], run.get("images"))
         return self.state.finished(run["generations"], run.get("images"), retest)
 
+    @cached_property
+    def thread(self) -> dict[str, Any] | None:
+        """Where the run is a session's thread (`SESSION/threadK`), what the thread asked that differs from the
+        session's options (session.json); None for a run of its own."""
+        match = THREAD_FOLDER.fullmatch(self.path.name)
+        if not match or not is_session(self.path.parent):
+            return None
+        threads = session_record(self.path.parent)["threads"]
+        return threads[int(match[1])] if int(match[1]) < len(threads) else None
+
     @property
     def generation(self) -> int:
         """The last committed generation (-1 before the first)."""
         return self.state.generation if self.state else -1
+
+    def channels(self, gen: int) -> pd.DataFrame:
+        """Every channel's response to each image of generation `gen`, where the run records them (a rig's
+        array; a session on a unit set): one row an image, as scores.csv then references.csv list them
+        (`image_id`: the image's id, or a reference image's name), then `channel_0`, `channel_1`, ... (NaN
+        where a channel did not answer). The responses are as the neuron gave them, before simulated noise."""
+        self._check_generation(gen)
+        path = self.path / "channels" / f"gen_{gen:04d}.npy"
+        if not path.is_file():
+            raise BadInput(f"{self.path} records no channels: a run records every channel's responses where its "
+                           "neuron has several (a rig, or a session on a unit set).")
+        values = np.load(path, allow_pickle=False)
+        scores, references = self.scores, self.references
+        images = scores.loc[scores.gen == gen, "image_id"].tolist()
+        if references is not None:
+            images += references.loc[references.gen == gen, "image"].tolist()
+        frame = pd.DataFrame(values, columns=[f"channel_{k}" for k in range(values.shape[1])])
+        frame.insert(0, "image_id", images)
+        frame.insert(0, "gen", gen)
+        return frame
 
     def codes(self, gen: int) -> np.ndarray:
         """The codes shown in generation `gen`: (n, code_dim) float32."""
@@ -168,3 +200,34 @@ class Run:
 def open_run(path: str | Path) -> Run:
     """The run folder at `path`, read-only, as committed now (BadInput if it is not a run folder)."""
     return Run(path)
+
+
+class Session:
+    """A session's folder (evolver.session), read-only: `config` (session.json: the run's options and the
+    threads as asked), `threads` (a Run a thread, in order), `blocks` (blocks.csv as committed: each block's
+    images in the order shown, `thread` empty for a reference image)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        if not is_session(self.path):
+            raise BadInput(f"{self.path} is not a session's folder: it has no {SESSION_FILE} (a session is what "
+                           "`evolver run --thread ... --thread ...` writes).")
+        self.config = session_record(self.path)
+        self.threads = [Run(self.path / f"thread{k}") for k in range(len(self.config["threads"]))
+                        if (self.path / f"thread{k}" / "config.json").is_file()]
+
+    @property
+    def blocks(self) -> pd.DataFrame:
+        state = self.path / SESSION_STATE
+        size = int(read_state(state)["blocks_bytes"]) if state.is_file() else None
+        with open(self.path / BLOCKS, "rb") as f:
+            data = f.read(size) if size is not None else f.readline()
+        return pd.read_csv(io.BytesIO(data), dtype={"thread": "Int64", "image_id": str})
+
+    def __repr__(self) -> str:
+        return f"Session({str(self.path)!r}, {len(self.threads)} threads)"
+
+
+def open_session(path: str | Path) -> Session:
+    """The session folder at `path`, read-only (BadInput if it is not one)."""
+    return Session(path)

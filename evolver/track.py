@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import os
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -81,20 +80,23 @@ class Track:
         directory: its folder (None until the caller has created it); `state`, the committed state when it
             is resumed (None for a new run).
         reference: the reference images' noise-free responses (k,), their images and names, or None.
-        column: which column of the loop neuron's responses is this run's.
+        column: which column of the loop neuron's responses is this run's: an index, or a callable of the
+            responses (n, columns) that gives the run's (n,) (a rig's channel selection, `neurons.recorded`).
         retest: the shortlist shown again in the run's last generation to name its best image, or None
             (evolver.retest).
     """
 
     def __init__(self, config, neuron, optimizer, noise, noise_rng: np.random.Generator, directory: RunDirectory | None,
-                 state: RunState | None = None, reference=None, column: int = 0, retest: Retest | None = None):
+                 state: RunState | None = None, reference=None, column: int | Callable[[np.ndarray], np.ndarray] = 0,
+                 retest: Retest | None = None, tag: str | None = None):
         self.config, self.neuron, self.optimizer, self.retest = config, neuron, optimizer, retest
         self.noise, self.noise_rng = noise, noise_rng
-        self.directory, self.column = directory, column
+        self.directory, self.read = directory, column if callable(column) else Column(column)
+        self.tag = tag  # the prefix of its images' ids where one block holds several runs' images
         self.reference, self.reference_images, self.reference_names = reference or (None, None, None)
         self.state = state or RunState()
         self.stopped = False
-        self.generator = None  # the loop's, once a Loop drives the track
+        self.generator = None  # its own (a session's thread's), else the loop's once a Loop drives it
         self.writing = None
         if self.state.components:
             self.load_state_dict(self.state.components)
@@ -128,6 +130,10 @@ class Track:
     def ids(self, n: int) -> np.ndarray:
         return np.arange(self.state.next_image_id, self.state.next_image_id + n)
 
+    def image_ids(self, n: int) -> list[str]:
+        """The ids the neuron is given for the next `n` images: the run's image ids, prefixed by its tag."""
+        return [f"{self.tag}:{i}" if self.tag else str(i) for i in self.ids(n)]
+
     def interleaved(self) -> tuple[list[int], list[str]]:
         """The reference images shown in this generation's block: indices into the set, and their ids."""
         if not self.config.interleave:
@@ -155,12 +161,14 @@ class Track:
             self.neuron.load_state_dict(state["neuron"])
 
     def conclude(self, codes: np.ndarray, parents, image: Callable[[int], torch.Tensor], clean: np.ndarray,
-                 references: np.ndarray, reference_names: list[str], seconds: float,
-                 writer: ThreadPoolExecutor, represented: int = 0) -> GenerationRecord:
-        """Apply the noise, tell the optimizer (or, in the re-test, choose the image to return), update the
-        state and hand the generation's records to `writer`. `image(k)` is the image (3, H, W) of code k;
-        `clean` holds the noise-free responses to the codes' images, then to `references`; `represented` is
-        how many times images of this generation were shown again for a missing response."""
+                 references: np.ndarray, reference_names: list[str], seconds: float, represented: int = 0,
+                 channels: np.ndarray | None = None) -> tuple[GenerationRecord, Records]:
+        """Apply the noise, tell the optimizer (or, in the re-test, choose the image to return) and update the
+        state; return the generation's record and what it leaves on disk (written by `record_generation`).
+        `image(k)` is the image (3, H, W) of code k; `clean` holds the noise-free responses to the codes'
+        images, `references` to the reference images shown; `represented` is how many times images of this
+        generation were shown again for a missing response; `channels` every channel's responses (codes' rows,
+        then the references'), or None."""
         gen, before = self.gen, self.state
         told = self.noise(np.concatenate([clean, references]), self.noise_rng) if self.noise else \
             np.concatenate([clean, references])
@@ -188,16 +196,16 @@ class Track:
             float(np.nanmax(self.reference)) if self.reference is not None else float("nan"),
             best.score if best else float("nan"), best.clean if best else float("nan"))
         records = Records(
+            directory=self.directory, state=self.state,
             gen=gen, codes=codes.astype(np.float32), top_image=to_uint8(image(top)) if top is not None else None,
             figures=figures,
             references=[ReferenceRow(gen, name, float(s)) for name, s in zip(reference_names, reference_scores)],
             best=best if best is not before.best else None,
-            scores=[ScoreRow(gen, int(i), lin, float(s), float(c)) for i, lin, s, c in zip(ids, lineage, scores, clean)])
-        self.wait()  # in order, and a failed write stops the run here
-        self.writing = writer.submit(_record, self.directory, records, self.state)
+            scores=[ScoreRow(gen, int(i), lin, float(s), float(c))
+                    for i, lin, s, c in zip(ids, lineage, scores, clean)], channels=channels)
         told_best, told_mean, _ = summary(scores)
         return GenerationRecord(self.directory.path, gen, self.state.next_image_id, told_best, told_mean,
-                                self.best_told, seconds, scores, clean)
+                                self.best_told, seconds, scores, clean), records
 
     @property
     def best_told(self) -> float:
@@ -265,10 +273,24 @@ def notes(track: Track) -> list[str]:
     return found
 
 
+@dataclass(frozen=True)
+class Column:
+    """The run's column of the loop neuron's responses (n, columns): NaN where a rig answered fewer."""
+
+    index: int
+
+    def __call__(self, responses: np.ndarray) -> np.ndarray:
+        if self.index >= responses.shape[1]:
+            return np.full(len(responses), np.nan)
+        return responses[:, self.index]
+
+
 @dataclass
 class Records:
-    """What one generation leaves on disk (docs/run-folder.md)."""
+    """What one generation leaves on disk (docs/run-folder.md), and the state that commits it."""
 
+    directory: RunDirectory
+    state: RunState
     gen: int
     codes: np.ndarray
     top_image: np.ndarray | None  # (H, W, 3) uint8
@@ -276,18 +298,31 @@ class Records:
     scores: list[ScoreRow]
     references: list[ReferenceRow]
     best: Best | None  # a new best to write (best.png, best_code.npy, best.json), or None
+    channels: np.ndarray | None = None  # (images, channels): every channel's responses, rows as scores then references
+
+    def write(self) -> None:
+        """The generation's files and rows, not yet committed."""
+        directory = self.directory
+        directory.write_file(f"codes/gen_{self.gen:04d}.npy", npy_bytes(self.codes))
+        if self.channels is not None:
+            directory.write_file(f"channels/gen_{self.gen:04d}.npy", npy_bytes(self.channels))
+        if self.top_image is not None:
+            directory.write_file(f"images/gen_{self.gen:04d}.png", png_bytes(self.top_image))
+        if self.references:
+            directory.append(REFERENCES, self.references)
+        directory.append(GENERATIONS, [self.figures])
+        directory.append(SCORES, self.scores)
+
+    def commit(self, tree: dict[str, Any] | None = None) -> None:
+        """Commit the generation (with `tree`, the state as the session recorded it, where given), then
+        write its new best."""
+        self.directory.commit(self.state, tree)
+        if self.best is not None:
+            self.directory.write_best(self.best)
 
 
-def _record(directory: RunDirectory, records: Records, state: RunState) -> None:
+def record_generation(records: Records) -> None:
     """Write a generation's files and rows, then commit it: only then does it count as finished."""
-    directory.write_file(f"codes/gen_{records.gen:04d}.npy", npy_bytes(records.codes))
-    if records.top_image is not None:
-        directory.write_file(f"images/gen_{records.gen:04d}.png", png_bytes(records.top_image))
-    if records.references:
-        directory.append(REFERENCES, records.references)
-    directory.append(GENERATIONS, [records.figures])
-    directory.append(SCORES, records.scores)
-    directory.commit(state)
-    if records.best is not None:
-        directory.write_best(records.best)
+    records.write()
+    records.commit()
     release_freed_memory()

@@ -28,7 +28,10 @@ from urllib.parse import quote, unquote
 
 import numpy as np
 
-from evolver.watch_data import Feed, Feeds, Served, sparkline
+from evolver.records import is_session
+from evolver.watch_data import Feed, Feeds, Served, file_url, number, sparkline, status_style
+from evolver.watch_session import register as register_session_page
+from evolver.watch_session import session_page
 from evolver_common import BadInput
 
 TICK_MS = 500  # how often a run's page asks for what is new
@@ -38,8 +41,6 @@ IDLE_TICK_MS = 5000  # both, for a run no process holds (finished or interrupted
 STRIP = 24  # best images of every Kth generation on a run's page
 TOKEN_COOKIE = "evolver_watch_token"
 STYLE = {"font-family": "system-ui, sans-serif", "margin": "12px 20px", "color": "#222"}
-STATUS_COLOURS = {"running": "#2a7", "finished": "#357", "interrupted": "#c60", "starting": "#888",
-                  "failed": "#c00"}
 
 
 def is_loopback(host: str) -> bool:
@@ -82,15 +83,21 @@ def create_app(paths: list[Path], token: str | None = None):
             if pathname.startswith("/run/"):
                 key = pathname[len("/run/"):]
                 return run_page(key, feeds(served.folder(key)))
+            if pathname.startswith("/session/"):
+                return session_page(served, feeds, pathname[len("/session/"):])
             if pathname != "/":
                 raise BadInput(f"There is no page at {pathname}. This watcher shows {served.describe()}: its "
                                "list of runs is at /, each run at /run/….")
             runs = served.runs()
             if len(runs) == 1 and runs[0][1] in served.roots:
                 return run_page(runs[0][0], feeds(runs[0][1]))
+            if len(served.roots) == 1 and is_session(served.roots[0]):
+                return session_page(served, feeds, "0")
             return list_page(served)
         except BadInput as err:
             return error_page(str(err))
+
+    register_session_page(app, served, feeds)
 
     @app.callback(Output("runs", "children"), Output("goto", "href"), Input("list-tick", "n_intervals"))
     def list_rows(_):
@@ -108,13 +115,13 @@ def create_app(paths: list[Path], token: str | None = None):
             feed = feeds(served.folder(sent["key"]))
             status = feed.status()
         except (BadInput, OSError, ValueError):  # the folder gone or damaged while watched: say so, keep what is drawn
-            return (dash.no_update, dash.no_update, "failed", _status_style("failed"), *(dash.no_update,) * 4,
+            return (dash.no_update, dash.no_update, "failed", status_style("failed"), *(dash.no_update,) * 4,
                     IDLE_TICK_MS, IDLE_TICK_MS)
         ticks = (TICK_MS, SHOWN_TICK_MS) if status in ("running", "starting") else (IDLE_TICK_MS, IDLE_TICK_MS)
         if feed.generation == sent["gen"]:
-            return (dash.no_update, dash.no_update, status, _status_style(status), *(dash.no_update,) * 4, *ticks)
+            return (dash.no_update, dash.no_update, status, status_style(status), *(dash.no_update,) * 4, *ticks)
         extension = [extend(feed, sent["gen"], sent["traces"]), list(range(len(sent["traces"])))]
-        return (extension, {**sent, "gen": feed.generation}, status, _status_style(status), counts(feed),
+        return (extension, {**sent, "gen": feed.generation}, status, status_style(status), counts(feed),
                 *best_image(sent["key"], feed), strip(sent["key"], feed), *ticks)
 
     @app.callback(Output("shown", "children"), Output("shown-gen", "data"), Input("shown-tick", "n_intervals"),
@@ -128,9 +135,9 @@ def create_app(paths: list[Path], token: str | None = None):
         title = html.H3(f"Generation {gen}: its {len(shown)} images and their responses (click one)")
         return [title, html.Div([
             html.Figure([html.Img(src=s.src, id={"type": "shown", "index": i}, n_clicks=0,
-                                  title=f"image {s.image_id}: {_number(s.response)}",
+                                  title=f"image {s.image_id}: {number(s.response)}",
                                   style={"width": "72px", "height": "72px", "cursor": "pointer"}),
-                         html.Figcaption(_number(s.response), style={"font-size": "11px"})],
+                         html.Figcaption(number(s.response), style={"font-size": "11px"})],
                         style={"display": "inline-block", "margin": "2px", "text-align": "center"})
             for i, s in enumerate(shown)])], gen
 
@@ -142,7 +149,7 @@ def create_app(paths: list[Path], token: str | None = None):
         if index is None or isinstance(shown, str) or index >= len(shown):
             return dash.no_update
         s = shown[index]
-        return (f"Image {s.image_id}, generation {gen}: response {_number(s.response)}, "
+        return (f"Image {s.image_id}, generation {gen}: response {number(s.response)}, "
                 f"code norm {s.code_norm:.3g}.")
 
     return app
@@ -166,15 +173,6 @@ def _require_token(server, token: str) -> None:
         if getattr(flask.g, "token_in_url", False):  # the page's own requests carry it from now on
             response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="Strict")
         return response
-
-
-def _number(value: float) -> str:
-    return "missing" if not math.isfinite(value) else f"{value:.4g}"
-
-
-def _status_style(status: str) -> dict:
-    return {"color": "white", "background": STATUS_COLOURS.get(status, "#888"), "padding": "1px 8px",
-            "border-radius": "8px", "font-size": "14px"}
 
 
 def traces(feed: Feed) -> list[tuple[str, str]]:
@@ -216,11 +214,11 @@ def best_image(key: str, feed: Feed) -> tuple[str, str]:
     best = feed.run.best
     if best is None:
         return "", "No response has come back yet."
-    caption = (f"image {best.image_id} of generation {best.generation}: response {_number(best.response)}"
+    caption = (f"image {best.image_id} of generation {best.generation}: response {number(best.response)}"
                + (f" (mean of {best.presentations} presentations)" if best.presentations > 1 else "")
-               + (f", noise-free {_number(best.clean)}" if math.isfinite(best.clean) and best.clean != best.response
+               + (f", noise-free {number(best.clean)}" if math.isfinite(best.clean) and best.clean != best.response
                   else ""))
-    return f"{_file_url(key, 'best.png')}&image={best.image_id}", caption  # fetched again when the best changes
+    return f"{file_url(key, 'best.png')}&image={best.image_id}", caption  # fetched again when the best changes
 
 
 def strip(key: str, feed: Feed) -> list:
@@ -228,14 +226,9 @@ def strip(key: str, feed: Feed) -> list:
 
     every = max(1, math.ceil((feed.generation + 1) / STRIP))
     gens = list(range(0, feed.generation + 1, every))
-    return [html.Figure([html.Img(src=_file_url(key, f"images/gen_{g:04d}.png"), style={"width": "56px"}),
+    return [html.Figure([html.Img(src=file_url(key, f"images/gen_{g:04d}.png"), style={"width": "56px"}),
                          html.Figcaption(str(g), style={"font-size": "11px"})],
                         style={"display": "inline-block", "margin": "1px", "text-align": "center"}) for g in gens]
-
-
-def _file_url(key: str, name: str) -> str:
-    index, _, relative = key.partition("/")
-    return f"/files/{index}/{name}?run={quote(relative)}"
 
 
 def run_page(key: str, feed: Feed):
@@ -291,17 +284,24 @@ def run_rows(served: Served, feeds: Feeds, runs: list[tuple[str, Path]]) -> list
     rows = [html.Tr([html.Th(h, style=cell) for h in ("run", "status", "generations", "best so far", "")])]
     if not runs:
         return [html.Tr(html.Td("No run here yet; the list follows as runs are made.", style=cell))]
+    sessions = set()
     for key, path in runs:
+        if is_session(path.parent) and path.parent not in sessions:  # its threads follow, indented
+            sessions.add(path.parent)
+            session = key.rpartition("/")[0]
+            rows.append(html.Tr(html.Td(dcc.Link(f"{session.partition('/')[2] or path.parent.name}: a session, its "
+                                                 "threads side by side", href=f"/session/{quote(session)}"),
+                                        colSpan=5, style=cell)))
         try:
             feed = feeds(path)
             status, gen = feed.status(), f"{feed.generation + 1} of {feed.planned}"
             values = feed.generations["best_so_far"].to_numpy() if len(feed.generations) else np.array([])
-            best = _number(values[-1]) if len(values) else ""
+            best = number(values[-1]) if len(values) else ""
         except (BadInput, OSError, ValueError):  # its records cannot be read: damaged, or a run that failed so
             status, gen, best, values = "failed", "", "", np.array([])
         rows.append(html.Tr([
             html.Td(dcc.Link(key.partition("/")[2] or path.name, href=f"/run/{quote(key)}"), style=cell),
-            html.Td(html.Span(status, style=_status_style(status)), style=cell),
+            html.Td(html.Span(status, style=status_style(status)), style=cell),
             html.Td(gen, style=cell), html.Td(best, style=cell),
             html.Td(html.Img(src=sparkline(values)), style=cell)]))
     return rows

@@ -14,11 +14,12 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 import pandas as pd
 
-from evolver.records import UNIT_FOLDER, is_run_folder
+from evolver.records import holder, is_run_folder, is_session
 from evolver.runs import Run, open_run
 from evolver_common import BadInput, FolderLock
 from evolver_common.files import is_regular
@@ -28,6 +29,25 @@ SEARCH_DEPTH = 3  # a sweep's runs lie at SWEEP/runs/NAME
 STATUS_EVERY = 1.0  # seconds between two probes of a run's lock
 THUMBNAIL = 96  # pixels, the longer side of the last generation's images on the page
 SHOWN_EVERY = 2.0  # seconds: the last generation's images are drawn again at most this often
+STATUS_COLOURS = {"running": "#2a7", "finished": "#357", "interrupted": "#c60", "starting": "#888",
+                  "failed": "#c00"}
+
+
+def number(value: float) -> str:
+    """A response as a page shows it."""
+    return "missing" if not math.isfinite(value) else f"{value:.4g}"
+
+
+def status_style(status: str) -> dict:
+    """The badge of a run's status."""
+    return {"color": "white", "background": STATUS_COLOURS.get(status, "#888"), "padding": "1px 8px",
+            "border-radius": "8px", "font-size": "14px"}
+
+
+def file_url(key: str, name: str) -> str:
+    """Where a page fetches picture `name` of the served run `key` (the watcher's files route)."""
+    index, _, relative = key.partition("/")
+    return f"/files/{index}/{name}?run={quote(relative)}"
 
 
 def find_runs(root: Path, depth: int = SEARCH_DEPTH) -> list[Path]:
@@ -65,6 +85,21 @@ class Served:
 
     def folder(self, key: str) -> Path:
         """The run folder `key` names, or BadInput saying why not: outside the served folders, or no run."""
+        path = self._inside(key)
+        if not is_run_folder(path):
+            raise BadInput(f"{path} is not a run folder (config.json and generations.csv are what `evolver run` "
+                           f"writes); the served folders are {self.describe()}.")
+        return path
+
+    def session(self, key: str) -> Path:
+        """The session's folder `key` names (evolver.session), or BadInput saying why not."""
+        path = self._inside(key)
+        if not is_session(path):
+            raise BadInput(f"{path} is not a session's folder (session.json is what `evolver run --thread ...` "
+                           f"writes); the served folders are {self.describe()}.")
+        return path
+
+    def _inside(self, key: str) -> Path:
         index, _, relative = key.partition("/")
         if not index.isdigit() or int(index) >= len(self.roots):
             raise BadInput(f"'{key}' names none of the served folders: {self.describe()}.")
@@ -73,9 +108,6 @@ class Served:
         if path != root and root not in path.parents:
             raise BadInput(f"'{relative}' is outside the served folder {root}; this watcher shows only the runs "
                            f"inside {self.describe()}.")
-        if not is_run_folder(path):
-            raise BadInput(f"{path} is not a run folder (config.json and generations.csv are what `evolver run` "
-                           f"writes); the served folders are {self.describe()}.")
         return path
 
     def file(self, key: str, name: str) -> Path:
@@ -161,14 +193,14 @@ class Feed:
         return int(self.run.config["run"]["generations"])
 
     def status(self) -> str:
-        """running (a process holds the run, or its unit set), finished, interrupted (stopped before its
+        """running (a process holds the run, or its unit set or session), finished, interrupted (stopped before its
         end, held by nothing), starting (held, no generation yet); probed at most once a STATUS_EVERY."""
         with self.lock:  # two pages asking at once get the same answer
             if time.monotonic() - self._status_at >= STATUS_EVERY:
                 if self.run.finished:
                     self._status = "finished"
                 else:
-                    held = FolderLock.held(self.path) or (UNIT_FOLDER.fullmatch(self.path.name) is not None
+                    held = FolderLock.held(self.path) or (holder(self.path) is not None
                                                           and FolderLock.held(self.path.parent))
                     self._status = ("running" if self.generation >= 0 else "starting") if held else "interrupted"
                 self._status_at = time.monotonic()

@@ -26,6 +26,7 @@ environment variable) and `max_bytes=B`.
 """
 from __future__ import annotations
 
+import re
 import warnings
 from collections import deque
 from collections.abc import Iterable
@@ -88,14 +89,15 @@ class ChannelSelection:
         text = options.get("channels", options.get("channel", "0"))
         self.channels = None if text == "all" else index_set(text, spec, RIG_HELP)
 
-    def __call__(self, responses: np.ndarray) -> float:
-        """One response from a (channels,) array; NaN if a chosen channel is missing."""
-        responses = np.atleast_1d(np.asarray(responses, dtype=np.float64))
+    def __call__(self, responses: np.ndarray) -> np.ndarray:
+        """The responses (n,) from every channel's (n, channels): NaN where a chosen channel is missing."""
         if self.channels is None:
-            return float(responses.mean())
-        if max(self.channels) >= len(responses):
-            return float("nan")
-        return float(responses[list(self.channels)].mean())
+            with warnings.catch_warnings():  # an image no channel answered is NaN, not a warning
+                warnings.simplefilter("ignore", RuntimeWarning)
+                return np.nanmean(responses, axis=1) if np.isnan(responses).any() else responses.mean(axis=1)
+        if max(self.channels) >= responses.shape[1]:
+            return np.full(len(responses), np.nan)
+        return responses[:, list(self.channels)].mean(axis=1)
 
     def __str__(self) -> str:
         return "all" if self.channels is None else ",".join(map(str, self.channels))
@@ -164,19 +166,59 @@ class RecordedNeuron(Neuron):
                 answered[image_id] = row
         return answered
 
-    def respond(self, images: torch.Tensor, ids: Iterable[str] | None = None) -> np.ndarray:
+    def respond_channels(self, images: torch.Tensor, ids: Iterable[str] | None = None) -> np.ndarray:
+        """Every channel's responses to one block, (n, channels) float64: NaN for an image not answered, and
+        beyond the channels an image's answer held."""
         ids = [str(i) for i in ids] if ids is not None else [f"{self.next_block}-{i}" for i in range(len(images))]
         block = Block(self.next_block, images, ids)
         answered = self.exchange(block)
         self.answered = True
         self.next_block += 1
-        return np.array([self.channels(answered[i]) if i in answered else np.nan for i in ids])
+        rows = [np.atleast_1d(np.asarray(answered[i], dtype=np.float64)) if i in answered else np.empty(0)
+                for i in ids]
+        responses = np.full((len(ids), max([len(r) for r in rows] + [1])), np.nan)
+        for k, row in enumerate(rows):
+            responses[k, :len(row)] = row
+        return responses
+
+    def respond(self, images: torch.Tensor, ids: Iterable[str] | None = None) -> np.ndarray:
+        """The chosen channels' responses (n,) (`channel=`, `channels=`)."""
+        return self.channels(self.respond_channels(images, ids))
 
     def __call__(self, images: torch.Tensor) -> np.ndarray:
         return self.respond(images)
+
+    def channel(self, number: int) -> Channel:
+        """This rig's channel `number` alone, as a session's thread follows it (its spec names the channel)."""
+        return Channel(self, number)
 
     def state_dict(self) -> dict:
         return {"next_block": self.next_block}
 
     def load_state_dict(self, state: dict) -> None:
         self.next_block = int(state["next_block"])
+
+
+class Channel(Neuron):
+    """One channel of a rig: it answers through the rig (one block for all that share it) and names its channel
+    where a run records its neuron (`spec`, `weights`), as `KIND:ADDRESS:...:channel=N` would."""
+
+    noisy = True
+
+    def __init__(self, rig: RecordedNeuron, number: int):
+        self.rig = rig
+        self.spec = re.sub(r":channels?=[^:]*", "", rig.spec) + f":channel={number}"
+        self.channels = ChannelSelection({"channel": str(number)}, self.spec)
+        self.weights = f"recorded ({rig.kind} rig at {rig.address}, channels {self.channels})"
+
+    def __call__(self, images: torch.Tensor) -> np.ndarray:
+        return self.respond(images)
+
+    def respond(self, images: torch.Tensor, ids: Iterable[str] | None = None) -> np.ndarray:
+        return self.channels(self.rig.respond_channels(images, ids))
+
+    def state_dict(self) -> dict:
+        return self.rig.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rig.load_state_dict(state)

@@ -2,14 +2,19 @@
 
     python scripts/watch_screenshots.py [--out docs/images] [--smoke]
 
-A folder holds a small sweep (2 optimizers x 2 seeds), a run killed part-way, and a run paced like a rig
-session (noise, reference images interleaved in every block). `evolver watch` serves the folder; the run's
-page is taken while the paced run is under way (watch_run.png), then the page of all runs (watch_runs.png).
+A folder holds a small sweep (2 optimizers x 2 seeds), a run killed part-way, a run paced like a rig
+session (noise, reference images interleaved in every block) and a session of two threads (the bundled DCGAN
+and `stimuli` with the GA). `evolver watch` serves the folder; the run's page is taken while the paced run is
+under way (watch_run.png), the session's while its threads go on (watch_session.png), then the page of all
+runs (watch_runs.png).
 """
 from __future__ import annotations
 
 import argparse
+import os
 import signal
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -18,8 +23,8 @@ from evolver.records import is_run_folder
 from evolver.sweep import sweep
 from evolver.watch_data import Feed
 
-FULL = {"sweep_generations": 30, "session": 150, "shot_at": 50}
-SMOKE = {"sweep_generations": 2, "session": 12, "shot_at": 3}
+FULL = {"sweep_generations": 30, "session": 150, "shot_at": 50, "threads": 2000, "threads_shot_at": 60}
+SMOKE = {"sweep_generations": 2, "session": 12, "shot_at": 3, "threads": 400, "threads_shot_at": 3}
 
 
 def generation(folder: Path) -> int:
@@ -41,6 +46,9 @@ def main() -> None:
     killed.wait()
     session = start_paced_run(lab / "session", sizes["session"], 0.25, noise="multiplicative:0.5",
                               reference="procedural:8", interleave=2)
+    threads = subprocess.Popen([sys.executable, "-m", "evolver", "run", "--generations", str(sizes["threads"]),
+                                "--quiet", "--out", str(lab / "threads"), "--thread", "generator=dcgan",
+                                "--thread", "generator=stimuli,optimizer=ga"], env={**os.environ, "HF_HUB_OFFLINE": "1"})
     watcher, address = start_watcher(lab)
     driver = headless_chromium(1300, 1500)
     try:
@@ -49,16 +57,23 @@ def main() -> None:
         wait_for(lambda: driver.find_elements("css selector", "#shown img"), timeout=60)
         args.out.mkdir(parents=True, exist_ok=True)
         driver.save_screenshot(str(args.out / "watch_run.png"))
+        wait_for(lambda: generation(lab / "threads" / "thread1") >= sizes["threads_shot_at"], timeout=300)
+        driver.get(f"{address}/session/0/threads")
+        wait_for(lambda: len(driver.find_elements("css selector", "#session-threads img")) == 2, timeout=60)
+        driver.set_window_size(1300, 900)
+        driver.save_screenshot(str(args.out / "watch_session.png"))
         driver.get(address)
-        wait_for(lambda: len(driver.find_elements("css selector", "#runs tr")) == 7, timeout=60)
-        driver.set_window_size(1300, 520)
+        wait_for(lambda: len(driver.find_elements("css selector", "#runs tr")) == 10, timeout=60)
+        driver.set_window_size(1300, 680)
         driver.save_screenshot(str(args.out / "watch_runs.png"))
     finally:
         driver.quit()
         session.kill()
+        threads.kill()
         watcher.send_signal(signal.SIGTERM)
         watcher.wait()
-    print(f"wrote {args.out / 'watch_run.png'} and {args.out / 'watch_runs.png'} from the runs in {lab}")
+    print(f"wrote {args.out / 'watch_run.png'}, {args.out / 'watch_session.png'} and {args.out / 'watch_runs.png'} "
+          f"from the runs in {lab}")
 
 
 if __name__ == "__main__":

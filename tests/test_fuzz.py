@@ -88,6 +88,16 @@ def test_v1_specs(text):
 
 
 @FUZZ
+@given(st.lists(st.one_of(st.sampled_from(["generator=", "optimizer=", "seed=", "channel=", "generations=", "params=",
+                                           "generator_weights=", "ga", "dcgan", "stimuli:layers=", ":population=",
+                                           ",", ":", "="]), NUMBERS), max_size=10).map("".join))
+def test_thread_texts(text):
+    from evolver.session import Thread
+
+    refused_or_fine(Thread.parse, text)
+
+
+@FUZZ
 @given(st.lists(st.one_of(st.sampled_from(["poisson:", "multiplicative:", "gaussian:", "max_rate=", "reps=", "sd=",
                                            ","]), NUMBERS), max_size=8).map("".join))
 def test_noise_specs(text):

@@ -447,12 +447,14 @@ def test_malformed_response_files_are_set_aside_or_answer_nothing(tmp, content, 
 
 
 def test_channel_selection():
-    responses = np.array([1.0, 2.0, 3.0, 6.0])
-    assert ChannelSelection({"channel": "2"}, "s")(responses) == 3.0
-    assert ChannelSelection({"channels": "0,3"}, "s")(responses) == 3.5
-    assert ChannelSelection({"channels": "1-3"}, "s")(responses) == pytest.approx(11 / 3)
-    assert ChannelSelection({"channels": "all"}, "s")(responses) == 3.0
-    assert np.isnan(ChannelSelection({"channel": "9"}, "s")(responses))
+    responses = np.array([[1.0, 2.0, 3.0, 6.0], [2.0, 4.0, np.nan, np.nan]])  # the second image: 2 channels answered
+    assert ChannelSelection({"channel": "2"}, "s")(responses)[0] == 3.0
+    assert ChannelSelection({"channels": "0,3"}, "s")(responses)[0] == 3.5
+    assert ChannelSelection({"channels": "1-3"}, "s")(responses)[0] == pytest.approx(11 / 3)
+    assert ChannelSelection({"channels": "all"}, "s")(responses).tolist() == [3.0, 3.0]
+    assert np.isnan(ChannelSelection({"channel": "9"}, "s")(responses)).all()
+    assert ChannelSelection({"channel": "1"}, "s")(responses)[1] == 4.0
+    assert np.isnan(ChannelSelection({"channel": "2"}, "s")(responses)[1])
     with pytest.raises(BadInput, match="not both"):
         ChannelSelection({"channel": "1", "channels": "2"}, "s")
 

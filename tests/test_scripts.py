@@ -23,6 +23,9 @@ SMOKE = {
     "benchmarks/stimuli_throughput.py": ([], ["all families, batches of 24", "dead_leaves", "images/s"]),
     "benchmarks/timm_coverage.py": ([], ["resnet18", "vit_tiny_patch16_224", "14×14 patches + class token",
                                          "2 families: 2 works, 0 refused, 0 crashed"]),
+    "benchmarks/session_vs_separate.py": (["--out", "{tmp}/sessions"], ["unit 0 seed 0: session uh-cmaes",
+                                                                     "the same winner in 1 of 1 cells",
+                                                                     "session / separate ="]),
     "benchmarks/sweep_scale.py": (["--runs-root", "{tmp}/scale"], ["runs: 20 planned, 20 found finished",
                                                                    "aggregate (20 runs", "report"]),
     "benchmarks/watch_latency.py": (["--out", "{tmp}/watch"], ["(a) latency over", "update requests", "(b) a run at", "the page reloaded",
@@ -34,7 +37,8 @@ SMOKE = {
     "scripts/import_graph.py": ([], ["evolver.loop -> ", "circles: none"]),
     "scripts/readme_figures.py": (["--out", "{tmp}/images"], ["best response by generation [1, 2, 3, 4, 5, 6]",
                                                               "main_job_best.png and", "main_job_trajectory.png"]),
-    "scripts/watch_screenshots.py": (["--out", "{tmp}/shots"], ["watch_run.png and", "watch_runs.png"]),
+    "scripts/watch_screenshots.py": (["--out", "{tmp}/shots"], ["watch_run.png,", "watch_session.png and",
+                                                                "watch_runs.png"]),
     "scripts/train_stimnet.py": (["--out", "{tmp}/net.safetensors"], ['"held_out"', '"steps": 2']),
 }
 

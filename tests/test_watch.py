@@ -307,3 +307,44 @@ def test_run_watch_serves_the_run_while_it_runs_and_stops_with_it(tmp):
 def port_open(port: int) -> bool:
     with socket.socket() as s:
         return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_a_sessions_threads_are_served_together(tmp):
+    from evolver.watch_session import session_page, thread_keys
+
+    evolver.run(out=tmp / "lab" / "session", generations=2, progress=False, retest="none",
+                threads=[{"generator": "dcgan"}, {"generator": "stimuli", "optimizer": "ga"}])
+    served = Served([tmp / "lab"])
+    assert [key for key, _ in served.runs()] == ["0/session/thread0", "0/session/thread1"]
+    assert thread_keys(served, "0/session") == ["0/session/thread0", "0/session/thread1"]
+    with pytest.raises(BadInput, match="is not a session's folder"):
+        served.session("0/session/thread0")
+    page = str(session_page(served, Feeds(), "0/session"))
+    assert "a session of 2 threads" in page and "thread1 (generator=stimuli, optimizer=ga): best so far" in page
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_a_running_sessions_page_shows_its_threads_side_by_side(tmp, watcher, browser):
+    session = subprocess.Popen([sys.executable, "-m", "evolver", "run", "--generations", "400", "--quiet",
+                                "--thread", "generator=dcgan", "--thread", "generator=stimuli,optimizer=ga",
+                                "--out", str(tmp / "session")], env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    try:
+        wait_for(lambda: (tmp / "session" / "thread1" / "config.json").is_file())
+        browser.get(watcher(tmp / "session"))
+        columns = wait_for(lambda: len(browser.find_elements("css selector", "#session-threads h3")) == 2 and
+                           browser.find_elements("css selector", "#session-threads h3"))
+        assert [c.text for c in columns] == ["thread0 (generator=dcgan)", "thread1 (generator=stimuli, optimizer=ga)"]
+
+        def points() -> list[int]:
+            return browser.execute_script("const g = document.querySelector('#session-trajectory .js-plotly-plot');"
+                                          "return g && g.data ? g.data.map(t => t.x.length) : [];")
+
+        first = wait_for(lambda: min(points() or [0]) >= 2 and points())
+        wait_for(lambda: min(points()) >= first[0] + 5)
+        assert "running" in browser.find_element("id", "session-threads").text
+        assert all(wait_for(lambda: i.get_property("naturalWidth") > 0) for i in
+                   browser.find_elements("css selector", "#session-threads img"))
+    finally:
+        session.kill()
+        session.wait()
