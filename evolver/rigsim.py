@@ -73,7 +73,10 @@ class RigSim:
     def responses(self, ids: list[str], images: torch.Tensor) -> tuple[list[str], np.ndarray]:
         """The ids answered and their responses (n, channels), after drop and reorder faults; logged."""
         time.sleep(self.config.delay)
-        values = np.asarray(self.neuron(images), dtype=np.float64).reshape(len(images), -1)
+        # an image at a time: its response is then a function of the image alone, as a neuron's is, not of the
+        # batch it came in (a block cut short by a kill and shown again answers the same, to the last bit)
+        values = np.concatenate([np.asarray(self.neuron(image[None]), dtype=np.float64).reshape(1, -1)
+                                 for image in images])
         values[:, self.silent] = 0.0
         if self.noise:
             values = self.noise(values, self.rng)

@@ -12,6 +12,7 @@ import math
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -85,21 +86,15 @@ class Served:
 
     def folder(self, key: str) -> Path:
         """The run folder `key` names, or BadInput saying why not: outside the served folders, or no run."""
-        path = self._inside(key)
-        if not is_run_folder(path):
-            raise BadInput(f"{path} is not a run folder (config.json and generations.csv are what `evolver run` "
-                           f"writes); the served folders are {self.describe()}.")
-        return path
+        return self._inside(key, is_run_folder, "a run folder (config.json and generations.csv are what "
+                                                "`evolver run` writes)")
 
     def session(self, key: str) -> Path:
         """The session's folder `key` names (evolver.session), or BadInput saying why not."""
-        path = self._inside(key)
-        if not is_session(path):
-            raise BadInput(f"{path} is not a session's folder (session.json is what `evolver run --thread ...` "
-                           f"writes); the served folders are {self.describe()}.")
-        return path
+        return self._inside(key, is_session, "a session's folder (session.json is what `evolver run --thread ...` "
+                                             "writes)")
 
-    def _inside(self, key: str) -> Path:
+    def _inside(self, key: str, kind: Callable[[Path], bool], what: str) -> Path:
         index, _, relative = key.partition("/")
         if not index.isdigit() or int(index) >= len(self.roots):
             raise BadInput(f"'{key}' names none of the served folders: {self.describe()}.")
@@ -108,6 +103,8 @@ class Served:
         if path != root and root not in path.parents:
             raise BadInput(f"'{relative}' is outside the served folder {root}; this watcher shows only the runs "
                            f"inside {self.describe()}.")
+        if not kind(path):
+            raise BadInput(f"{path} is not {what}; the served folders are {self.describe()}.")
         return path
 
     def file(self, key: str, name: str) -> Path:

@@ -101,6 +101,7 @@ def assert_same_records(new: Path, old: Path, dropped: list[str] = WALL_CLOCK + 
 
 
 @pytest.mark.slow
+@pytest.mark.pinned
 @pytest.mark.parametrize("case", list(CASES))
 def test_same_records_as_before_the_change(case, old_tree, tmp):
     args = [*CASES[case], "--quiet"]
@@ -131,6 +132,7 @@ def test_same_records_with_a_recorded_rig(old_tree, tmp):
 
 
 @pytest.mark.slow
+@pytest.mark.pinned
 @pytest.mark.parametrize("case", list(RUN_STATE_CASES))
 def test_same_records_as_before_the_typed_run_state(case, pre_run_state_tree, tmp):
     args = ["run", "--precision", "fp32", *RUN_STATE_CASES[case], "--quiet"]

@@ -63,6 +63,7 @@ def test_every_block_holds_every_threads_images_in_a_random_order_and_each_is_to
 
 
 @pytest.mark.slow  # an outcome check
+@pytest.mark.pinned
 def test_a_thread_may_end_before_the_others(tmp):
     threads = [{"generations": 2}, {"optimizer": "ga"}]
     first, second = session(tmp / "s", threads, generations=4)
@@ -93,6 +94,7 @@ def test_a_session_killed_between_its_commit_and_a_threads_resumes_as_if_never_k
 
 
 @pytest.mark.slow  # an outcome check
+@pytest.mark.pinned
 def test_a_session_stopped_part_way_resumes_to_the_same_records(tmp, monkeypatch):
     session(tmp / "whole", generations=5, noise="multiplicative:0.5", reference="procedural:6", interleave=2)
     monkeypatch.setenv("EVOLVER_MAX_GENERATIONS", "2")
@@ -169,6 +171,7 @@ def test_a_thread_resumed_alone_is_refused(tmp):
 
 
 @pytest.mark.slow  # three processes
+@pytest.mark.pinned
 def test_a_session_from_the_command_line_resumed_and_plotted(tmp):
     out = tmp / "s"
     done = evolver_process("run", "--generations", "2", "--thread", "generator=dcgan", "--thread",
@@ -209,6 +212,7 @@ def sent(log) -> list[dict]:
 
 
 @pytest.mark.slow  # an outcome check
+@pytest.mark.pinned
 @pytest.mark.parametrize("protocol", ["folder", "zmq"])
 def test_a_two_thread_session_through_a_rig_interleaves_every_block(tmp, protocol):
     spec, log, _ = start_rig(tmp, protocol)
@@ -224,6 +228,7 @@ def test_a_two_thread_session_through_a_rig_interleaves_every_block(tmp, protoco
 
 
 @pytest.mark.slow  # an outcome check
+@pytest.mark.pinned
 def test_an_array_of_16_channels_is_recorded_whole_and_two_threads_each_drive_their_own(tmp):
     spec, log, sim = start_rig(tmp, "zmq", channels=16, noise="multiplicative:0.2", seed=4)
     assert not {3, 7} & set(sim.silent.tolist())
@@ -245,6 +250,7 @@ def test_an_array_of_16_channels_is_recorded_whole_and_two_threads_each_drive_th
 
 
 @pytest.mark.slow
+@pytest.mark.pinned
 @pytest.mark.parametrize("protocol", ["folder", "zmq"])
 def test_a_session_killed_mid_block_resumes_to_an_uninterrupted_sessions_files(tmp, protocol):
     """evolver in a process of its own, killed (SIGKILL) while the rig presents a block; resumed against the
@@ -264,12 +270,18 @@ def test_a_session_killed_mid_block_resumes_to_an_uninterrupted_sessions_files(t
         killed = subprocess.Popen([sys.executable, "-m", "evolver", *map(str, args("killed"))],
                                   env={**os.environ, "HF_HUB_OFFLINE": "1"})
         blocks, deadline = tmp / "killed" / "session" / "blocks.csv", time.monotonic() + 120
-        while time.monotonic() < deadline and not (blocks.is_file() and "\n2," in blocks.read_text()):
+
+        def presenting() -> bool:  # generation 2 committed, and generation 3's block out to the rig
+            if not (blocks.is_file() and "\n2," in blocks.read_text()):
+                return False
+            return protocol == "zmq" or any((tmp / "killed" / "exchange").glob("block003_*.png"))
+
+        while time.monotonic() < deadline and not presenting():
             time.sleep(0.01)
-        time.sleep(0.1)  # into generation 3's block, which the rig takes 0.3 s to present
+        time.sleep(0.1 if protocol == "zmq" else 0.0)  # into the block, which the rig takes 0.3 s to present
         killed.send_signal(signal.SIGKILL)
         killed.wait()
-        assert pd.read_csv(blocks).gen.max() < 5
+        assert pd.read_csv(blocks).gen.max() == 2  # generation 3 was being shown, not recorded
         evolver.resume(tmp / "killed" / "session", progress=False)
         same_records(tmp / "whole" / "session", tmp / "killed" / "session")
     finally:

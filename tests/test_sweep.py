@@ -104,6 +104,7 @@ def test_bad_specs_are_named(tmp, text, message):
         load_spec(tmp / "bad.toml")
 
 
+@pytest.mark.pinned  # its spec sets fp32
 @pytest.mark.slow  # two executors' worker processes: 13 s
 def test_local_pool_and_submitit_give_the_same_results_and_a_report(small_spec_file, tmp):
     spec = load_spec(small_spec_file)
@@ -149,6 +150,7 @@ def test_local_pool_and_submitit_give_the_same_results_and_a_report(small_spec_f
     assert set(histograms) == {"cmaes", "random"}
 
 
+@pytest.mark.pinned  # its spec sets fp32
 @pytest.mark.slow
 def test_killed_sweep_finishes_only_the_missing_runs(spec_file, tmp):
     folder = tmp / "sweep"
@@ -205,6 +207,7 @@ def test_a_spec_built_in_python_is_checked_like_a_file(tmp):
     assert not (tmp / "sweep" / "sweep.json").exists()
 
 
+@pytest.mark.pinned  # its spec sets fp32
 @pytest.mark.slow
 def test_a_terminated_sweep_stops_its_workers_starts_no_queued_run_and_says_how_to_go_on(tmp):
     """SIGTERM reaches the sweep's process alone: it stops its workers as Ctrl-C would. Each records its run
