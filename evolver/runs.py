@@ -135,11 +135,15 @@ class Run:
         """The last committed generation (-1 before the first)."""
         return self.state.generation if self.state else -1
 
-    def channels(self, gen: int) -> pd.DataFrame:
-        """Every channel's response to each image of generation `gen`, where the run records them (a rig's
-        array; a session on a unit set): one row an image, as scores.csv then references.csv list them
-        (`image_id`: the image's id, or a reference image's name), then `channel_0`, `channel_1`, ... (NaN
-        where a channel did not answer). The responses are as the neuron gave them, before simulated noise."""
+    def channels(self, gen: int | None = None) -> pd.DataFrame:
+        """Every channel's response to each image of generation `gen` (None: of every committed generation),
+        where the run records them (a rig's array; a session on a unit set): one row an image, as scores.csv
+        then references.csv list them (`image_id`: the image's id, or a reference image's name), then
+        `channel_0`, `channel_1`, ... (NaN where a channel did not answer). The responses are as the neuron gave
+        them, before simulated noise."""
+        if gen is None:
+            return pd.concat([self.channels(g) for g in range(self.generation + 1)], ignore_index=True) \
+                if self.generation >= 0 else pd.DataFrame(columns=["gen", "image_id"])
         self._check_generation(gen)
         path = self.path / "channels" / f"gen_{gen:04d}.npy"
         if not path.is_file():

@@ -119,6 +119,8 @@ def test_a_unit_set_session_records_every_unit_as_a_channel_and_each_thread_foll
         assert list(channels.columns[2:]) == [f"channel_{k}" for k in range(4)]
         assert np.allclose(channels.to_numpy()[:, 2:].astype(float), neuron(run.images(2)), rtol=1e-4, atol=1e-4)
         assert np.allclose(channels[f"channel_{column}"], run.scores[run.scores.gen == 2].score)
+        every = run.channels()  # every generation's
+        assert len(every) == len(run.scores) and every.gen.tolist() == run.scores.gen.tolist()
 
 
 def test_threads_of_several_image_sizes_are_shown_each_at_its_own_size_or_resized_for_a_rig():
