@@ -101,7 +101,8 @@ class FolderRig(RecordedNeuron):
     def _wait(self, block: Block, names: list[str]) -> dict[str, np.ndarray] | None:
         """The block's responses once a response file reads, or None at the time-out, when a file that never
         read is set aside."""
-        # a rig may start after evolver: until it has answered once, wait connect_timeout
+        # a rig may start after evolver: until it has answered once, wait connect_timeout (a response file that
+        # appears, even one that does not read, shows it is there: its own time-out applies from then on)
         deadline = time.monotonic() + (self.timeout if self.answered else max(self.timeout, self.connect_timeout))
         seen: dict[Path, tuple[int, int]] = {}  # file -> its size and time at the last poll
         failed: dict[Path, tuple[tuple[int, int], str]] = {}  # file -> (size and time when it failed, why)
@@ -112,6 +113,8 @@ class FolderRig(RecordedNeuron):
                 except FileNotFoundError:
                     continue
                 signature = (info.st_size, info.st_mtime_ns)
+                if path not in seen and not self.answered:  # the rig is there: its time-out, not the wait for it
+                    deadline = min(deadline, time.monotonic() + self.timeout)
                 if not stat.S_ISREG(info.st_mode):  # a link, FIFO or device: no rig writes one
                     self._set_aside(block, path, "not a regular file")
                     continue
