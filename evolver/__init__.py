@@ -14,7 +14,8 @@ import importlib
 _LAZY = {"RunConfig": "experiment", "run": "experiment", "start": "experiment", "resume": "experiment",
          "Loop": "loop", "no_improvement": "loop", "Run": "runs", "open_run": "runs", "Session": "runs",
          "open_session": "runs", "Thread": "session",
-         "GenerationRecord": "track", "RunResult": "track"}
+         "GenerationRecord": "track", "RunResult": "track", "show": "analysis.show", "receptive_field": "analysis.rf",
+         "landscape": "analysis.landscape"}
 
 __all__ = list(_LAZY)
 

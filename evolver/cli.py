@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 import numpy as np
 
+from evolver.cli_analysis import COMMANDS as ANALYSES
 from evolver.cli_lab import COMMANDS
 from evolver_common import BadInput, Interrupted, RigError
 from evolver_common.secrets import redact
@@ -405,5 +406,6 @@ def report_command(folder, out) -> None:
     click.echo(f"\nReport: {path}; tables: {folder / 'runs.parquet'}, {folder / 'trajectories.parquet'}")
 
 
-for command in COMMANDS:  # the training, encoding-model and rig-simulator commands (evolver.cli_lab)
+# the training, encoding-model and rig-simulator commands (evolver.cli_lab), and the analyses after an evolution
+for command in (*COMMANDS, *ANALYSES):
     main.add_command(command)

@@ -16,7 +16,7 @@ import neurons
 from evolver import optimizers
 from evolver.records import RunDirectory
 from evolver.retest import Retest
-from evolver.loop import MISSING
+from evolver.presenting import MISSING
 from evolver.track import generation_limit
 from evolver_common import BadInput
 from evolver_common.secrets import redact

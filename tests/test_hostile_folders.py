@@ -346,7 +346,7 @@ def test_a_generation_too_large_to_hold_is_rendered_and_shown_in_chunks(tmp, mon
     of a run that kept its whole generation."""
     import numpy as np
 
-    import evolver.loop as loop
+    import evolver.presenting as loop
 
     seen = []
 

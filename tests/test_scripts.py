@@ -30,6 +30,9 @@ SMOKE = {
                                                                    "aggregate (20 runs", "report"]),
     "benchmarks/watch_latency.py": (["--out", "{tmp}/watch"], ["(a) latency over", "update requests", "(b) a run at", "the page reloaded",
                                                               "(c) evolver run, 5 generations, watched", "watched / alone"]),
+    "scripts/analysis_figures.py": (["--out", "{tmp}/images"], ["rf gradient v1:simple", "rf  patches stimnet:relu3",
+                                                                "the centre moved by", "landscape stimnet:classifier",
+                                                                "show: stimnet:classifier:unit7", "analysis_show.png"]),
     "scripts/check_bundled.py": (["--grid", "{tmp}/grid.png"], ["frechet_stimnet_features", "best corpus",
                                                                 '"evolutions": 12']),
     "scripts/check_encoding.py": (["--out", "{tmp}/encoding"], ["fit:", "evolution:", "decoding:"]),
@@ -51,7 +54,7 @@ def test_every_script_has_a_smoke_test():
 
 # Smoke runs that take more than a few seconds (a 1,000-generation memory probe even at tiny sizes) run with
 # the slow suite.
-SLOW_SMOKE = {"benchmarks/loop_speed.py",
+SLOW_SMOKE = {"benchmarks/loop_speed.py", "scripts/analysis_figures.py",
               "scripts/check_bundled.py"}  # its smoke run is also the fast suite's test below
 BROWSER_SMOKE = {"benchmarks/watch_latency.py", "scripts/watch_screenshots.py"}  # drive chromium
 

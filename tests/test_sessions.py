@@ -125,7 +125,7 @@ def test_a_unit_set_session_records_every_unit_as_a_channel_and_each_thread_foll
 
 def test_threads_of_several_image_sizes_are_shown_each_at_its_own_size_or_resized_for_a_rig():
     import generators
-    from evolver.loop import Shown
+    from evolver.presenting import Shown
     from evolver_common.images import resize
 
     small, large = generators.create("stimuli:image_size=32"), generators.create("stimuli:image_size=48")
@@ -192,8 +192,8 @@ def test_a_session_from_the_command_line_resumed_and_plotted(tmp):
 def start_rig(tmp, protocol, channels=1, **options):
     """rig-sim in a thread of this process: (the neuron's spec, its log)."""
     log = tmp / "rig.jsonl"
-    sim = RigSim(RigSimConfig(neuron="stimnet:relu4:unit0" if channels > 1 else NEURON, channels=channels,
-                              log=str(log), idle_exit=5, **options), Faults())
+    options.setdefault("neuron", "stimnet:relu4:unit0" if channels > 1 else NEURON)
+    sim = RigSim(RigSimConfig(channels=channels, log=str(log), idle_exit=5, **options), Faults())
     if protocol == "zmq":
         from test_recorded import free_port
 
