@@ -62,7 +62,7 @@ def receptive_fields(work: Path, smoke: bool) -> list[dict]:
 def landscapes(work: Path, smoke: bool) -> list:
     generations, grid = (4, 5) if smoke else (100, 11)
     found = []
-    for spec in ("stimnet:classifier:unit3", "v1:simple:ori=0:sf=4"):
+    for spec in ("stimnet:classifier:unit7", "v1:simple:ori=0:sf=4"):
         run = evolver.run(neuron=spec, generations=generations, out=work / f"run-{spec}", progress=False)
         result = evolver.landscape(run.path, grid=grid)
         fit = result.fit

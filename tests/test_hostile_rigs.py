@@ -221,7 +221,9 @@ def test_a_connection_flood_does_not_stop_a_run(tmp):
                             "--neuron", "stimnet:classifier:unit7", "--log", str(tmp / "rig.log"), "--idle-exit", "300"],
                            cwd=ROOT, env=env, stderr=open(tmp / "rig.err", "w"))
     try:
-        assert int(flood.stdout.readline()) > 4 * 128  # made (a few time out in the listen backlog), then cut or held
+        # made, then cut or held: more than the run's 128 descriptors twice over. How many are made depends on the
+        # listen backlog and the listener's pace (the rest time out): 466 of 1,112 on a 2-core CI machine
+        assert int(flood.stdout.readline()) > 2 * 128
         _, stderr = run.communicate(timeout=300)
     finally:
         for process in (flood, rig, run):

@@ -30,6 +30,7 @@ from evolver.records import npy_bytes
 from evolver_common import BadInput, write_atomic
 
 MAP, FIT = "map.npy", "fit.json"
+MIN_GRID = 5  # 25 points for the Kent function's 7 parameters
 
 
 @dataclass(frozen=True)
@@ -125,7 +126,7 @@ def fit_kent(field_map: np.ndarray, az: np.ndarray, el: np.ndarray) -> Kent:
     for psi in (-math.pi / 4, 0.0, math.pi / 4):
         start = (a[top], e[top], psi, 2.0, 0.2, np.ptp(values), values.min())
         try:
-            fitted, _ = curve_fit(_kent, points, values, p0=start, bounds=(lower, upper), maxfev=20000)
+            fitted, _ = curve_fit(_kent, points, values, p0=start, bounds=(lower, upper), maxfev=5000)
         except RuntimeError:  # no convergence from this start
             continue
         error = float(((_kent(points, *fitted) - values) ** 2).sum())
@@ -157,9 +158,9 @@ def landscape(run, out: str | Path | None = None, neuron=None, grid: int = 11, s
     from evolver.runs import Run, open_run
 
     run = run if isinstance(run, Run) else open_run(run)
-    if not (3 <= grid <= 41 and 0 < span <= 180):
-        raise BadInput(f"landscape takes --grid 3 to 41 points a side and --span above 0 to 180 degrees; got grid "
-                       f"{grid}, span {span:g}.")
+    if not (MIN_GRID <= grid <= 41 and 0 < span <= 180):
+        raise BadInput(f"landscape takes --grid {MIN_GRID} to 41 points a side (the Kent function has 7 parameters) "
+                       f"and --span above 0 to 180 degrees; got grid {grid}, span {span:g}.")
     recorded = run.config["run"]
     noise = recorded.get("noise") if noise == "run" else None if noise == "none" else noise
     made, = showing.make_neurons([neuron if neuron is not None else _run_neuron(run)],

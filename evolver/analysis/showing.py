@@ -43,6 +43,7 @@ PRESENTATIONS, STATE, RESPONSES = "presentations.csv", "state.json", "responses.
 # one (with simulated noise) and the times the image was shown again in the block for a missing response
 PRESENTATION_COLUMNS = ("neuron", "block", "repeat", "position", "image", "response", "response_clean",
                         "shown_again")
+OWN_FILES = {FolderLock.NAME, STIMULI_TABLE, STIMULI_ARRAY, PRESENTATIONS, STATE}  # written before analysis.json
 NOISE_SEED, ORDER_SEED = 1, 2  # streams of the analysis's seed: block b's noise is [seed, 1, b], its order [seed, 2, b]
 
 
@@ -100,7 +101,7 @@ class AnalysisFolder:
                 folder = cls(path, record, lock)
                 folder._check_same(json.loads((path / ANALYSIS_FILE).read_text()))
                 return folder, folder.stimuli()
-            if any(p.name != FolderLock.NAME for p in path.iterdir()):
+            if any(p.name not in OWN_FILES for p in path.iterdir()):  # its own: a creation cut short, made again
                 raise BadInput(f"{path} holds files but no {ANALYSIS_FILE}: it is not an analysis to continue. Give "
                                "an empty or new folder with --out.")
             made = stimuli()
@@ -129,13 +130,9 @@ class AnalysisFolder:
         images = torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous().float() / 255  # laid out as made
         return Stimuli(images, pd.read_csv(self.path / STIMULI_TABLE, keep_default_na=False))
 
-    @property
-    def state(self) -> dict[str, Any]:
-        return json.loads((self.path / STATE).read_text())
-
     def roll_back(self) -> dict[str, Any]:
         """The committed state, presentations.csv cut to its committed rows (a block killed half-written)."""
-        state = self.state
+        state = committed_state(self.path)
         with open(self.path / PRESENTATIONS, "r+b") as table:
             table.truncate(state["bytes"])
         return state
@@ -165,12 +162,29 @@ def _exact(value: float) -> str:
     return repr(float(value))  # round-trips exactly
 
 
+def committed_state(path: Path) -> dict[str, Any]:
+    """state.json of the analysis folder `path`, checked against presentations.csv: BadInput where either cannot
+    hold what the other says (edited, cut short, not an analysis's)."""
+    try:
+        state = json.loads((path / STATE).read_text())
+        blocks, committed, kept = int(state["blocks"]), int(state["bytes"]), state["neurons"]
+        size = (path / PRESENTATIONS).stat().st_size
+    except (OSError, ValueError, TypeError, KeyError) as err:
+        raise BadInput(f"The analysis folder {path} cannot be continued: its {STATE} or {PRESENTATIONS} cannot be "
+                       f"read ({type(err).__name__}: {err}). Its other files are intact; give a new folder with "
+                       "--out.") from None
+    if size < committed or blocks < 0 or not isinstance(kept, dict):
+        raise BadInput(f"The analysis folder {path} cannot be continued: {PRESENTATIONS} holds {size} bytes, fewer "
+                       f"than the {committed} its {STATE} committed (the table was cut or edited). Give a new folder "
+                       "with --out.")
+    return state
+
+
 def read_presentations(path: str | Path) -> pd.DataFrame:
     """An analysis folder's committed presentations (PRESENTATION_COLUMNS)."""
     path = Path(path)
-    committed = json.loads((path / STATE).read_text())["bytes"]
     with open(path / PRESENTATIONS, "rb") as table:
-        data = table.read(committed)
+        data = table.read(committed_state(path)["bytes"])
     return pd.read_csv(io.BytesIO(data), dtype={"image": str})
 
 
