@@ -2,7 +2,6 @@
 wrapper over `evolver.show`, `evolver.receptive_field` and `evolver.landscape`."""
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import click
@@ -26,10 +25,6 @@ def _showing_options(function):
     return function
 
 
-def _default_out(name: str) -> Path:
-    return Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{name}"
-
-
 @click.command("show", short_help="Show chosen images again, with repeats, to one neuron or several.")
 @click.argument("images", nargs=-1, required=True)
 @click.option("--neuron", "neurons", multiple=True, required=True,
@@ -46,7 +41,7 @@ def show_command(images, neurons, repeats, reference, out, quiet, **options) -> 
     folders) to each --neuron, interleaved and repeated, and write their responses."""
     from evolver.analysis.show import show
 
-    result = show(images, neurons, out or _default_out("show"), repeats,
+    result = show(images, neurons, out, repeats,
                   None if reference == "none" else reference, progress=not quiet, **options)
     columns = ["image", *[c for c in result.transfer if c.startswith(("mean_", "normalised_"))]]
     click.echo(result.transfer[columns].to_string(index=False))
@@ -69,7 +64,7 @@ def rf_command(neuron, out, quiet, **options) -> None:
     """Map where in the image --neuron looks: the centre and size of its receptive field."""
     from evolver.analysis.rf import receptive_field
 
-    result = receptive_field(neuron, out or _default_out("rf"), progress=not quiet, **options)
+    result = receptive_field(neuron, out, progress=not quiet, **options)
     field = result.field
     click.echo(f"Receptive field by {result.method}: centre x {field.x:.3f}, y {field.y:.3f} (fractions of the image), "
                f"size {field.size:.3f} of the width (s.d. {field.sigma_x:.3f} × {field.sigma_y:.3f}), "

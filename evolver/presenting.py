@@ -1,6 +1,6 @@
 """Showing images to a neuron: what a block shows (`Shown`) and how it is presented (`Presenter`).
 
-The loop shows each generation's codes through these, and the analyses after an evolution (evolver.showing:
+The loop shows each generation's codes through these, and the analyses after an evolution (evolver.analysis.showing:
 `show`, `rf`, `landscape`) show their fixed images through the same, so that a rig meets one protocol:
 blocks in a given order, images whose response did not come back shown again, absurd answers dropped.
 """
@@ -95,7 +95,7 @@ class Presenter:
             expected, good = str(shape), answer.shape == shape
         if not good:
             raise BadInput(f"The neuron {redact(self.neuron.spec)} returned responses of shape {answer.shape} for {n} "
-                           f"images; it should return {expected}. The generations recorded before this one are kept.")
+                           f"images; it should return {expected}. What was recorded before this block is kept.")
         return answer.reshape(n, -1)
 
 

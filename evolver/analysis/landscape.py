@@ -153,8 +153,7 @@ def landscape(run, out: str | Path | None = None, neuron=None, grid: int = 11, s
     """Show the images of a `grid` × `grid` spherical grid (±`span` degrees) around a finished run's evolved code
     (a run or thread folder, or an `evolver.Run`) to its neuron (or `neuron`, a spec or object), each `repeats`
     times (default 1 without noise, else 5), with the run's noise unless `noise` says otherwise (None or 'none':
-    none); the
-    folder `out` (default RUN-landscape beside the run) gets map.npy, fit.json and page.html."""
+    none); the folder `out` (default RUN-landscape beside the run) gets map.npy, fit.json and page.html."""
     from evolver.runs import Run, open_run
 
     run = run if isinstance(run, Run) else open_run(run)

@@ -148,13 +148,14 @@ def patch_map(responses: pd.DataFrame, grid: int) -> np.ndarray:
     return field_map
 
 
-def receptive_field(neuron, out: str | Path, method: str = "auto", size: int = 128, grid: int = 16,
+def receptive_field(neuron, out: str | Path | None = None, method: str = "auto", size: int = 128, grid: int = 16,
                     repeats: int | None = None, images: int = 64, seed: int = 0, noise: str | None = None,
                     weights: str | None = None, device: str = "auto", precision: str = "auto", batch: int | None = None,
                     missing: str = "represent", progress: bool = False) -> FieldResult:
     """Map `neuron`'s receptive field (a spec or object, as `evolver.run` takes it) by `method` ('auto': the gradient
     where the neuron is differentiable and answers without noise, else patches) on images `size` pixels a side,
-    recorded in `out`: map.npy, field.json and page.html (and the presentations, for patches)."""
+    recorded in `out` (default runs/<time>-rf): map.npy, field.json and page.html (and the presentations, for
+    patches)."""
     if method not in METHODS:
         raise BadInput(f"--method {method!r}: give one of {', '.join(METHODS)}.")
     if not (8 <= size <= 1024 and 2 <= grid <= min(64, size) and 1 <= images <= 10000):
@@ -172,7 +173,8 @@ def receptive_field(neuron, out: str | Path, method: str = "auto", size: int = 1
     record = {"analysis": "rf", "settings": settings, "neurons": [showing.describe(made)]}
     none = showing.Stimuli.of(torch.empty(0, 3, size, size), [], [])
     folder, stimuli = showing.AnalysisFolder.open_or_create(
-        out, record, (lambda: none) if method == "gradient" else (lambda: patch_stimuli(size, grid)))
+        out or showing.default_folder("rf"), record,
+        (lambda: none) if method == "gradient" else (lambda: patch_stimuli(size, grid)))
     try:
         if method == "gradient":
             field_map = gradient_map(made, size, images, seed)

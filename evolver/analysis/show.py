@@ -45,13 +45,13 @@ class ShowResult:
     transfer: pd.DataFrame
 
 
-def show(images: Sequence[str | Path], neurons: Sequence, out: str | Path, repeats: int = 5,
+def show(images: Sequence[str | Path], neurons: Sequence, out: str | Path | None = None, repeats: int = 5,
          reference: str | None = DEFAULT_REFERENCE, seed: int = 0, noise: str | None = None, weights: str | None = None,
          device: str = "auto", precision: str = "auto", batch: int | None = None, missing: str = "represent",
          progress: bool = False) -> ShowResult:
     """Show `images` (IMAGES_HELP) `repeats` times each, interleaved with the `reference` images (None: none), to
-    every neuron (specs or objects, as `evolver.run` takes them), recorded in `out` (continued where it already
-    holds this analysis); write responses.csv, transfer.csv and page.html there."""
+    every neuron (specs or objects, as `evolver.run` takes them), recorded in `out` (default runs/<time>-show;
+    continued where it already holds this analysis); write responses.csv, transfer.csv and page.html there."""
     if not images:
         raise BadInput(f"Give at least one image to show. {IMAGES_HELP}")
     if not 1 <= repeats <= 1000:
@@ -60,7 +60,8 @@ def show(images: Sequence[str | Path], neurons: Sequence, out: str | Path, repea
     settings = {"images": [str(i) for i in images], "repeats": repeats, "reference": reference, "seed": seed,
                 "noise": noise, "missing": missing}
     record = {"analysis": "show", "settings": settings, "neurons": [showing.describe(n) for n in made]}
-    folder, stimuli = showing.AnalysisFolder.open_or_create(out, record, lambda: gather(images, reference))
+    folder, stimuli = showing.AnalysisFolder.open_or_create(out or showing.default_folder("show"), record,
+                                                            lambda: gather(images, reference))
     try:
         presentations = showing.present(folder, made, stimuli, repeats, seed, noise, batch, missing, progress)
         responses = showing.mean_responses(presentations, stimuli.table)
@@ -78,7 +79,7 @@ def gather(items: Sequence[str | Path], reference: str | None) -> showing.Stimul
     found: list[tuple[torch.Tensor, str]] = []
     for item in items:
         found += _images_of(str(item))
-    side = min(LARGEST_SIDE, max(image.shape[-1] for image, _ in found))
+    side = min(LARGEST_SIDE, max(min(image.shape[-2:]) for image, _ in found))  # the largest centre square
     shown = showing.Stimuli.of(torch.cat([resize(_square(x), (side, side)) for x, _ in found]).clamp(0, 1), "image",
                                [source for _, source in found])
     if reference is None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -275,6 +276,11 @@ def make_neurons(given: Sequence, weights: str | None = None, device: str = "aut
     for neuron in made:
         reader(neuron)  # one response an image, or refused before a folder is made
     return made
+
+
+def default_folder(analysis: str) -> Path:
+    """Where an analysis goes when no folder is given: runs/<time>-<analysis>."""
+    return Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{analysis}"
 
 
 def describe(neuron) -> dict[str, Any] | str:
