@@ -12,6 +12,7 @@ import neurons
 from conftest import evolver_cli
 from evolver.analysis import landscape as landscapes
 from evolver.analysis import rf
+from evolver.analysis.show import gather
 from evolver_common import BadInput, Interrupted
 from evolver_common.images import png_bytes
 
@@ -52,8 +53,7 @@ def test_show_gives_each_neurons_mean_and_its_mean_over_its_best_reference(tmp):
 def test_show_reads_a_runs_returned_image_a_generations_best_and_its_best_n(tmp):
     evolver.run(neuron=SIMPLE, generator="stimuli", generations=3, out=tmp / "run", progress=False)
     run = evolver.open_run(tmp / "run")
-    stimuli = __import__("evolver.analysis.show", fromlist=["gather"]).gather(
-        [tmp / "run", f"{tmp / 'run'}:gen=1", f"{tmp / 'run'}:best=2"], None)
+    stimuli = gather([tmp / "run", f"{tmp / 'run'}:gen=1", f"{tmp / 'run'}:best=2"], None)
     assert stimuli.table.kind.tolist() == ["image"] * 4
     assert np.array_equal((stimuli.images[0].permute(1, 2, 0) * 255).round().byte().numpy(), run.best.image)
     assert np.array_equal((stimuli.images[1].permute(1, 2, 0) * 255).round().byte().numpy(), run.top_image(1))
