@@ -84,17 +84,17 @@ def axes(run) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return code, u2 / np.linalg.norm(u2), u3 / np.linalg.norm(u3)
 
 
-def sphere_codes(code: np.ndarray, u2: np.ndarray, u3: np.ndarray, az: np.ndarray, el: np.ndarray) -> np.ndarray:
-    """The codes (len(el) × len(az), code_dim) float32 at each (el, az) in degrees, el rows then az columns."""
-    a, e = np.meshgrid(np.radians(az), np.radians(el))
-    weights = np.stack([np.cos(e) * np.cos(a), np.cos(e) * np.sin(a), np.sin(e)], axis=-1).reshape(-1, 3)
-    norm = np.linalg.norm(code)
-    return (norm * weights @ np.stack([code / norm, u2, u3])).astype(np.float32)
-
-
 def _directions(az: np.ndarray, el: np.ndarray) -> np.ndarray:
     """Unit vectors (..., 3) at azimuth `az` and elevation `el` (radians)."""
     return np.stack([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)], axis=-1)
+
+
+def sphere_codes(code: np.ndarray, u2: np.ndarray, u3: np.ndarray, az: np.ndarray, el: np.ndarray) -> np.ndarray:
+    """The codes (len(el) × len(az), code_dim) float32 at each (el, az) in degrees, el rows then az columns."""
+    a, e = np.meshgrid(np.radians(az), np.radians(el))
+    weights = _directions(a, e).reshape(-1, 3)
+    norm = np.linalg.norm(code)
+    return (norm * weights @ np.stack([code / norm, u2, u3])).astype(np.float32)
 
 
 def _kent(points: np.ndarray, theta, phi, psi, kappa, share, amplitude, offset) -> np.ndarray:
