@@ -251,7 +251,8 @@ def test_the_page_of_many_runs_lists_a_sweeps_runs_and_a_killed_one(tmp, watcher
                     [r.text for r in browser.find_elements("css selector", "#runs tr")[1:]])
     assert [row.split()[:2] for row in rows] == [["killed", "interrupted"], [ANY, "finished"], [ANY, "finished"]], rows
     assert all(row.startswith("sweep/runs/stimnet-relu4-unit1-") and "4 of 4" in row for row in rows[1:])
-    browser.find_element("link text", "killed").click()
+    # the list is drawn again every 2 s: a link found just before that is gone when clicked, so try again
+    wait_for(lambda: browser.find_element("link text", "killed").click() or True)
     wait_for(lambda: "interrupted" == browser.find_element("id", "status").text)
     assert browser.find_element("tag name", "h2").text.startswith("killed")
 
