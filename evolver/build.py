@@ -69,6 +69,8 @@ def make_optimizer(config: RunConfig, generator, neuron) -> tuple[optimizers.Opt
         if kind.needs_gradient else {}
     if kind.uses_choice:
         hints["choice"] = getattr(generator, "choice", None)  # a user's generator object may not declare one
+    if kind.uses_budget:
+        hints.update(budget=config.images, generations=config.generations)
     optimizer = optimizers.create(config.optimizer, code_dim=generator.code_dim, sample=generator.sample,
                                   rng=np.random.default_rng(streams[OPTIMIZER_STREAM]), **hints, **config.params)
     return optimizer, noise_rng

@@ -68,7 +68,7 @@ class RunConfig:
             named = generators.default_optimizer(self.generator) if isinstance(self.generator, str) else None
             self.optimizer = named or DEFAULT_OPTIMIZER
         if isinstance(self.optimizer, str):
-            optimizers.REGISTRY.get(self.optimizer)  # an unknown name is refused here, before any run starts
+            optimizers.get(self.optimizer)  # an unknown name is refused here, before any run starts
         if self.generations < 1:
             raise BadInput(f"--generations must be at least 1, got {self.generations}.")
         if self.seed < 0:

@@ -1,5 +1,11 @@
 """Every registered optimizer: improves a simple objective, resumes bit-exactly, copes with NaN."""
+import os
+import signal
+import subprocess
+import sys
+
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -9,8 +15,12 @@ from evolver.optimizers.uncertainty import PROOF
 from evolver.run_state import migrate
 from evolver_common import BadInput
 from generators.base import Choice
+from conftest import ROOT, UNIT
+from test_same_results import assert_same_records
 
 DIM = 30
+# nevergrad's registry behind evolver's contract: the two the issue names and the best of Wang & Ponce's
+ALL = sorted(optimizers.REGISTRY) + ["nevergrad:TwoPointsDE", "nevergrad:NGOpt", "nevergrad:CMA"]
 TARGET = np.linspace(-1, 1, DIM)
 
 
@@ -50,18 +60,28 @@ def run(name, objective, images=2000, seed=0, **params):
     return opt, best
 
 
-@pytest.mark.parametrize("name, objective, reached", [
-    ("cmaes", sphere, -0.5),
-    ("sep-cmaes", sphere, -0.5),
-    ("sphere-cma", on_sphere_objective, 0.95 * np.linalg.norm(TARGET)),
-    ("ga", sphere, -15.0),
-    ("uh-cmaes", sphere, -0.5),
-    ("racing-cmaes", sphere, -3.0),  # it spends most of 2,000 images on arms it drops
-    ("gradient", sphere, -0.5),
+@pytest.mark.parametrize("name, objective, reached, params", [
+    ("cmaes", sphere, -0.5, {}),
+    ("sep-cmaes", sphere, -0.5, {}),
+    ("sphere-cma", on_sphere_objective, 0.95 * np.linalg.norm(TARGET), {}),
+    ("ga", sphere, -15.0, {}),
+    ("uh-cmaes", sphere, -0.5, {}),
+    ("racing-cmaes", sphere, -3.0, {}),  # it spends most of 2,000 images on arms it drops
+    ("gradient", sphere, -0.5, {}),
+    # XDream's defaults (radius and lr 1.5) step too far for a 30-d sphere 3 from the start to settle in it
+    ("fdgd", sphere, -30.0, {}),
+    ("nes", sphere, -30.0, {}),
+    ("fdgd", sphere, -5.0, {"radius": 0.3, "lr": 0.3}),
+    ("nes", sphere, -3.0, {"radius": 0.3, "lr": 0.3}),
+    ("nes", sphere, -3.0, {"radius": 0.3, "lr": 0.3, "antithetic": False}),
+    ("fdgd", sphere, -10.0, {"radius": 0.3, "lr": 0.3, "antithetic": False}),
+    ("nevergrad:CMA", sphere, -0.5, {}),
+    ("nevergrad:TwoPointsDE", sphere, -3.0, {}),
+    ("nevergrad:NGOpt", sphere, -0.5, {}),
 ])
-def test_improves_a_simple_objective_within_2000_evaluations(name, objective, reached):
-    _, first = run(name, objective, images=1)
-    _, best = run(name, objective)
+def test_improves_a_simple_objective_within_2000_evaluations(name, objective, reached, params):
+    _, first = run(name, objective, images=1, **params)
+    _, best = run(name, objective, **params)
     assert best > reached > first
 
 
@@ -71,7 +91,7 @@ def test_random_search_is_the_floor():
     assert random_best < cma_best
 
 
-@pytest.mark.parametrize("name", sorted(optimizers.REGISTRY))
+@pytest.mark.parametrize("name", ALL)
 def test_state_dict_round_trip_continues_bit_exactly(name):
     opt, _ = run(name, sphere, images=200, seed=4)
     saved = opt.state_dict()
@@ -88,7 +108,7 @@ def test_state_dict_round_trip_continues_bit_exactly(name):
         fresh.tell(codes, sphere(codes))
 
 
-@pytest.mark.parametrize("name", sorted(optimizers.REGISTRY))
+@pytest.mark.parametrize("name", ALL)
 def test_missing_responses_do_not_break_the_search(name):
     opt = make(name)
     for k in range(6):
@@ -101,7 +121,7 @@ def test_missing_responses_do_not_break_the_search(name):
         assert np.isfinite(opt.ask()).all()
 
 
-@pytest.mark.parametrize("name", sorted(optimizers.REGISTRY))
+@pytest.mark.parametrize("name", ALL)
 def test_parameters_are_recorded_and_unknown_ones_refused(name):
     described = make(name).describe()
     assert described["name"] == name and "population" in described["params"]
@@ -358,3 +378,71 @@ def test_racing_shows_a_prior_without_answers_again_and_refuses_bad_parameters()
     for bad in ({"arms": 0}, {"round_images": 0}, {"step": 0.0}, {"population": 1}, {"prior": -1}):
         with pytest.raises(BadInput, match="Invalid parameters for optimizer 'racing-cmaes'"):
             make("racing-cmaes", **bad)
+
+
+KILL_AFTER_GENERATION_2 = """
+import os, signal, sys
+from evolver.records import RunDirectory
+commit = RunDirectory.commit
+def commit_then_die(self, state, tree=None):
+    commit(self, state, tree)
+    if state.generation == 2:
+        os.kill(os.getpid(), signal.SIGKILL)
+RunDirectory.commit = commit_then_die
+from evolver.cli import main
+main(sys.argv[1:])
+"""
+
+
+@pytest.mark.slow  # processes of their own, one killed
+@pytest.mark.parametrize("name", ["nevergrad:TwoPointsDE", "nevergrad:NGOpt"])
+def test_a_nevergrad_run_killed_after_a_commit_resumes_to_an_unbroken_runs_records(name, tmp):
+    def args(out):
+        return ["run", "--neuron", UNIT, "--weights", "random", "--generator-weights", "random", "--generations", 6,
+                "--population", 12, "--seed", 5, "--optimizer", name, "--out", out, "--quiet"]
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    whole = subprocess.run([sys.executable, "-m", "evolver", *map(str, args(tmp / "whole"))], cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=600)
+    assert whole.returncode == 0, whole.stderr
+    killed = subprocess.run([sys.executable, "-c", KILL_AFTER_GENERATION_2, *map(str, args(tmp / "killed"))],
+                            cwd=ROOT, env=env, capture_output=True, timeout=600)
+    assert killed.returncode == -signal.SIGKILL
+    assert len(pd.read_csv(tmp / "killed" / "generations.csv")) == 3
+    resumed = subprocess.run([sys.executable, "-m", "evolver", "run", "--resume", str(tmp / "killed"), "--quiet"],
+                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    assert_same_records(tmp / "killed", tmp / "whole")
+
+
+def test_a_nevergrad_state_that_replays_to_other_codes_is_refused_by_name():
+    opt, _ = run("nevergrad:TwoPointsDE", sphere, images=100)
+    state = opt.state_dict()
+    state["told"] = -state["told"]  # as if another nevergrad had been told otherwise
+    with pytest.raises(BadInput, match=r"nevergrad:TwoPointsDE cannot be resumed exactly: replaying its 5 recorded"):
+        make("nevergrad:TwoPointsDE", seed=9).load_state_dict(state)
+
+
+def test_an_unknown_nevergrad_optimizer_names_the_closest():
+    with pytest.raises(BadInput, match=r"nevergrad has no optimizer 'TwoPointDE' \(closest: TwoPointsDE"):
+        optimizers.get("nevergrad:TwoPointDE")
+
+
+def test_a_nevergrad_optimizer_is_told_the_runs_image_budget():
+    assert make("nevergrad:NGOpt", budget=3000).search.budget == 3000
+    assert make("nevergrad:NGOpt", generations=7, population=4).search.budget == 28
+
+
+def test_nes_learns_its_radius_and_resumes_it_exactly():
+    opt, _ = run("nes", sphere, images=400, radius=0.3, lr=0.3, radius_lr=0.05)
+    assert opt.radius != 0.3
+    saved, later = opt.state_dict(), []
+    for _ in range(3):
+        codes = opt.ask()
+        opt.tell(codes, sphere(codes))
+        later.append(codes)
+    fresh = make("nes", seed=1, radius=0.3, lr=0.3, radius_lr=0.05)
+    fresh.load_state_dict(saved)
+    for expected in later:
+        np.testing.assert_array_equal(fresh.ask(), expected)
+        fresh.tell(expected, sphere(expected))

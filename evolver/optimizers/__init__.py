@@ -1,12 +1,15 @@
-"""Optimizers by name: `create('ga', code_dim=..., sample=..., rng=..., **params)`."""
+"""Optimizers by name: `create('ga', code_dim=..., sample=..., rng=..., **params)`; `nevergrad:NAME` is any
+optimizer of nevergrad's registry (evolver.optimizers.nevergrad_door)."""
 from __future__ import annotations
 
 from typing import Any
 
 import numpy as np
 
+from evolver.optimizers import nevergrad_door
 from evolver.optimizers.base import Optimizer, Sampler
 from evolver.optimizers.cmaes import CMAES, FULL_COVARIANCE_LIMIT, SepCMAES
+from evolver.optimizers.finite_difference import FDGD, NES
 from evolver.optimizers.ga import GeneticAlgorithm
 from evolver.optimizers.gradient import GradientAscent
 from evolver.optimizers.racing import RacingCMA
@@ -19,7 +22,7 @@ from evolver_common.registry import Registry
 # Installed packages add optimizers (an Optimizer class) through the entry-point group below.
 REGISTRY: Registry[type[Optimizer]] = Registry("optimizer", group="evolver.optimizers")
 for _cls in (GeneticAlgorithm, CMAES, UncertaintyCMAES, SepCMAES, UncertaintySepCMAES, SphereCMA, RacingCMA,
-             RandomSearch, GradientAscent):
+             RandomSearch, GradientAscent, FDGD, NES):
     REGISTRY.register(_cls.name, _cls)
 
 
@@ -27,7 +30,9 @@ SEPARABLE = {CMAES.name: SepCMAES.name, UncertaintyCMAES.name: UncertaintySepCMA
 
 
 def get(name: str) -> type[Optimizer]:
-    """The optimizer class registered as `name`."""
+    """The optimizer class registered as `name`, or nevergrad's `nevergrad:NAME`."""
+    if name.startswith(nevergrad_door.PREFIX):
+        return nevergrad_door.optimizer(name)
     return REGISTRY.get(name)
 
 

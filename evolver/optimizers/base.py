@@ -32,6 +32,8 @@ class Optimizer(abc.ABC):
     needs_gradient: ClassVar[bool] = False
     # True for optimizers given the generator's choice among kinds of image as `choice=` (a Choice or None)
     uses_choice: ClassVar[bool] = False
+    # True for optimizers given the run's budget: `budget=` its images (None where it has none), `generations=`
+    uses_budget: ClassVar[bool] = False
 
     def __init__(self, code_dim: int, sample: Sampler, rng: np.random.Generator, **params: Any):
         self.code_dim = code_dim
