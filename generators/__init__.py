@@ -14,7 +14,7 @@ from collections.abc import Callable
 from evolver_common import BadInput
 from evolver_common.specs import annotations, parse_spec, typed_options
 from evolver_common.registry import Entry, Registry
-from generators import biggan, dcgan, deepsim
+from generators import biggan, dcgan, deepsim, image_spaces
 from generators.base import Generator
 from generators.dcgan import DCGAN
 from generators.stimuli import Stimuli
@@ -76,6 +76,11 @@ for variant in deepsim.VARIANTS:
 # racing-cmaes: its ten families are a choice that one CMA-ES blends (docs/neurons.md, "Ground truth")
 register("stimuli", Stimuli, "25 a layer (stimuli:layers=L)", 64, lambda: ("none needed (formulas)", True),
          optimizer="racing-cmaes")
+_NO_WEIGHTS = lambda: ("none needed (the code is the image)", True)  # noqa: E731
+R = image_spaces.DEFAULT_RESOLUTION
+register("pixel", image_spaces.Pixel, f"{3 * R * R} (3·R², R={R})", 64, _NO_WEIGHTS)
+register("fourier", image_spaces.Fourier, f"{3 * R * (R // 2 + 1) * 2} (3·R·(R/2+1)·2, R={R})", 64, _NO_WEIGHTS)
+register("maco", image_spaces.Maco, f"{3 * R * (R // 2 + 1)} (3·R·(R/2+1), R={R})", 64, _NO_WEIGHTS)
 for size in biggan.SIZES:
     register(f"biggan-deep-{size}", functools.partial(biggan.BigGAN, size), "256 (128 with --class)", size,
              functools.partial(biggan.weights_location, size))
