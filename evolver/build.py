@@ -65,8 +65,7 @@ def make_optimizer(config: RunConfig, generator, neuron) -> tuple[optimizers.Opt
                            f"are {generator.code_dim}-d.")
         return config.optimizer, noise_rng
     kind = optimizers.get(config.optimizer)
-    hints = {"objective": lambda codes: neuron.differentiable(generator.differentiable(codes))} \
-        if kind.needs_gradient else {}
+    hints = {"render": generator.differentiable, "respond": neuron.differentiable} if kind.needs_gradient else {}
     if kind.uses_choice:
         hints["choice"] = getattr(generator, "choice", None)  # a user's generator object may not declare one
     if kind.uses_budget:

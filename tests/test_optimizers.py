@@ -44,7 +44,7 @@ def differentiable_sphere(codes: torch.Tensor) -> torch.Tensor:
 def make(name, seed=0, **params):
     """The optimizer `name`; white-box ones get the sphere objective's gradient."""
     if optimizers.get(name).needs_gradient:
-        params["objective"] = differentiable_sphere
+        params.update(render=lambda codes: codes, respond=differentiable_sphere)
     return optimizers.create(name, code_dim=DIM, sample=normal, rng=np.random.default_rng(seed), **params)
 
 

@@ -28,7 +28,8 @@ class Optimizer(abc.ABC):
 
     name: ClassVar[str]
     Params: ClassVar[type]
-    # True for white-box optimizers, which are given `objective=` (codes -> responses, with autograd)
+    # True for white-box optimizers, given `render=` (codes -> images) and `respond=` (images -> responses),
+    # both with autograd
     needs_gradient: ClassVar[bool] = False
     # True for optimizers given the generator's choice among kinds of image as `choice=` (a Choice or None)
     uses_choice: ClassVar[bool] = False
