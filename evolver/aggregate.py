@@ -87,8 +87,8 @@ def _returned(table):
 def normalise(runs, trajectories) -> None:
     """Add the measure of Wang & Ponce (2022) to both tables: each run's best noise-free response divided
     by the best any run reached on its unit (`normalised`, an oracle: under noise no lab knows which image
-    that was) and by the unit's mean gradient reference (`vs_gradient`, where the sweep has `gradient`
-    runs); and the noise-free response of the image the run returns over the same best
+    that was) and by the unit's mean gradient reference in the run's generator (`vs_gradient`, where the
+    sweep has `gradient` runs of that generator); and the noise-free response of the image the run returns over the same best
     (`returned_normalised`). Warn where the measure is not a fraction."""
     unit_best = runs.groupby("neuron")["best"].max()
     signed = sorted(runs.loc[runs["best"] < 0, "neuron"].unique())
@@ -101,9 +101,11 @@ def normalise(runs, trajectories) -> None:
     if silent:
         warnings.warn(f"Units {', '.join(silent)} never responded in any run: their normalised scores are "
                       "undefined (0 / 0) and left out of the means.", stacklevel=3)
-    gradient = runs[runs["optimizer"] == REFERENCE_OPTIMIZER].groupby("neuron")["best"].mean()
+    gradient = runs[runs["optimizer"] == REFERENCE_OPTIMIZER].groupby(["neuron", "generator"])["best"].mean()
     for table in (runs, trajectories):
         best = table["best"] if table is runs else table["best_so_far"]
         table["normalised"] = best / table["neuron"].map(unit_best)
         table["returned_normalised"] = table["returned"] / table["neuron"].map(unit_best)
-        table["vs_gradient"] = best / table["neuron"].map(gradient) if len(gradient) else np.nan
+        reference = pd.MultiIndex.from_frame(table[["neuron", "generator"]]).map(gradient.get) if len(gradient) \
+            else np.nan
+        table["vs_gradient"] = best / np.asarray(reference, dtype=float)

@@ -249,7 +249,7 @@ def layers(model, show_all) -> None:
                + f". A container module's name reads its last layer; a unit is {model}:LAYER:UNIT.")
 
 
-@main.command(short_help="Compare optimizers at a fixed image budget.")
+@main.command(short_help="Compare optimizers and image spaces at a fixed image budget.")
 @click.option("--neuron", "neurons", multiple=True, required=True, help="A unit to evolve for (repeatable).")
 @click.option("--optimizer", "optimizers", multiple=True, help="An optimizer (repeatable); default uh-cmaes, "
               "cmaes, ga, sphere-cma, random.")
@@ -257,31 +257,38 @@ def layers(model, show_all) -> None:
 @click.option("--noise", "noises", multiple=True, help="A noise level (repeatable): none or a noise spec; "
               "default none and multiplicative:0.5.")
 @click.option("--images", type=int, default=3000, show_default=True, help="Images shown per run.")
-@click.option("--generator", default="dcgan", show_default=True)
+@click.option("--generator", "generators_", multiple=True, help="An image space (repeatable), e.g. dcgan, pixel, "
+              "fourier, maco, stimuli; default dcgan.")
 @click.option("--generator-weights", default="pretrained", show_default=True)
 @click.option("--weights", default="pretrained", show_default=True, help="The neurons' network weights.")
-@click.option("--param", "param_pairs", multiple=True, help="OPTIMIZER:NAME=VALUE, e.g. ga:mutation_size=0.3.")
+@click.option("--param", "param_pairs", multiple=True, help="OPTIMIZER:NAME=VALUE, e.g. ga:mutation_size=0.3 "
+              "(nevergrad:NGOpt:population=40).")
 @click.option("--no-gradient", is_flag=True, help="Skip the white-box gradient reference.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Benchmark folder (re-run to finish).")
 @click.option("--workers", type=int, default=1, show_default=True, help="Runs at once, each in its own process "
               "(1: one after another in this process).")
 @click.option("--quiet", is_flag=True)
-def bench(neurons, optimizers, seeds, noises, param_pairs, no_gradient, out, workers, quiet, **options) -> None:
-    """Compare optimizers at a fixed image budget: normalised best noise-free response per unit."""
+def bench(neurons, optimizers, generators_, seeds, noises, param_pairs, no_gradient, out, workers, quiet,
+          **options) -> None:
+    """Compare optimizers and image spaces at a fixed image budget: normalised best noise-free response per
+    unit."""
     from evolver.bench import BenchConfig, format_summary
     from evolver.bench import bench as run_bench
     from evolver.optimizers import parse_params
 
     params: dict[str, dict[str, str]] = {}
     for pair in param_pairs:
-        optimizer, sep, rest = pair.partition(":")
-        if not sep:
+        named, equals, value = pair.partition("=")
+        optimizer, sep, name = named.rpartition(":")  # the optimizer's own name may hold a colon (nevergrad:NGOpt)
+        if not sep or not optimizer:
             raise BadInput(f"--param takes OPTIMIZER:NAME=VALUE in evolver bench (e.g. ga:mutation_size=0.3), got '{pair}'.")
-        params.setdefault(optimizer, {}).update(parse_params((rest,)))
+        params.setdefault(optimizer, {}).update(parse_params((f"{name}{equals}{value}",)))
     config = BenchConfig(neurons=list(neurons), seeds=list(range(seeds)), params=params,
                          gradient_reference=not no_gradient, **options)
     if optimizers:
         config.optimizers = list(optimizers)
+    if generators_:
+        config.generators = list(generators_)
     if noises:
         config.noises = list(noises)
     _, summary = run_bench(config, out, progress=not quiet, workers=workers)

@@ -139,7 +139,7 @@ def test_bench_warns_when_a_units_normalised_score_is_not_a_fraction():
                                                              "net:logits:unit3": (0.5, -1.5),
                                                              "net:relu:unit9": (0.0, 0.0)}.items()
             for optimizer, best in zip(("cmaes", "ga"), bests)]
-    runs = pd.DataFrame([{"best": best, "returned": best / 2, "neuron": neuron, "optimizer": optimizer}
+    runs = pd.DataFrame([{"best": best, "returned": best / 2, "neuron": neuron, "generator": "dcgan", "optimizer": optimizer}
                          for neuron, optimizer, best in rows])
     trajectories = runs.rename(columns={"best": "best_so_far"}).assign(gen=0)
     with pytest.warns(UserWarning) as warned:
@@ -152,3 +152,24 @@ def test_bench_warns_when_a_units_normalised_score_is_not_a_fraction():
         assert table["normalised"].tolist()[:4] == [1.0, 0.5, 1.0, -3.0]
         assert table["returned_normalised"].tolist()[:4] == [0.5, 0.25, 0.5, -1.5]  # over the same unit best
         assert table["normalised"].iloc[4:].isna().all()
+
+
+def test_bench_compares_image_spaces_on_a_grid_axis(tmp):
+    result = evolver_cli("bench", "--neuron", "stimnet:relu3:unit2", "--generator", "dcgan", "--generator", "pixel:resolution=8",
+                         "--optimizer", "ga", "--optimizer", "nevergrad:TwoPointsDE", "--param",
+                         "nevergrad:TwoPointsDE:population=10", "--seeds", 1, "--noise", "none", "--images", 40,
+                         "--out", tmp, "--quiet")
+    assert result.returncode == 0, result.stderr
+    runs = pd.read_parquet(tmp / "runs.parquet")
+    assert sorted(runs.groupby(["generator", "optimizer"]).size().index) == [
+        (g, o) for g in ("dcgan", "pixel:resolution=8") for o in ("ga", "gradient", "nevergrad:TwoPointsDE")]
+    assert runs.loc[runs["optimizer"] == "nevergrad:TwoPointsDE", "params"].eq('{"population": "10"}').all()
+    assert runs["normalised"].max() == 1.0  # over every generator's runs of the unit
+    for generator, group in runs.groupby("generator"):  # each space against its own white-box reference
+        reference = group.loc[group["optimizer"] == "gradient", "best"].mean()
+        np.testing.assert_allclose(group["vs_gradient"], group["best"] / reference)
+    summary = pd.read_csv(tmp / "summary.csv")
+    assert len(summary) == 6 and list(summary.columns[:3]) == ["generator", "optimizer", "noise"]
+    assert "generator optimizer" in result.stdout and "pixel:resolution=8 nevergrad:TwoPointsDE" in result.stdout
+    layout = figure_in_page((tmp / "bench.html").read_text())[1]
+    assert layout["annotations"][1]["text"].endswith("(colour: generator)")

@@ -446,3 +446,32 @@ def test_nes_learns_its_radius_and_resumes_it_exactly():
     for expected in later:
         np.testing.assert_array_equal(fresh.ask(), expected)
         fresh.tell(expected, sphere(expected))
+
+
+def test_a_nevergrad_batch_larger_than_the_population_ends_a_generation_early_and_resumes_exactly():
+    """NGOpt on 600-d codes runs a CMA whose batch (4 + 3 ln d = 23 codes) is larger than 20: once its step
+    size adaptation needs a whole batch told (from the 25th generation here), a generation ends with the
+    batch's last codes, where nevergrad's own batch mode fails, and a resume replays that too."""
+    def wide(n, rng):
+        return rng.standard_normal((n, 600)).astype(np.float32)
+
+    def create(seed):
+        return optimizers.create("nevergrad:NGOpt", code_dim=600, sample=wide, rng=np.random.default_rng(seed),
+                                 budget=3000)
+
+    opt, sizes = create(0), []
+    for _ in range(30):
+        codes = opt.ask()
+        sizes.append(len(codes))
+        opt.tell(codes, -(codes ** 2).sum(axis=1))
+    assert max(sizes) == 20 and min(sizes) < 20
+    saved, later = opt.state_dict(), []
+    for _ in range(6):
+        codes = opt.ask()
+        opt.tell(codes, -(codes ** 2).sum(axis=1))
+        later.append(codes)
+    fresh = create(7)
+    fresh.load_state_dict(saved)
+    for expected in later:
+        np.testing.assert_array_equal(fresh.ask(), expected)
+        fresh.tell(expected, -(expected ** 2).sum(axis=1))

@@ -5,7 +5,10 @@ The code is an `ng.p.Array` that starts at the mean of the generator's prior wit
 mutation's sigma; a generation is `population` asks (nevergrad's `num_workers`), and the run's image budget
 (`--images`, else generations × population) is nevergrad's `budget` (NGOpt picks its algorithm from it). Nevergrad
 minimises: it is told each response negated. A missing response (NaN) is told as the worst answered
-response of its generation; a generation without any is shown again, untold.
+response of its generation; a generation without any is shown again, untold. Where nevergrad's own batch
+is larger than `population` (its CMA draws 4 + 3 ln d codes a batch, more in NGOpt's variants), it cannot
+ask past its batch before the batch is told, as in its own `minimize(batch_mode=True)`: the generation
+then ends with the batch's last codes, and is shorter.
 
 Exact resume without pickle: nevergrad's optimizers hold their state in Python objects, but given the same
 seed and the same tells they ask the same codes. The state is the seed and every generation's told losses;
@@ -14,8 +17,10 @@ against the recorded one, so a nevergrad that would ask otherwise (another versi
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
+import warnings
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -44,6 +49,14 @@ def _nevergrad():
     return nevergrad
 
 
+@contextlib.contextmanager
+def _quiet():
+    """nevergrad's and pycma's running commentary (budget notes, step-size checks) kept from the run's output."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
 def methods() -> list[str]:
     """The names nevergrad's registry holds (`nevergrad:NAME`)."""
     return sorted(_nevergrad().optimizers.registry)
@@ -63,7 +76,7 @@ class Nevergrad(Optimizer):
         self.start, self.sigma = prior.mean(axis=0), float(prior.std(axis=0).mean()) or 1.0
         self.seed = int(rng.integers(2**31))
         self.budget = budget or generations * self.params.population
-        self.told: list[np.ndarray] = []
+        self.told: list[np.ndarray] = []  # each generation's losses, as told
         self._begin()
 
     @classmethod
@@ -76,12 +89,23 @@ class Nevergrad(Optimizer):
         ng = _nevergrad()
         space = ng.p.Array(init=self.start).set_mutation(sigma=self.sigma)
         space.random_state = np.random.RandomState(self.seed)
-        self.search = ng.optimizers.registry[self.method](parametrization=space, budget=self.budget,
-                                                          num_workers=self.params.population)
+        with _quiet():
+            self.search = ng.optimizers.registry[self.method](parametrization=space, budget=self.budget,
+                                                              num_workers=self.params.population)
         self._ask()
 
     def _ask(self) -> None:
-        self.pending = [self.search.ask() for _ in range(self.params.population)]
+        self.pending = []
+        while len(self.pending) < self.params.population:
+            try:
+                with _quiet():
+                    self.pending.append(self.search.ask())
+            except RuntimeError as err:  # pycma's "samples expected but missing": its batch must be told first
+                if not self.pending:
+                    raise BadInput(f"nevergrad's {self.method} could not propose codes ({type(err).__name__}: "
+                                   f"{str(err).splitlines()[0]}). Try another nevergrad optimizer or population.") \
+                        from None
+                break
         self.codes = np.stack([np.asarray(c.value, dtype=np.float64) for c in self.pending]).astype(np.float32)
 
     def ask(self) -> np.ndarray:
@@ -97,26 +121,30 @@ class Nevergrad(Optimizer):
         self.told.append(losses)
 
     def _tell(self, losses: np.ndarray) -> None:
-        for candidate, loss in zip(self.pending, losses):
-            self.search.tell(candidate, float(loss))
+        with _quiet():
+            for candidate, loss in zip(self.pending, losses):
+                self.search.tell(candidate, float(loss))
         self._ask()
 
     def _digest(self) -> str:
         return hashlib.sha256(self.codes.tobytes()).hexdigest()
 
     def state_dict(self) -> dict[str, Any]:
-        told = np.stack(self.told) if self.told else np.zeros((0, self.params.population))
+        told = np.concatenate(self.told) if self.told else np.zeros(0)
         return {"seed": self.seed, "start": self.start.copy(), "sigma": self.sigma, "budget": self.budget,
-                "told": told, "asks": self._digest(), "nevergrad": _nevergrad().__version__,
-                "rng": self.rng.bit_generator.state}
+                "told": told, "sizes": np.array([len(t) for t in self.told], dtype=np.int64), "asks": self._digest(),
+                "nevergrad": _nevergrad().__version__, "rng": self.rng.bit_generator.state}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.seed, self.sigma = int(state["seed"]), float(state["sigma"])
         self.start, self.budget = np.asarray(state["start"], dtype=np.float64), int(state["budget"])
         self.rng.bit_generator.state = state["rng"]
         self._begin()
-        told = np.asarray(state["told"], dtype=np.float64).reshape(-1, self.params.population)
+        sizes = np.asarray(state["sizes"], dtype=np.int64)
+        told = np.split(np.asarray(state["told"], dtype=np.float64), np.cumsum(sizes)[:-1]) if len(sizes) else []
         for losses in told:
+            if len(losses) != len(self.pending):
+                break  # replayed into other asks: the digest below says so
             self._tell(losses)
         self.told = list(told)
         if self._digest() != state["asks"]:
