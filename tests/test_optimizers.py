@@ -289,6 +289,18 @@ def test_sphere_cma_keeps_codes_on_the_sphere_and_decays_its_step():
     assert opt.angle() < opt.params.angle_start
 
 
+def test_sphere_cma_draws_the_authors_schedule_from_50_to_7_33_degrees():
+    """Each sample leaves the centre at the schedule's angle: 50° at the first generation, 7.33° from the
+    75th on, log-linear between (ActMax-Optimizer-Dev's lr_schedule, mode "exp")."""
+    opt = make("sphere-cma")
+    for generation, degrees in ((0, 50.0), (37, 50.0 * (7.33 / 50.0) ** (37 / 75)), (75, 7.33), (120, 7.33)):
+        opt.generation = generation
+        codes = opt._generate().astype(np.float64)
+        centre = opt.centre / opt.radius
+        angles = np.degrees(np.arccos(np.clip(codes @ centre / np.linalg.norm(codes, axis=1), -1, 1)))
+        np.testing.assert_allclose(angles, degrees, rtol=1e-3)
+
+
 def test_a_runs_optimizer_does_its_linear_algebra_on_one_blas_thread(tmp, monkeypatch):
     """Spinning BLAS threads fought torch's for the cores (a run took 2.8x as long); see small_linear_algebra."""
     from threadpoolctl import threadpool_info

@@ -4,6 +4,13 @@ Wang & Ponce found that in DeePSiM's space a code's norm mostly sets image contr
 keep every code on a sphere of the initial codes' norm: new codes leave the current centre
 along random tangent directions by an angle that decays over generations, and the centre moves
 to the weighted mean of the best half, projected back on the sphere.
+
+The angle's schedule is the authors' (Animadversio/ActMax-Optimizer-Dev, `core/Optimizers.py`,
+`ZOHA_Sphere_lr_euclid.lr_schedule(n_gen, mode="exp", lim=(50, 7.33))`): their tangent step is
+mu · v with v ~ N(0, I) on the tangent plane and mu = angle / √dim, so its length, the geodesic angle of
+a sample (their "Current Exploration ... deg"), is the angle itself: 50° at the first generation to
+7.33° at the last, log-linearly. evolver draws each sample at exactly that angle, over 75 generations
+(their runs: population 40, 3,000 images).
 """
 from __future__ import annotations
 
@@ -20,11 +27,12 @@ from evolver_common import BadInput
 @dataclass
 class SphereParams:
     """population: codes per generation. angle_start, angle_end: the geodesic step (radians) at the
-    first generation and after `decay_generations` (log-linear in between, constant after)."""
+    first generation and after `decay_generations` (log-linear in between, constant after): the authors'
+    50° and 7.33°."""
 
     population: int = 40
-    angle_start: float = 0.5
-    angle_end: float = 0.15
+    angle_start: float = math.radians(50.0)
+    angle_end: float = math.radians(7.33)
     decay_generations: int = 75
 
 
