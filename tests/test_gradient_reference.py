@@ -1,4 +1,6 @@
 """The white-box gradient reference's transforms and regularisers (feature visualisation's, Lucent's preset)."""
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -101,3 +103,14 @@ def test_lucents_transforms_find_images_that_survive_being_shifted():
             shifted = torch.cat([best.roll((dy, dx), (2, 3)) for dy in (-3, 0, 3) for dx in (-3, 0, 3) if dy or dx])
             kept[preset] = float(neuron.respond(shifted).mean() / neuron.respond(best)[0])
     assert kept["lucent"] > kept["none"] + 0.1, kept  # measured: 0.28 against 0.05 (fp32)
+
+
+def test_a_runs_config_records_the_resolved_transforms(tmp):
+    import evolver
+
+    evolver.run(neuron="stimnet:relu3:unit5", generator="pixel:resolution=8", optimizer="gradient",
+                params={"preset": "lucent", "tv": 0.1}, generations=2, out=tmp / "run", progress=False)
+    recorded = json.loads((tmp / "run" / "config.json").read_text())["resolved"]["optimizer"]
+    assert recorded == {"name": "gradient", "params": {"population": 10, "lr": 0.2, "preset": "lucent",
+                                                       "jitter": 10 / 224, "scale": 0.1, "rotate": 10.0, "tv": 0.1,
+                                                       "blur": 0.0}}
