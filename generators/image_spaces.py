@@ -9,6 +9,7 @@ standard normal under `sample`, and every space ends in a sigmoid, so any code i
 """
 from __future__ import annotations
 
+import abc
 import functools
 import math
 
@@ -87,9 +88,9 @@ class ImageSpace(Generator):
             return images
         return F.interpolate(images, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
 
+    @abc.abstractmethod
     def _logits(self, codes: torch.Tensor) -> torch.Tensor:
         """Codes (n, *shape) -> images before the sigmoid (n, 3, resolution, resolution)."""
-        raise NotImplementedError
 
 
 class Pixel(ImageSpace):

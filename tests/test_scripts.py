@@ -37,6 +37,10 @@ SMOKE = {
                                                                 '"evolutions": 12']),
     "scripts/check_encoding.py": (["--out", "{tmp}/encoding"], ["fit:", "evolution:", "decoding:"]),
     "scripts/check_objectives.py": ([], ["template:", "population:"]),
+    "scripts/image_space_figures.py": (["--out", "{tmp}/images"], ["priors of pixel, fourier, maco",
+                                                                    "| `pixel` | `ga` |", "GA noise-free, pixel against dcgan",
+                                                                    "nes against the GA, noise poisson:count=5",
+                                                                    "bench_spaces.png"]),
     "scripts/import_graph.py": ([], ["evolver.loop -> ", "circles: none"]),
     "scripts/readme_figures.py": (["--out", "{tmp}/images"], ["best response by generation [1, 2, 3, 4, 5, 6]",
                                                               "main_job_best.png and", "main_job_trajectory.png"]),
@@ -54,7 +58,7 @@ def test_every_script_has_a_smoke_test():
 
 # Smoke runs that take more than a few seconds (a 1,000-generation memory probe even at tiny sizes) run with
 # the slow suite.
-SLOW_SMOKE = {"benchmarks/loop_speed.py", "scripts/analysis_figures.py",
+SLOW_SMOKE = {"benchmarks/loop_speed.py", "scripts/analysis_figures.py", "scripts/image_space_figures.py",
               "scripts/check_bundled.py"}  # its smoke run is also the fast suite's test below
 BROWSER_SMOKE = {"benchmarks/watch_latency.py", "scripts/watch_screenshots.py"}  # drive chromium
 

@@ -14,6 +14,7 @@ makes `lr` a step in code units whatever the neuron (and gives NES without pairs
 """
 from __future__ import annotations
 
+import abc
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -88,9 +89,9 @@ class _GradientEstimate(Optimizer):
             self.centre = self.centre + self.params.lr * estimate
             self._draw()
 
+    @abc.abstractmethod
     def _gradient(self, scores: np.ndarray) -> np.ndarray | None:
         """The gradient estimate from a generation's scores (NaN: missing), or None where none can be made."""
-        raise NotImplementedError
 
     def state_dict(self) -> dict[str, Any]:
         return {"centre": self.centre.copy(), "noise": self.noise.copy(), "radius": self.radius,
