@@ -112,7 +112,8 @@ def main() -> None:
 @click.option("--optimizer", help="Optimizer name: uh-cmaes (the default: CMA-ES that shows a few images twice to "
               "measure the neuron's noise and widens its step under it; racing-cmaes for the stimuli generator), "
               "cmaes (the separable sep-cmaes on codes over 1,024-d), ga (XDream's genetic algorithm and defaults), "
-              "racing-cmaes, sep-cmaes, sphere-cma, random, gradient.")
+              "racing-cmaes, sep-cmaes, sphere-cma, fdgd and nes (XDream's), random, gradient, and nevergrad:NAME for "
+              "any of nevergrad's (nevergrad:NGOpt).")
 @click.option("--param", "param_pairs", multiple=True, help="Optimizer parameter NAME=VALUE (repeatable).")
 @click.option("--population", type=int, help="Codes per generation (the optimizer's population parameter).")
 @click.option("--generations", type=int, help="Number of generations (default 200).")

@@ -76,9 +76,12 @@ class Thread:
         if "params" in fields:
             raise BadInput(f"--thread '{text}': give an optimizer's parameters with its name, "
                            f"optimizer=NAME:PARAM=VALUE. {THREAD_HELP}")
-        if "optimizer" in fields and ":" in fields["optimizer"]:
-            name, *pairs = fields["optimizer"].split(":")
-            fields["optimizer"], fields["params"] = name, optimizers.parse_params(pairs)
+        if "optimizer" in fields and "=" in fields["optimizer"]:
+            # NAME:PARAM=VALUE..., the name itself may hold a colon (nevergrad:NGOpt)
+            parts = fields["optimizer"].split(":")
+            named = next(i for i, part in enumerate(parts) if "=" in part)
+            fields["optimizer"] = ":".join(parts[:named])
+            fields["params"] = optimizers.parse_params(parts[named:])
         return cls.of(fields, from_text=True)
 
     @classmethod

@@ -160,6 +160,9 @@ def test_thread_texts_of_the_command_line():
     thread = Thread.parse("generator=stimuli:families=bar,blob,optimizer=ga:population=20:mutation_size=0.3,seed=3")
     assert thread.generator == "stimuli:families=bar,blob" and thread.optimizer == "ga" and thread.seed == 3
     assert thread.params == {"population": "20", "mutation_size": "0.3"}
+    nevergrad = Thread.parse("optimizer=nevergrad:NGOpt:population=8,generator=pixel")
+    assert (nevergrad.optimizer, nevergrad.params, nevergrad.generator) == ("nevergrad:NGOpt", {"population": "8"}, "pixel")
+    assert Thread.parse("optimizer=nevergrad:TwoPointsDE").optimizer == "nevergrad:TwoPointsDE"
     with pytest.raises(BadInput, match="not KEY=VALUE"):
         Thread.parse("dcgan")
     with pytest.raises(BadInput, match="with its name"):
