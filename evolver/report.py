@@ -3,7 +3,8 @@
 1. Trajectories per condition (generator × optimizer × noise × parameters): the best response so
    far, normalised per unit by the best any run of the sweep reached on it, against images shown;
    the mean over units and seeds with a band of ± one s.e.m.
-2. Final-score distributions (normalised) per optimizer, per generator and per layer.
+2. Final-score distributions (normalised) per optimizer, per generator and per layer; where the sweep has
+   several generators (image spaces), the mean final score per generator × optimizer and noise as a map.
 3. When the runs had reference images: the histogram of the final relative activation (best evolved /
    best reference), XDream's Fig. 3, per optimizer.
 4. The images the runs return: a row a unit, a column a condition, each seed's image.
@@ -43,12 +44,15 @@ def _band(x: np.ndarray, mean: np.ndarray, sem: np.ndarray, colour: str, name: s
 
 
 def report_figure(runs: pd.DataFrame, trajectories: pd.DataFrame, title: str = "Sweep report") -> go.Figure:
-    with_reference = runs["relative_activation"].notna().any()
-    rows = 4 if with_reference else 3
+    with_reference = bool(runs["relative_activation"].notna().any())
+    spaces = bool(runs["generator"].nunique() > 1)
+    rows = 3 + spaces + with_reference
+    layer_row = 3 + spaces
     varying = next((c for c in ("generator", "noise", "params") if runs[c].nunique() > 1), None)
     figure = make_subplots(rows=rows, cols=1, vertical_spacing=0.07, subplot_titles=[
         "Normalised best response so far, mean ± s.e.m. over units and seeds, per condition",
         f"Final normalised best response per optimizer (colour: {varying or 'optimizer'})",
+        *(["Mean final normalised best response per generator × optimizer and noise"] if spaces else []),
         "Final normalised best response per layer (colour: optimizer, as above)",
         *(["Relative activation at the end (best evolved / best reference), per optimizer (colours as above)"]
           if with_reference else []),
@@ -79,21 +83,32 @@ def report_figure(runs: pd.DataFrame, trajectories: pd.DataFrame, title: str = "
         figure.add_trace(go.Box(x=group["optimizer"], y=group["normalised"], name=f"{varying} {value}",
                                 boxpoints="all", marker_color=qualitative.Set2[j % len(qualitative.Set2)]),
                          row=2, col=1)
+    if spaces:
+        figure.add_trace(_space_map(runs), row=3, col=1)
     for optimizer, group in runs.groupby("optimizer"):
         figure.add_trace(go.Box(x=group["layer"], y=group["normalised"], name=optimizer, boxpoints="all",
-                                marker_color=colour[optimizer], showlegend=False), row=3, col=1)
+                                marker_color=colour[optimizer], showlegend=False), row=layer_row, col=1)
     if with_reference:
         for optimizer, group in runs.groupby("optimizer"):
             figure.add_trace(go.Histogram(x=group["relative_activation"], name=optimizer, opacity=0.6,
-                                          marker_color=colour[optimizer], showlegend=False), row=4, col=1)
-        figure.add_vline(x=1.0, line_dash="dot", row=4, col=1)
-        figure.update_xaxes(title_text="relative activation", row=4, col=1)
+                                          marker_color=colour[optimizer], showlegend=False), row=rows, col=1)
+        figure.add_vline(x=1.0, line_dash="dot", row=rows, col=1)
+        figure.update_xaxes(title_text="relative activation", row=rows, col=1)
         figure.update_layout(barmode="overlay")
     figure.update_xaxes(title_text="images shown", row=1, col=1)
     figure.update_yaxes(title_text="normalised", row=1, col=1)
     figure.update_layout(height=420 * rows, template="plotly_white", boxmode="group",
                          title=f"{title}: {len(runs)} runs")
     return figure
+
+
+def _space_map(runs: pd.DataFrame) -> go.Heatmap:
+    """The mean final normalised score of each generator (a row) × optimizer and noise (a column)."""
+    means = runs.groupby(["generator", "optimizer", "noise"])["normalised"].mean().unstack(["optimizer", "noise"])
+    columns = [f"{optimizer}<br>{noise}" for optimizer, noise in means.columns]
+    return go.Heatmap(z=means.to_numpy(), x=columns, y=list(means.index), colorscale="Viridis", zmin=0, zmax=1,
+                      text=np.vectorize(lambda v: "" if np.isnan(v) else f"{v:.2f}")(means.to_numpy()),
+                      texttemplate="%{text}", showscale=False, hovertemplate="%{y} %{x}: %{z:.3f}<extra></extra>")
 
 
 MAX_UNITS, MAX_CONDITIONS = 32, 12  # the evolved images' table: rows and columns shown

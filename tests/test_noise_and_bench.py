@@ -3,7 +3,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import evolver_cli, figure_in_page
+from conftest import evolver_cli, figure_in_page, plotly_values
 from evolver import RunConfig, run
 from evolver.bench import BenchConfig, bench
 from evolver.aggregate import normalise
@@ -171,5 +171,10 @@ def test_bench_compares_image_spaces_on_a_grid_axis(tmp):
     summary = pd.read_csv(tmp / "summary.csv")
     assert len(summary) == 6 and list(summary.columns[:3]) == ["generator", "optimizer", "noise"]
     assert "generator optimizer" in result.stdout and "pixel:resolution=8 nevergrad:TwoPointsDE" in result.stdout
-    layout = figure_in_page((tmp / "bench.html").read_text())[1]
+    traces, layout = figure_in_page((tmp / "bench.html").read_text())
     assert layout["annotations"][1]["text"].endswith("(colour: generator)")
+    assert layout["annotations"][2]["text"] == "Mean final normalised best response per generator × optimizer and noise"
+    (space_map,) = [t for t in traces if t["type"] == "heatmap"]
+    assert space_map["y"] == ["dcgan", "pixel:resolution=8"] and len(space_map["x"]) == 3
+    means = runs.groupby(["generator", "optimizer"])["normalised"].mean().unstack()
+    np.testing.assert_allclose(plotly_values(space_map["z"]).reshape(2, 3), means.to_numpy())
