@@ -15,7 +15,7 @@ from evolver.optimizers.uncertainty import PROOF
 from evolver.run_state import migrate
 from evolver_common import BadInput
 from generators.base import Choice
-from conftest import ROOT, UNIT
+from conftest import ROOT, UNIT, evolver_cli
 from test_same_results import assert_same_records
 
 DIM = 30
@@ -487,3 +487,35 @@ def test_a_nevergrad_batch_larger_than_the_population_ends_a_generation_early_an
     for expected in later:
         np.testing.assert_array_equal(fresh.ask(), expected)
         fresh.tell(expected, -(expected ** 2).sum(axis=1))
+
+
+def test_a_nevergrad_optimizer_is_asked_no_further_than_its_budget():
+    """A one-shot plan of exactly its budget (Hammersley points) asks nothing past the run's last generation."""
+    opt = make("nevergrad:HammersleySearch", budget=60)
+    for _ in range(3):
+        codes = opt.ask()
+        opt.tell(codes, sphere(codes))
+    assert opt.search.num_ask == 60
+
+
+def test_a_nevergrad_generation_without_responses_is_shown_again_and_resumes_exactly():
+    opt = make("nevergrad:TwoPointsDE", seed=3)
+    for _ in range(2):
+        codes = opt.ask()
+        opt.tell(codes, sphere(codes))
+    lost = opt.ask()
+    opt.tell(lost, np.full(len(lost), np.nan))
+    saved = opt.state_dict()
+    fresh = make("nevergrad:TwoPointsDE", seed=8)
+    fresh.load_state_dict(saved)
+    np.testing.assert_array_equal(fresh.ask(), lost)
+    np.testing.assert_array_equal(opt.ask(), lost)
+
+
+def test_a_nevergrad_optimizer_that_cannot_run_here_is_one_paragraph_and_no_folder(tmp):
+    result = evolver_cli("run", "--neuron", UNIT, "--weights", "random", "--generator-weights", "random",
+                         "--optimizer", "nevergrad:SQP", "--generations", 2, "--out", tmp / "run", "--quiet")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "nevergrad's SQP failed on 100-d codes, 20 a generation" in result.stderr
+    assert "does not support parallelization" in result.stderr and "--param population=1" in result.stderr
+    assert not (tmp / "run").exists()

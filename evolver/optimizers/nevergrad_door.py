@@ -12,14 +12,20 @@ then ends with the batch's last codes, and is shorter.
 
 Exact resume without pickle: nevergrad's optimizers hold their state in Python objects, but given the same
 seed and the same tells they ask the same codes. The state is the seed and every generation's told losses;
-`load_state_dict` replays them into a fresh optimizer and checks the SHA-256 of the codes it then asks
+`load_state_dict` replays them into a fresh optimizer and checks the SHA-256 of the last codes asked
 against the recorded one, so a nevergrad that would ask otherwise (another version) is refused by name.
+Codes are asked when `ask` is called, never ahead, so a run asks nevergrad for no more than its budget.
+An optimizer of nevergrad's that fails on the run's space (one that needs bounds, or its own bug) stops
+the run with a message naming it, what failed, and others to try.
 """
 from __future__ import annotations
 
 import contextlib
 import functools
+import gc
 import hashlib
+import sys
+import traceback
 import warnings
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -57,6 +63,18 @@ def _quiet():
         yield
 
 
+def _free_quietly(err: BaseException) -> None:
+    """Free what a failed nevergrad call left in `err`'s frames: a half-built optimizer's `__del__` raises
+    again, which Python would print as a traceback."""
+    hook = sys.unraisablehook
+    sys.unraisablehook = lambda unraisable: None
+    try:
+        traceback.clear_frames(err.__traceback__)
+        gc.collect()
+    finally:
+        sys.unraisablehook = hook
+
+
 def methods() -> list[str]:
     """The names nevergrad's registry holds (`nevergrad:NAME`)."""
     return sorted(_nevergrad().optimizers.registry)
@@ -85,14 +103,33 @@ class Nevergrad(Optimizer):
             raise BadInput(f"Invalid parameters for optimizer '{cls.name}': population={p.population} "
                            "(must be >= 1).")
 
+    @contextlib.contextmanager
+    def _calling_nevergrad(self):
+        """nevergrad's own failures as one paragraph naming the optimizer and the space."""
+        try:
+            with _quiet():
+                yield
+        except BadInput:
+            raise
+        except Exception as err:  # noqa: BLE001 - whatever nevergrad raises, the run stops with a message
+            message = (f"nevergrad's {self.method} failed on {self.code_dim}-d codes, {self.params.population} a "
+                       f"generation, a budget of {self.budget} ({type(err).__name__}: "
+                       f"{(str(err).splitlines() or [''])[0][:300]}). Not every optimizer of nevergrad's registry works "
+                       "here: the code is an unbounded array and a generation's codes are asked before any is told "
+                       "(a sequential one needs --param population=1); try another, e.g. nevergrad:NGOpt, "
+                       "nevergrad:TwoPointsDE, nevergrad:CMA.")
+            _free_quietly(err)
+            raise BadInput(message) from None
+
     def _begin(self) -> None:
         ng = _nevergrad()
         space = ng.p.Array(init=self.start).set_mutation(sigma=self.sigma)
         space.random_state = np.random.RandomState(self.seed)
-        with _quiet():
+        with self._calling_nevergrad():
             self.search = ng.optimizers.registry[self.method](parametrization=space, budget=self.budget,
                                                               num_workers=self.params.population)
-        self._ask()
+        self.pending: list | None = None  # the candidates asked and not yet told
+        self.codes = np.zeros((0, self.code_dim), dtype=np.float32)  # the last codes asked
 
     def _ask(self) -> None:
         self.pending = []
@@ -100,15 +137,19 @@ class Nevergrad(Optimizer):
             try:
                 with _quiet():
                     self.pending.append(self.search.ask())
-            except RuntimeError as err:  # pycma's "samples expected but missing": its batch must be told first
-                if not self.pending:
-                    raise BadInput(f"nevergrad's {self.method} could not propose codes ({type(err).__name__}: "
-                                   f"{str(err).splitlines()[0]}). Try another nevergrad optimizer or population.") \
-                        from None
-                break
+            except RuntimeError:  # pycma's "samples expected but missing": its batch must be told first
+                if self.pending:
+                    break
+                with self._calling_nevergrad():
+                    raise
+            except Exception:  # noqa: BLE001 - nevergrad's own failure, as a message
+                with self._calling_nevergrad():
+                    raise
         self.codes = np.stack([np.asarray(c.value, dtype=np.float64) for c in self.pending]).astype(np.float32)
 
     def ask(self) -> np.ndarray:
+        if self.pending is None:
+            self._ask()
         return self.codes.copy()
 
     def tell(self, codes: np.ndarray, scores: np.ndarray) -> None:
@@ -121,10 +162,10 @@ class Nevergrad(Optimizer):
         self.told.append(losses)
 
     def _tell(self, losses: np.ndarray) -> None:
-        with _quiet():
+        with self._calling_nevergrad():
             for candidate, loss in zip(self.pending, losses):
                 self.search.tell(candidate, float(loss))
-        self._ask()
+        self.pending = None
 
     def _digest(self) -> str:
         return hashlib.sha256(self.codes.tobytes()).hexdigest()
@@ -132,8 +173,9 @@ class Nevergrad(Optimizer):
     def state_dict(self) -> dict[str, Any]:
         told = np.concatenate(self.told) if self.told else np.zeros(0)
         return {"seed": self.seed, "start": self.start.copy(), "sigma": self.sigma, "budget": self.budget,
-                "told": told, "sizes": np.array([len(t) for t in self.told], dtype=np.int64), "asks": self._digest(),
-                "nevergrad": _nevergrad().__version__, "rng": self.rng.bit_generator.state}
+                "told": told, "sizes": np.array([len(t) for t in self.told], dtype=np.int64),
+                "pending": self.pending is not None, "asks": self._digest(), "nevergrad": _nevergrad().__version__,
+                "rng": self.rng.bit_generator.state}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.seed, self.sigma = int(state["seed"]), float(state["sigma"])
@@ -143,9 +185,12 @@ class Nevergrad(Optimizer):
         sizes = np.asarray(state["sizes"], dtype=np.int64)
         told = np.split(np.asarray(state["told"], dtype=np.float64), np.cumsum(sizes)[:-1]) if len(sizes) else []
         for losses in told:
+            self._ask()
             if len(losses) != len(self.pending):
                 break  # replayed into other asks: the digest below says so
             self._tell(losses)
+        if bool(state["pending"]):  # asked, and shown again untold (no response at all)
+            self._ask()
         self.told = list(told)
         if self._digest() != state["asks"]:
             raise BadInput(f"The run's optimizer {self.name} cannot be resumed exactly: replaying its "
