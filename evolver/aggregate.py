@@ -88,8 +88,8 @@ def normalise(runs, trajectories) -> None:
     """Add the measure of Wang & Ponce (2022) to both tables: each run's best noise-free response divided
     by the best any run reached on its unit (`normalised`, an oracle: under noise no lab knows which image
     that was) and by the unit's mean gradient reference in the run's generator (`vs_gradient`, where the
-    sweep has `gradient` runs of that generator); and the noise-free response of the image the run returns over the same best
-    (`returned_normalised`). Warn where the measure is not a fraction."""
+    sweep has `gradient` runs of that generator); and the noise-free response of the image the run returns
+    over the same best (`returned_normalised`). Warn where the measure is not a fraction."""
     unit_best = runs.groupby("neuron")["best"].max()
     signed = sorted(runs.loc[runs["best"] < 0, "neuron"].unique())
     if signed:

@@ -7,8 +7,9 @@ status and resume, the same reading back and report. What the preset adds: the g
 lists, the noise-free white-box `gradient` reference per unit, seed and generator, and the summary of
 Wang & Ponce (2022): per unit, the best noise-free response a run reached divided by the best any run
 (of any generator) reached on that unit (`normalised`) and by the gradient reference of its generator
-(`vs_gradient`), mean ± s.e.m. per generator, optimizer and noise level; beside it, the noise-free response of the image each run returns (`returned`: under noise,
-the one its re-test chose, evolver.retest), over the same best.
+(`vs_gradient`), mean ± s.e.m. per generator, optimizer and noise level; beside it, the noise-free
+response of the image each run returns (`returned`: under noise, the one its re-test chose,
+evolver.retest), over the same best.
 """
 from __future__ import annotations
 
