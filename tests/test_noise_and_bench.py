@@ -157,7 +157,7 @@ def test_bench_warns_when_a_units_normalised_score_is_not_a_fraction():
 def test_bench_compares_image_spaces_on_a_grid_axis(tmp):
     result = evolver_cli("bench", "--neuron", "stimnet:relu3:unit2", "--generator", "dcgan", "--generator", "pixel:resolution=8",
                          "--optimizer", "ga", "--optimizer", "nevergrad:TwoPointsDE", "--param",
-                         "nevergrad:TwoPointsDE:population=10", "--seeds", 1, "--noise", "none", "--images", 40,
+                         "nevergrad:TwoPointsDE:population=10", "--seeds", 1, "--noise", "none", "--images", 20,
                          "--out", tmp, "--quiet")
     assert result.returncode == 0, result.stderr
     runs = pd.read_parquet(tmp / "runs.parquet")

@@ -75,7 +75,6 @@ def run(name, objective, images=2000, seed=0, **params):
     ("nes", sphere, -3.0, {"radius": 0.3, "lr": 0.3}),
     ("nes", sphere, -3.0, {"radius": 0.3, "lr": 0.3, "antithetic": False}),
     ("fdgd", sphere, -10.0, {"radius": 0.3, "lr": 0.3, "antithetic": False}),
-    ("nevergrad:CMA", sphere, -0.5, {}),
     ("nevergrad:TwoPointsDE", sphere, -3.0, {}),
     ("nevergrad:NGOpt", sphere, -0.5, {}),
 ])
@@ -460,6 +459,7 @@ def test_nes_learns_its_radius_and_resumes_it_exactly():
         fresh.tell(expected, sphere(expected))
 
 
+@pytest.mark.slow  # 30 generations of a 600-d CMA
 def test_a_nevergrad_batch_larger_than_the_population_ends_a_generation_early_and_resumes_exactly():
     """NGOpt on 600-d codes runs a CMA whose batch (4 + 3 ln d = 23 codes) is larger than 20: once its step
     size adaptation needs a whole batch told (from the 25th generation here), a generation ends with the
