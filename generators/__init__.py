@@ -9,6 +9,7 @@ class or factory that takes the options as keywords).
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 
 from evolver_common import BadInput
@@ -76,11 +77,10 @@ for variant in deepsim.VARIANTS:
 # racing-cmaes: its ten families are a choice that one CMA-ES blends (docs/neurons.md, "Ground truth")
 register("stimuli", Stimuli, "25 a layer (stimuli:layers=L)", 64, lambda: ("none needed (formulas)", True),
          optimizer="racing-cmaes")
-_NO_WEIGHTS = lambda: ("none needed (the code is the image)", True)  # noqa: E731
-R = image_spaces.DEFAULT_RESOLUTION
-register("pixel", image_spaces.Pixel, f"{3 * R * R} (3·R², R={R})", 64, _NO_WEIGHTS)
-register("fourier", image_spaces.Fourier, f"{3 * R * (R // 2 + 1) * 2} (3·R·(R/2+1)·2, R={R})", 64, _NO_WEIGHTS)
-register("maco", image_spaces.Maco, f"{3 * R * (R // 2 + 1)} (3·R·(R/2+1), R={R})", 64, _NO_WEIGHTS)
+for space in (image_spaces.Pixel, image_spaces.Fourier, image_spaces.Maco):
+    resolution = image_spaces.DEFAULT_RESOLUTION
+    register(space.kind, space, f"{math.prod(space.shape_at(resolution))} ({space.formula}, R={resolution})", 64,
+             lambda: ("none needed (the code is the image)", True))
 for size in biggan.SIZES:
     register(f"biggan-deep-{size}", functools.partial(biggan.BigGAN, size), "256 (128 with --class)", size,
              functools.partial(biggan.weights_location, size))

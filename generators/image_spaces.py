@@ -58,7 +58,7 @@ class ImageSpace(Generator):
 
     weights = "none (an image parameterisation)"
     kind: str
-    shape: tuple[int, ...]
+    formula: str  # the code's size in R, the resolution (what `evolver generators` shows)
 
     def __init__(self, resolution: int = DEFAULT_RESOLUTION, image_size: int = 64, weights: str = "none",
                  device: str = "auto", precision: str = "auto"):
@@ -74,6 +74,15 @@ class ImageSpace(Generator):
         self.resolution, self.image_size = resolution, image_size
         self.device = resolve_device(device)
         self.code_dim = math.prod(self.shape)
+
+    @staticmethod
+    @abc.abstractmethod
+    def shape_at(resolution: int) -> tuple[int, ...]:
+        """The shape of one code at `resolution`."""
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.shape_at(self.resolution)
 
     def describe(self) -> dict:
         return {**super().describe(), "resolution": self.resolution}
@@ -97,11 +106,11 @@ class Pixel(ImageSpace):
     """`pixel[:resolution=R]`: the code is each pixel's RGB logit, 3·R² values (XDream's raw-pixel space, made
     unbounded by the sigmoid as Lucid's pixel parameterisation is)."""
 
-    kind = "pixel"
+    kind, formula = "pixel", "3·R²"
 
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return (3, self.resolution, self.resolution)
+    @staticmethod
+    def shape_at(resolution: int) -> tuple[int, ...]:
+        return (3, resolution, resolution)
 
     def _logits(self, codes: torch.Tensor) -> torch.Tensor:
         return codes
@@ -114,7 +123,7 @@ class Fourier(ImageSpace):
     through a sigmoid. Lucid divides by a "magic" 4; here the scale is set so that standard-normal codes
     give logits of standard deviation 1, as the pixel space's do (measured on 64 codes of a fixed seed)."""
 
-    kind = "fourier"
+    kind, formula = "fourier", "3·R·(R/2+1)·2"
 
     def __init__(self, resolution: int = DEFAULT_RESOLUTION, image_size: int = 64, decay: float = 1.0,
                  weights: str = "none", device: str = "auto", precision: str = "auto"):
@@ -126,9 +135,9 @@ class Fourier(ImageSpace):
         calibration = torch.randn(64, *self.shape, generator=torch.Generator().manual_seed(0))
         self.scale = (self.scale / self._logits(calibration).std()).to(self.device)
 
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return (3, self.resolution, self.resolution // 2 + 1, 2)
+    @staticmethod
+    def shape_at(resolution: int) -> tuple[int, ...]:
+        return (3, resolution, resolution // 2 + 1, 2)
 
     def describe(self) -> dict:
         return {**super().describe(), "decay": self.decay}
@@ -147,7 +156,7 @@ class Maco(ImageSpace):
     recorrelated, scaled as the Fourier space's logits are (to a standard deviation of 1 for standard-normal
     codes, a constant) and passed through a sigmoid."""
 
-    kind = "maco"
+    kind, formula = "maco", "3·R·(R/2+1)"
 
     def __init__(self, resolution: int = DEFAULT_RESOLUTION, image_size: int = 64, weights: str = "none",
                  device: str = "auto", precision: str = "auto"):
@@ -157,9 +166,9 @@ class Maco(ImageSpace):
         self.gain = 1.0 / float(self._logits(calibration).std())
         self.magnitude = self.magnitude.to(self.device)
 
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return (3, self.resolution, self.resolution // 2 + 1)
+    @staticmethod
+    def shape_at(resolution: int) -> tuple[int, ...]:
+        return (3, resolution, resolution // 2 + 1)
 
     def _logits(self, codes: torch.Tensor) -> torch.Tensor:
         phase = _standardise(codes)
