@@ -281,7 +281,7 @@ def bench(neurons, optimizers, generators_, seeds, noises, param_pairs, no_gradi
     for pair in param_pairs:
         named, equals, value = pair.partition("=")
         optimizer, sep, name = named.rpartition(":")  # the optimizer's own name may hold a colon (nevergrad:NGOpt)
-        if not sep or not optimizer:
+        if not sep or not optimizer or not equals:
             raise BadInput(f"--param takes OPTIMIZER:NAME=VALUE in evolver bench (e.g. ga:mutation_size=0.3), got '{pair}'.")
         params.setdefault(optimizer, {}).update(parse_params((f"{name}{equals}{value}",)))
     config = BenchConfig(neurons=list(neurons), seeds=list(range(seeds)), params=params,

@@ -178,3 +178,12 @@ def test_bench_compares_image_spaces_on_a_grid_axis(tmp):
     assert space_map["y"] == ["dcgan", "pixel:resolution=8"] and len(space_map["x"]) == 3
     means = runs.groupby(["generator", "optimizer"])["normalised"].mean().unstack()
     np.testing.assert_allclose(plotly_values(space_map["z"]).reshape(2, 3), means.to_numpy())
+
+
+@pytest.mark.parametrize("pair", ["nevergrad:NGOpt", "mutation_size=0.3"])
+def test_a_bench_param_without_its_optimizer_or_value_is_refused(pair, tmp):
+    result = evolver_cli("bench", "--neuron", "stimnet:relu3:unit2", "--param", pair, "--out", tmp / "b")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"--param takes OPTIMIZER:NAME=VALUE in evolver bench (e.g. ga:mutation_size=0.3), got '{pair}'" \
+        in result.stderr
+    assert not (tmp / "b").exists()
